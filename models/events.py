@@ -1,0 +1,177 @@
+"""Canonical telemetry events (contract §1), validated by msgspec at decode time.
+
+Every event is normalised on decode: ``ts`` becomes integer epoch milliseconds (`ts_ms`),
+secret-looking key ids are replaced by a keyed fingerprint by the decoder, and range checks
+(negative or absurd token counts, NaN, bad IPs, bad country codes) raise
+`msgspec.ValidationError`, which the decoder turns into a dead letter.
+
+>>> import msgspec
+>>> ev = msgspec.json.decode(
+...     b'{"kind":"usage","event_id":"e1","ts":"2026-11-25T16:00:00.123Z","provider":"openai",'
+...     b'"key_id":"key_1","model":"gpt-4o","input_tokens":10}', type=Event)
+>>> ev.ts_ms, ev.requests, ev.output_tokens
+(1795622400123, 1, 0)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from datetime import datetime
+from typing import Annotated, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+# Absolute bounds on event time: anything outside is not a real telemetry timestamp.
+MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+MAX_COUNT = 10**12  # tokens or requests in one event beyond this are absurd
+
+EventId = Annotated[str, Meta(min_length=1, max_length=128)]
+Name = Annotated[str, Meta(min_length=1, max_length=256)]
+OptName = Union[Annotated[str, Meta(max_length=256)], None]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
+Requests = Annotated[int, Meta(ge=1, le=MAX_COUNT)]
+Money = Annotated[float, Meta(ge=0, le=1e9)]
+Timestamp = Union[int, str]
+Country = Union[Annotated[str, Meta(pattern=r"^[A-Z]{2}$")], None]
+
+
+def parse_ts(value: int | str) -> int:
+    """RFC 3339 string or epoch milliseconds → epoch milliseconds, within absolute bounds.
+
+    >>> parse_ts("2026-11-25T16:00:00Z"), parse_ts(1795622400000)
+    (1795622400000, 1795622400000)
+    """
+    if isinstance(value, bool):
+        raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds")
+    if isinstance(value, int):
+        ms = value
+    else:
+        text = value.strip()
+        if len(text) > 40 or "T" not in text.upper():
+            raise ValueError(f"ts {value[:40]!r} is not RFC 3339")
+        try:
+            dt = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"ts {value[:40]!r} is not RFC 3339") from None
+        if dt.tzinfo is None:
+            raise ValueError(f"ts {value[:40]!r} has no time zone offset")
+        ms = int(round(dt.timestamp() * 1000))
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise ValueError(f"ts {value!r} is outside 2000-01-01..2100-01-01")
+    return ms
+
+
+def format_ts(ms: int) -> str:
+    """Epoch milliseconds → RFC 3339 UTC with milliseconds (the contract's string form).
+
+    >>> format_ts(1795622400123)
+    '2026-11-25T16:00:00.123Z'
+    """
+    secs, rem = divmod(int(ms), 1000)
+    return datetime.utcfromtimestamp(secs).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem:03d}Z"
+
+
+def _check_ip(value: str | None) -> None:
+    if value is not None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"source_ip {value[:64]!r} is not an IPv4/IPv6 address") from None
+
+
+class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
+    event_id: EventId
+    ts: Timestamp
+    provider: Name
+    key_id: Union[Annotated[str, Meta(min_length=1, max_length=256)], None] = None
+    principal: OptName = None
+    project: OptName = None
+    # Extensions (optional, ignored by older consumers): where the record came from
+    # (`gateway`, `provider_usage`, `cloudtrail`, `invocation_log`, …) and the provider's
+    # request id, used to join sources.
+    source: OptName = None
+    request_id: OptName = None
+    ts_ms: int = 0  # set in __post_init__; not part of the input
+
+    def __post_init__(self) -> None:
+        self.ts_ms = parse_ts(self.ts)
+
+
+class UsageEvent(_Base, tag="usage", tag_field="kind"):
+    model: Name = ""  # required: checked in __post_init__ for a clear message
+    operation: OptName = None
+    requests: Requests = 1
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cached_input_tokens: Count = 0
+    cost_usd: Union[Money, None] = None
+    source_ip: Union[Annotated[str, Meta(max_length=64)], None] = None
+    user_agent: Union[Annotated[str, Meta(max_length=1024)], None] = None
+    region: OptName = None
+    country: Country = None
+    status: Union[Annotated[int, Meta(ge=0, le=999)], None] = None
+    error_code: OptName = None
+    latency_ms: Union[Annotated[float, Meta(ge=0, le=86_400_000)], None] = None
+    # Set by enrichment (price table), not by producers.
+    price_source: OptName = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.model:
+            raise ValueError("usage event needs `model`")
+        if self.key_id is None:
+            raise ValueError("usage event needs `key_id`")
+        if self.cost_usd is not None and math.isnan(self.cost_usd):
+            raise ValueError("cost_usd is NaN")
+        _check_ip(self.source_ip)
+
+    @property
+    def is_error(self) -> bool:
+        return self.error_code is not None or (self.status is not None and self.status >= 400)
+
+
+class AuditEvent(_Base, tag="audit", tag_field="kind"):
+    action: Name = ""
+    source_ip: Union[Annotated[str, Meta(max_length=64)], None] = None
+    user_agent: Union[Annotated[str, Meta(max_length=1024)], None] = None
+    region: OptName = None
+    error_code: OptName = None
+    country: Country = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.action:
+            raise ValueError("audit event needs `action`")
+        _check_ip(self.source_ip)
+
+
+class BillingEvent(_Base, tag="billing", tag_field="kind"):
+    amount_usd: Union[Annotated[float, Meta(ge=-1e9, le=1e9)], None] = None  # credits may be negative
+    period_end: Union[Timestamp, None] = None
+    scope: OptName = None
+    line_item: OptName = None
+    period_end_ms: Union[int, None] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.amount_usd is None or math.isnan(self.amount_usd):
+            raise ValueError("billing event needs a numeric `amount_usd`")
+        if self.period_end is not None:
+            self.period_end_ms = parse_ts(self.period_end)
+            if self.period_end_ms < self.ts_ms:
+                raise ValueError("billing period_end is before ts (period start)")
+
+
+Event = Union[UsageEvent, AuditEvent, BillingEvent]
+KINDS: tuple[Literal["usage", "audit", "billing"], ...] = ("usage", "audit", "billing")
+
+
+def to_dict(event: Event) -> dict:
+    """The event as a contract-shaped dict (``kind`` included, internal fields dropped)."""
+    d = msgspec.to_builtins(event)
+    d.pop("ts_ms", None)
+    d.pop("period_end_ms", None)
+    return d

@@ -1,0 +1,22 @@
+"""Builds the default detection core from settings: every detector and enricher keywatch runs.
+
+The streaming worker, `keywatch replay`, benchmarks and evals all call `build_core`, so they run
+the same detection code with the same defaults.
+"""
+
+from __future__ import annotations
+
+from keywatch.models.core import DetectionCore, Detector, Enricher
+
+
+def build_core(settings) -> DetectionCore:
+    detectors: list[Detector] = []
+    enrichers: list[Enricher] = []
+    # --- enrichers (order matters: prices before anything that reads cost_usd) --------------
+    # --- detectors ---------------------------------------------------------------------------
+    return DetectionCore(
+        detectors,
+        enrichers,
+        quiet_ms=int(settings.incident_quiet_s * 1000),
+        dedupe_capacity=settings.dedupe_window_events,
+    )

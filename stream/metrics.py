@@ -1,0 +1,34 @@
+"""Prometheus metrics of the worker (served at `/metrics`). One registry per process.
+
+Names are part of the operations dashboard's queries: add, do not rename.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.events_in = Counter("keywatch_events_in_total", "Events accepted, by kind", ["kind"], registry=r)
+        self.messages_in = Counter("keywatch_messages_in_total", "Kafka messages consumed", registry=r)
+        self.events_rejected = Counter("keywatch_events_rejected_total", "Dead letters, by reason", ["reason"], registry=r)
+        self.duplicates = Counter("keywatch_duplicate_events_total", "Events dropped as already seen (same event_id)", registry=r)
+        self.batch_latency = Histogram(
+            "keywatch_batch_seconds", "Time to process and store one batch", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.batch_size = Histogram("keywatch_batch_events", "Events per batch", registry=r,
+                                    buckets=(1, 10, 100, 1000, 5000, 10000, 50000))
+        self.event_to_alert = Histogram(
+            "keywatch_event_to_alert_seconds", "Wall time from an event's arrival to its alert being stored", registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
+        self.alerts = Counter("keywatch_alerts_total", "Alerts raised or updated", ["kind", "severity"], registry=r)
+        self.revocations = Counter("keywatch_revocations_total", "Revocation decisions, by outcome", ["outcome"], registry=r)
+        self.sink_errors = Counter("keywatch_sink_errors_total", "Failed ClickHouse writes (retried)", registry=r)
+        self.consumer_lag = Gauge("keywatch_consumer_lag", "Messages behind the log end", ["topic", "partition"], registry=r)
+        self.tracked_keys = Gauge("keywatch_tracked_keys", "Keys with detector state in memory", registry=r)
+        self.backpressure = Gauge("keywatch_backpressure", "1 while the worker is paused waiting for the sink", registry=r)
+        self.deliveries = Counter("keywatch_alert_deliveries_total", "Alert channel deliveries, by channel and outcome", ["channel", "outcome"], registry=r)
