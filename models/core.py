@@ -152,9 +152,34 @@ class DetectionCore:
         ctx.alerts.extend(self.book.expire(self.watermark_ms))
         return CoreOutput(usage, audit, billing, ctx.alerts, ctx.scores, ctx.rows, dups)
 
-    def close(self) -> list[Alert]:
-        """End of input (replay): nothing more to expire; open incidents stay open."""
-        return []
+    def feedback(self, alert_id: str, label: str, now_ms: int, until_ms: int | None = None) -> Alert | None:
+        """Analyst feedback (`not_anomaly`, `planned_activity`, `confirmed`, …) on an open alert.
+
+        Detectors that implement `on_feedback(alert, label, until_ms)` use it to suppress repeats
+        and to learn (e.g. accept the new behaviour into the baseline). Returns the alert, if open.
+        """
+        alert = next((a for a in self.book.open.values() if a.alert_id == alert_id), None)
+        if alert is None:
+            return None
+        for det in self.detectors:
+            hook = getattr(det, "on_feedback", None)
+            if hook is not None:
+                hook(alert, label, until_ms)
+        if label in ("not_anomaly", "planned_activity"):
+            return self.book.set_status(alert_id, "resolved", now_ms)
+        return alert
+
+    def describe_key(self, key_id: str) -> dict[str, Any]:
+        """Risk, baseline summary and recent evidence for one key, from every detector that knows it."""
+        out: dict[str, Any] = {"key_id": key_id, "open_alerts": [
+            a.to_contract() for k, a in self.book.open.items() if k[2] == key_id]}
+        for det in self.detectors:
+            hook = getattr(det, "describe_key", None)
+            if hook is not None:
+                info = hook(key_id)
+                if info:
+                    out[det.name] = info
+        return out
 
 
 def _ts(e: Event) -> int:
