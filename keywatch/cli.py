@@ -34,6 +34,7 @@ def replay(
     alerts_out: Path = typer.Option(..., "--alerts-out", help="alerts, one JSON object per line"),
     dead_letters_out: Optional[Path] = typer.Option(None, "--dead-letters-out", help="default: <alerts-out>.dead_letters.jsonl"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    revoke: bool = typer.Option(False, "--revoke", help="also run key revocation (policy file; dry run unless enabled)"),
 ) -> None:
     """Run event files through the detection core (no broker, no server) and write the alerts."""
     from keywatch.models.registry import build_core
@@ -45,7 +46,7 @@ def replay(
     try:
         summary = run_replay(
             files, alerts_out, build_core(settings), EventDecoder.from_settings(settings, streaming=False),
-            dead_letters_out=dead_out,
+            dead_letters_out=dead_out, on_output=_revocation_callback(settings) if revoke else None,
         )
     except OSError as exc:
         console.print(f"[red]cannot read[/red] {exc.filename}: {exc.strerror}")
@@ -75,6 +76,15 @@ def db_migrate() -> None:
 
 
 # --- sub-commands of other areas are registered below (one line each) ------------------------
+from keywatch.sinks.revocation.cli import revoke_app, replay_on_output as _revocation_callback; app.add_typer(revoke_app, name="revoke")  # noqa: E402,E702  (issue 5)
+from keywatch.cli_eval import eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702  (issue 3; cost adds `eval nab`)
+from keywatch import cli_stream; app.command("worker")(cli_stream.worker)  # noqa: E402,E702  (stream)
+app.command("demo")(cli_stream.demo)  # stream
+app.command("bench")(cli_stream.bench)  # stream
+from keywatch import cli_api; cli_api.register(app)  # noqa: E402,E702  (issue 6: alerts, key, report, dashboards)
+from keywatch import cli_connectors; app.command("ingest")(cli_connectors.ingest)  # noqa: E402,E702  (issue 7)
+app.command("poll")(cli_connectors.poll)  # issue 7
+from keywatch.sinks.channels.cli import channels_app; app.add_typer(channels_app, name="channels")  # noqa: E402,E702  (issue 4)
 
 
 def main() -> None:

@@ -17,5 +17,14 @@ AlertHook = Callable[[list[Any]], Any]
 def build_alert_hooks(settings, sink=None, metrics=None) -> list[AlertHook]:
     hooks: list[AlertHook] = []
     # --- alert channels (issue 4) -----------------------------------------------------------
+    if settings.channels_file:
+        from keywatch.sinks.channels.dispatch import build_channel_hook
+
+        hooks.append(build_channel_hook(settings, sink=sink, metrics=metrics))
     # --- revocation (issue 5) ---------------------------------------------------------------
+    if settings.revocation_policy_file:
+        from keywatch.sinks.revocation.service import build_revocation_hook
+
+        # Pending approvals go to the channel hooks built above, as `revocation_approval` alerts.
+        hooks.append(build_revocation_hook(settings, sink=sink, metrics=metrics, notify=list(hooks)))
     return hooks

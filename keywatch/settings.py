@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     api_token: SecretStr | None = Field(None, description="bearer token for mutating HTTP API endpoints")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    snapshot_interval_s: float = Field(10.0, gt=0, le=3600, description="worker: snapshot detector state (and commit offsets) this often")
+    sink_retry_max_s: float = Field(30.0, gt=0, description="worker: longest backoff between ClickHouse write retries")
+    hook_queue_max: int = Field(10_000, ge=1, description="worker: alert batches queued for hooks before new ones are dropped")
+    kafka_rebalance_timeout_s: float | None = Field(None, gt=0, le=600, description="worker: consumer-group rebalance timeout (session timeout = 2x); unset = faust's defaults. Short values (1.5) make the embedded broker's group join fast")
 
     # --- ClickHouse --------------------------------------------------------------------------
     clickhouse_database: str = Field("keywatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -79,14 +83,76 @@ class Settings(BaseSettings):
     cost_spike_min_usd: float = Field(5.0, ge=0)
     cost_spike_min_pct: float = Field(50.0, ge=0)
     key_idle_expire_s: float = Field(7 * 86400.0, gt=0)
+    # cost (issue 4): spike band, forecasts, budgets, billing reconciliation
+    cost_spike_band_k: float = Field(4.0, gt=0, description="upper band = expected + k * robust spread")
+    cost_spike_min_minutes: int = Field(2, ge=1, le=60, description="minutes above band before a cost_spike")
+    cost_spike_warmup_s: float = Field(6 * 3600.0, ge=0, description="history a series needs before it can spike")
+    cost_forecast_key_rows: bool = Field(False, description="also emit per-key spend_forecast rows every minute")
+    budget_thresholds_pct: str = Field("50,80,100", description="default budget steps (comma-separated %)")
+    billing_divergence_pct: float = Field(10.0, ge=0, description="billed vs computed, per project and day")
+    billing_divergence_min_usd: float = Field(5.0, ge=0)
 
     # --- Grafana -----------------------------------------------------------------------------
     grafana_url: str = "http://127.0.0.1:3000"
     grafana_token: SecretStr | None = None
 
     # --- section: revocation (issue 5) -------------------------------------------------------
+    # Rules, protected keys, limits and the circuit breaker live in `revocation_policy_file`
+    # (see infra/revocation.example.yaml). Nothing is ever called at a provider unless this is true.
+    revocation_enabled: bool = Field(False, description="false = dry run: decide and record, never call a provider")
+    revocation_timeout_s: float = Field(10.0, gt=0, le=120, description="per provider request")
+    revocation_max_attempts: int = Field(3, ge=1, le=10, description="tries on 429/5xx/timeouts")
+    revocation_max_retry_wait_s: float = Field(30.0, ge=0, le=600, description="longest Retry-After honoured")
+    revocation_approval_ttl_s: float = Field(86400.0, gt=0, description="pending approvals expire after this")
+    revocation_openai_base_url: str = "https://api.openai.com"
+    revocation_openai_admin_key: SecretStr | None = None
+    revocation_anthropic_base_url: str = "https://api.anthropic.com"
+    revocation_anthropic_admin_key: SecretStr | None = None
+    revocation_anthropic_version: str = "2023-06-01"
+    revocation_aws_endpoint_url: str | None = Field(None, description="IAM endpoint (moto in tests); unset = AWS")
+    revocation_aws_region: str = "us-east-1"
+    revocation_aws_access_key_id: SecretStr | None = Field(None, description="unset = boto3's default credential chain")
+    revocation_aws_secret_access_key: SecretStr | None = None
+    revocation_litellm_base_url: str | None = None
+    revocation_litellm_master_key: SecretStr | None = None
+    revocation_webhook_url: str | None = Field(None, description="in-house key manager; signed with HMAC-SHA256")
+    revocation_webhook_secret: SecretStr | None = None
     # --- section: channels (issue 4) ---------------------------------------------------------
+    # Routes and destinations live in `channels_file` (see infra/channels.example.yaml); the
+    # secrets a destination names with `*_setting:` come from here (or `KEYWATCH_<NAME>_FILE`).
+    smtp_host: str | None = Field(None, description="SMTP server for email channels")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "keywatch@localhost"
+    smtp_starttls: bool = Field(True, description="upgrade with STARTTLS when the server offers it")
+    smtp_ssl: bool = Field(False, description="implicit TLS (port 465)")
+    slack_webhook_url: SecretStr | None = Field(None, description="default Slack incoming-webhook URL (it is a secret)")
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com"
+    webhook_secret: SecretStr | None = Field(None, description="default HMAC-SHA256 secret for signed JSON webhooks")
+    channels_link_template: str | None = Field(None, description="alert link, e.g. https://grafana/d/kw?var-alert={alert_id}")
+    channels_timeout_s: float = Field(10.0, gt=0, le=300, description="per delivery attempt")
+    channels_max_attempts: int = Field(5, ge=1, le=20)
+    channels_backoff_s: float = Field(1.0, ge=0, le=60, description="first retry delay; doubles, with jitter")
+    channels_backoff_max_s: float = Field(60.0, ge=0, le=3600)
+    channels_concurrency: int = Field(8, ge=1, le=256)
     # --- section: connectors (issue 7) -------------------------------------------------------
+    openai_admin_key: SecretStr | None = Field(None, description="OpenAI admin key for `keywatch poll openai`")
+    openai_base_url: str = "https://api.openai.com"
+    anthropic_admin_key: SecretStr | None = Field(None, description="Anthropic admin key for `keywatch poll anthropic`")
+    anthropic_base_url: str = "https://api.anthropic.com"
+    poll_bucket_width: Literal["1m", "1h", "1d"] = "1m"
+    poll_settle_s: float = Field(300.0, ge=0, description="poll only buckets that ended this long ago (still filling before)")
+    poll_lookback_s: float = Field(86400.0, gt=0, description="first poll (no cursor) starts this far back")
+    poll_interval_s: float = Field(60.0, gt=0)
+    poll_max_retries: int = Field(6, ge=0, le=50)
+    poll_timeout_s: float = Field(30.0, gt=0)
+    connector_join_wait_s: float = Field(900.0, ge=0, description="Bedrock log ⋈ CloudTrail: wait this long for the partner record")
+    gateway_key_map_file: Path | None = Field(None, description="YAML: gateway key hash → provider key_id")
+    gateway_bypass_bucket_s: int = Field(3600, ge=60)
+    gateway_bypass_lag_s: float = Field(1800.0, ge=0, description="wait this long past a bucket for late gateway logs")
+    gateway_bypass_min_requests: int = Field(5, ge=1)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -13,7 +13,15 @@ def build_core(settings) -> DetectionCore:
     detectors: list[Detector] = []
     enrichers: list[Enricher] = []
     # --- enrichers (order matters: prices before anything that reads cost_usd) --------------
+    from keywatch.models.prices import PriceEnricher  # issue 4: cost_usd, price_source
+    enrichers.append(PriceEnricher.from_settings(settings))
     # --- detectors ---------------------------------------------------------------------------
+    from keywatch.models.gatewaybypass import GatewayBypassDetector; detectors.append(GatewayBypassDetector.from_settings(settings))  # issue 7
+    from keywatch.models.billing import BillingDetector  # issue 4: cost
+    from keywatch.models.budgets import BudgetDetector
+    from keywatch.models.costspike import CostSpikeDetector
+    detectors += [CostSpikeDetector.from_settings(settings), BudgetDetector.from_settings(settings),
+                  BillingDetector.from_settings(settings)]
     return DetectionCore(
         detectors,
         enrichers,

@@ -1,0 +1,269 @@
+"""`cost_spike` detector: minute spend series per key, project, provider and model.
+
+Usage events are summed per minute into series (`key`, `project`, `provider`, `model` levels).
+When event time passes a minute, every series steps once in a `SeasonalBank` (score, then learn):
+a run of `cost_spike_min_minutes` minutes above the upper band whose excess is at least
+`cost_spike_min_usd` and `cost_spike_min_pct` % of expected raises a `cost_spike` (key level:
+`key_id` set; project level: `key_id` null) with a ranked root cause. Forecast rows feed
+`spend_forecast`; projections feed `spend_projection`. Unknown models raise `unknown_model`.
+
+>>> from keywatch.models.events import UsageEvent
+>>> from keywatch.models.core import DetectionCore
+>>> det = CostSpikeDetector(min_usd=5, min_pct=50, warmup_min=60)
+>>> core = DetectionCore([det])
+>>> t0 = 1795622400000
+>>> evs = [UsageEvent(event_id=f"e{m}", ts=t0 + m * 60000, provider="openai", key_id="k1", project="p",
+...                   model="gpt-4o", cost_usd=1.0 if m < 600 or m > 605 else 20.0) for m in range(700)]
+>>> alerts = core.process(evs).alerts
+>>> [(a.kind, a.key_id, a.details["root_cause"]["keys"][0]["value"]) for a in alerts][:2]
+[('cost_spike', 'k1', 'k1'), ('cost_spike', None, 'k1')]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keywatch.models.alerts import Finding
+from keywatch.models.core import Batch, Context
+from keywatch.models.events import format_ts
+from keywatch.models.forecast import SeasonalBank, TailCalibrator
+from keywatch.models.projection import Projector
+from keywatch.models.rootcause import RootCause, summary
+
+LEVELS = ("key", "project", "provider", "model")
+MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
+RESOLVE_AFTER_MIN = 30  # explicit resolve after this many normal minutes
+
+
+class CostSpikeDetector:
+    name = "cost_spike"
+
+    def __init__(self, min_usd: float = 5.0, min_pct: float = 50.0, k: float = 4.0, min_minutes: int = 2,
+                 warmup_min: int = 360, key_rows: bool = False, idle_expire_min: int = 7 * 1440) -> None:
+        self.min_usd, self.min_pct, self.min_minutes = min_usd, min_pct, min_minutes
+        self.key_level_rows, self.idle_expire_min = key_rows, idle_expire_min
+        self.bank = SeasonalBank(k=k, warmup_units=warmup_min)
+        self.cal = TailCalibrator(long_n=1440.0, short_n=2.0)
+        self.rows: dict[tuple, int] = {}
+        self.level = np.zeros(16, np.int8)  # row → LEVELS index
+        self.key_rows: dict[tuple[str, str], list[int]] = {}  # (provider, key_id) → key-level rows
+        self.series: dict[int, tuple] = {}
+        self.cur_minute: int | None = None
+        self.cur: dict[int, float] = {}
+        self.rc = RootCause()
+        self.proj = Projector()
+        self.incidents: dict[int, tuple[str, int]] = {}  # row → (alert_id, minutes normal since run)
+        self.suppress: dict[int, int] = {}  # row → until minute (analyst feedback)
+        self.accept: dict[int, int] = {}  # row → until minute: learn raw values (not_anomaly)
+        self.nolearn: dict[int, int] = {}  # row → until minute: planned activity stays out of the baseline
+        self.unknown: dict[tuple[str, str], int] = {}
+        self.last_spike: dict | None = None
+
+    @classmethod
+    def from_settings(cls, s) -> "CostSpikeDetector":
+        return cls(s.cost_spike_min_usd, s.cost_spike_min_pct, s.cost_spike_band_k, s.cost_spike_min_minutes,
+                   int(s.cost_spike_warmup_s // 60), s.cost_forecast_key_rows, int(s.key_idle_expire_s // 60))
+
+    def _row(self, skey: tuple) -> int:
+        r = self.rows.get(skey)
+        if r is None:
+            r = self.rows[skey] = self.bank.add()
+            self.series[r] = skey
+            if len(self.level) < self.bank.cap:
+                self.level = np.concatenate([self.level, np.zeros(self.bank.cap - len(self.level), np.int8)])
+            self.level[r] = LEVELS.index(skey[0])
+            if skey[0] == "key":
+                self.key_rows.setdefault((skey[1], skey[3]), []).append(r)
+        return r
+
+    def process(self, batch: Batch, ctx: Context) -> None:
+        cur, rows, row = self.cur, self.rows, self._row
+        for e in batch.usage:
+            m = e.ts_ms // 60000
+            if self.cur_minute is None:
+                self.cur_minute = m
+            elif m > self.cur_minute:
+                self._advance(m, e.ts_ms, ctx)
+                cur = self.cur
+            usd = e.cost_usd or 0.0
+            if e.price_source == "unknown":
+                self._unknown(e, ctx)
+            p, proj = e.provider, e.project
+            for skey in (("key", p, proj, e.key_id), ("project", p, proj), ("provider", p), ("model", p, e.model)):
+                r = rows.get(skey)
+                if r is None:
+                    r = row(skey)
+                cur[r] = cur.get(r, 0.0) + usd
+            self.rc.add(self.cur_minute, (p, proj), (e.key_id, e.model, e.region), usd)
+
+    def _unknown(self, e, ctx: Context) -> None:
+        k = (e.provider, e.model)
+        n = self.unknown[k] = self.unknown.get(k, 0) + 1
+        if n == 1:
+            ctx.report(Finding(kind="unknown_model", provider=e.provider, key_id=None, project=e.project,
+                               ts_ms=e.ts_ms, started_at_ms=e.ts_ms, score=0.3, severity="low", incident_key=e.model[:128],
+                               reasons=[f"model {e.model!r} is not in the price table: its spend is counted as $0 (price_source=unknown)"],
+                               details={"model": e.model}))
+
+    def _advance(self, m: int, ts_ms: int, ctx: Context) -> None:
+        """Close minutes cur_minute … m−1 (empty ones are zero spend), then open minute m."""
+        last = self.cur_minute
+        self._close(last, ts_ms, ctx)
+        gap_end = m if m - last <= MAX_GAP_MIN else last + 1
+        for t in range(last + 1, gap_end):
+            self._close(t, ts_ms, ctx)
+        if gap_end != m:
+            self.bank.run_len[:] = 0
+        self.cur_minute = m
+
+    def _close(self, t: int, ts_ms: int, ctx: Context) -> None:
+        bank, n = self.bank, self.bank.n
+        x = np.zeros(n)
+        if self.cur:
+            x[np.fromiter(self.cur.keys(), np.int64, len(self.cur))] = np.fromiter(self.cur.values(), np.float64, len(self.cur))
+        self.cur = {}
+        learn = np.ones(n, bool)
+        for r in self.incidents:
+            learn[r] = False
+        for k in ctx.book.open:  # other detectors' open incidents on a key stop learning too
+            for r in self.key_rows.get((k[1], k[2]), ()):
+                learn[r] = False
+        for r, until in list(self.nolearn.items()):
+            if until > t:
+                learn[r] = False
+            else:
+                del self.nolearn[r]
+        accept = np.zeros(n, bool)
+        for r, until in list(self.accept.items()):
+            if until > t:
+                accept[r], learn[r] = True, True
+            else:
+                del self.accept[r]
+        exp, upper, spread = bank.step(t, x, learn, accept)
+        z = np.maximum(0.0, x - exp) / np.maximum(spread, 1e-6)
+        calib = self.cal.step(z)
+        active = x != 0
+        bank.last_active[:n][active] = t
+        for r in np.nonzero(active & learn & (self.level[:n] == 1))[0]:
+            skey = self.series[int(r)]
+            self.rc.learn(t, (skey[1], skey[2]))
+        self._findings(t, ts_ms, x, exp, upper, calib, ctx)
+        self._emit(t, x, exp, upper, ctx)
+        self.proj.observe(self, t, x, ctx)
+        if t % 1440 == 0:
+            self._expire_idle(t)
+
+    def _findings(self, t, ts_ms, x, exp, upper, calib, ctx: Context) -> None:
+        b = self.bank
+        n = b.n
+        hit = np.nonzero((b.run_len[:n] >= self.min_minutes) & (b.run_excess[:n] >= self.min_usd)
+                         & (b.run_excess[:n] * 100 >= self.min_pct * b.run_expected[:n]) & (b.age[:n] >= b.warmup))[0]
+        for r in hit:
+            r = int(r)
+            skey = self.series[r]
+            if skey[0] not in ("key", "project") or self.suppress.get(r, -1) > t:
+                continue
+            excess, expected = float(b.run_excess[r]), float(b.run_expected[r])
+            start, length = int(b.run_start[r]), int(b.run_len[r])
+            pct = 100 * excess / expected if expected > 0 else math.inf
+            key = skey[3] if skey[0] == "key" else None
+            rc = self.rc.explain((skey[1], skey[2]), start, t, expected, key=key)
+            impact = 1 - 0.5 ** (excess / max(self.min_usd, 0.01) / 2)
+            score = 0.3 + 0.7 * impact * (0.5 + 0.5 * float(calib[r]))
+            pct_txt = f"+{pct:.0f}%" if math.isfinite(pct) else "from ~$0"
+            reasons = [f"spend ${excess + expected:.2f} vs expected ${expected:.2f} over {length} min: "
+                       f"+${excess:.2f} ({pct_txt}) above the forecast band"] + summary(rc)
+            alert = ctx.report(Finding(
+                kind="cost_spike", provider=skey[1], key_id=key, project=skey[2], ts_ms=ts_ms,
+                started_at_ms=start * 60000, score=score, reasons=reasons, cost_impact_usd=excess,
+                details={"series": "|".join(str(s) for s in skey), "level": skey[0], "root_cause": rc,
+                         "expected_usd": round(expected, 4), "actual_usd": round(excess + expected, 4),
+                         "excess_pct": round(pct, 1) if math.isfinite(pct) else None, "minutes": length,
+                         "last_minute": format_ts(t * 60000), "upper_usd_per_min": round(float(upper[r]), 4)}))
+            aid = alert.alert_id if alert is not None else self.incidents.get(r, ("", 0))[0]
+            if aid:
+                self.incidents[r] = (aid, 0)
+                self.last_spike = {"series": skey, "alert_id": aid, "minute": t}
+        for r, (aid, quiet) in list(self.incidents.items()):
+            if b.run_len[r] > 0:
+                self.incidents[r] = (aid, 0)
+            elif quiet + 1 >= RESOLVE_AFTER_MIN:
+                del self.incidents[r]
+                self._resolve(aid, ts_ms, ctx)
+            else:
+                self.incidents[r] = (aid, quiet + 1)
+
+    @staticmethod
+    def _resolve(alert_id: str, ts_ms: int, ctx: Context) -> None:
+        """Spend is back to normal: resolve explicitly (the book would only after its quiet time)."""
+        book = ctx.book
+        for k, a in list(book.open.items()):
+            if a.alert_id == alert_id:
+                done = book.set_status(alert_id, "resolved", ts_ms)
+                book.open.pop(k, None)
+                book.last_seen_ms.pop(k, None)
+                ctx.alerts.append(done)
+
+    def _emit(self, t, x, exp, upper, ctx: Context) -> None:
+        minute = t * 60
+        n = self.bank.n
+        want = (self.level[:n] == 1) | (self.level[:n] == 2) if not self.key_level_rows else self.bank.used[:n]
+        for r in np.nonzero(want & self.bank.used[:n] & ((x != 0) | (exp > 1e-6)))[0]:
+            skey = self.series[int(r)]
+            lvl = skey[0]
+            ctx.emit("spend_forecast", {
+                "minute": minute, "level": lvl, "provider": skey[1],
+                "project": (skey[2] or "") if lvl in ("project", "key") else "",
+                "key_id": skey[3] if lvl == "key" else "", "model": skey[2] if lvl == "model" else "",
+                "actual_usd": float(x[r]), "expected_usd": float(exp[r]), "upper_usd": float(upper[r])})
+
+    def _expire_idle(self, t: int) -> None:
+        """Bounded memory: forget series idle longer than `key_idle_expire_s`."""
+        for skey, r in list(self.rows.items()):
+            if t - self.bank.last_active[r] > self.idle_expire_min and r not in self.incidents:
+                del self.rows[skey]
+                del self.series[r]
+                if skey[0] == "key":
+                    lst = self.key_rows.get((skey[1], skey[3]), [])
+                    if r in lst:
+                        lst.remove(r)
+                    if not lst:
+                        self.key_rows.pop((skey[1], skey[3]), None)
+                self.bank.remove(r)
+
+    def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
+        if alert.kind != "cost_spike":
+            return
+        r = self.rows.get(_series_key(alert.details.get("series", "")))
+        if r is None:
+            return
+        self.incidents.pop(r, None)
+        self.bank.run_len[r] = 0
+        now = int(self.cur_minute or 0)
+        if label == "planned_activity":  # suppress, and keep the planned load out of the baseline
+            self.suppress[r] = self.nolearn[r] = (until_ms // 60000) if until_ms else now + 240
+        elif label == "not_anomaly":  # this level is normal: learn it as is, no repeat today
+            self.accept[r] = now + 180
+            self.suppress[r] = now + 180
+
+    def describe_key(self, key_id: str) -> dict:
+        out = []
+        for skey, r in self.rows.items():
+            if skey[0] == "key" and skey[3] == key_id:
+                exp, spread = self.bank.forecast(int(self.cur_minute or 0), [r])
+                out.append({"provider": skey[1], "project": skey[2], "expected_usd_per_min": round(float(exp[0]), 4),
+                            "upper_usd_per_min": round(float(exp[0] + self.bank.k * spread[0]), 4),
+                            "history_min": int(self.bank.age[r]), "spike_open": r in self.incidents})
+        return {"series": out} if out else {}
+
+    def describe(self) -> dict:
+        return {"series": len(self.rows), "bank_bytes": self.bank.nbytes(), "open_spikes": len(self.incidents),
+                "unknown_models": [{"provider": p, "model": m, "events": n} for (p, m), n in self.unknown.items()],
+                "projections": self.proj.latest()}
+
+
+def _series_key(text: str) -> tuple:
+    parts = tuple(None if p == "None" else p for p in text.split("|"))
+    return parts

@@ -1,0 +1,193 @@
+"""Per-key and per-population online baselines for key-theft detection, in bounded memory.
+
+`KeyBaseline` learns, from the key's own stream: its networks (address, /24, /16), countries,
+user-agent families and versions, regions and model families (bounded `SeenSet`s); requests
+and spend per minute by hour of day × weekday/weekend (EWMA per slot, zeros included for
+silent hours); the share of expensive models, error ratio and output/input token ratio; and
+how many networks it uses at once. `settled()` says how much of that history to trust.
+`PopBaseline` is the same identity history for a whole project: a new key borrows it.
+
+>>> b = KeyBaseline("openai", "p")
+>>> t = 1_793_577_600_000
+>>> for i in range(600): b.learn_event(t + i * 60_000, 1, 0.01, False, False, 0.3)
+>>> round(b.expected_rpm(t + 600 * 60_000), 2) > 0, round(b.settled(t + 600 * 60_000), 2)
+(True, 0.42)
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+from keywatch.models.netnovelty import SeenSet
+
+HOUR_MS = 3_600_000
+SLOT_ALPHA = 0.35  # per-day weight of a new observation in an hour-of-week slot
+
+
+def slot_of(ts_ms: int) -> int:
+    """0–47: hour of day, +24 on Saturday/Sunday (UTC; a key's own profile absorbs its zone)."""
+    hour = ts_ms // HOUR_MS
+    weekday = (hour // 24 + 3) % 7  # 1970-01-01 was a Thursday
+    return int(hour % 24 + (24 if weekday >= 5 else 0))
+
+
+class IdentitySets:
+    """Where a key (or project) is used from and with what."""
+
+    __slots__ = ("ips", "n24", "n16", "countries", "ua_fam", "ua_ver", "models", "regions")
+
+    def __init__(self, scale: int = 1) -> None:
+        self.ips = SeenSet(16 * scale)
+        self.n24 = SeenSet(12 * scale)
+        self.n16 = SeenSet(8 * scale)
+        self.countries = SeenSet(6 * scale)
+        self.ua_fam = SeenSet(6 * scale)
+        self.ua_ver = SeenSet(8 * scale)
+        self.models = SeenSet(10 * scale)
+        self.regions = SeenSet(4 * scale)
+
+
+class KeyBaseline:
+    __slots__ = ("provider", "project", "first_ts", "last_ts", "active_min", "last_min", "ids",
+                 "slot_req", "slot_cost", "slot_n", "cur_hour", "cur_req", "cur_cost", "mean_rpm",
+                 "mean_cpm", "exp_share", "err_rate", "log_ratio", "conc", "learned")
+
+    def __init__(self, provider: str, project: str | None) -> None:
+        self.provider = provider
+        self.project = project
+        self.first_ts = self.last_ts = 0
+        self.active_min = 0  # distinct minutes with learned traffic
+        self.last_min = -1
+        self.ids = IdentitySets()
+        self.slot_req = array("f", [0.0] * 48)
+        self.slot_cost = array("f", [0.0] * 48)
+        self.slot_n = array("B", [0] * 48)
+        self.cur_hour = -1
+        self.cur_req = 0.0
+        self.cur_cost = 0.0
+        self.mean_rpm = 0.0
+        self.mean_cpm = 0.0
+        self.exp_share = 0.0
+        self.err_rate = 0.0
+        self.log_ratio = 0.0
+        self.conc = 1.0  # usual number of /16 networks active in one 5-minute span
+        self.learned = 0  # requests learned
+
+    # --- learning ----------------------------------------------------------------------------
+    def _roll(self, hour: int) -> None:
+        if self.cur_hour < 0:
+            self.cur_hour = hour
+            return
+        h = self.cur_hour
+        steps = 0
+        while h < hour and steps < 168:  # close the finished hour, then silent hours as zeros
+            s = slot_of(h * HOUR_MS)
+            x_req, x_cost = (self.cur_req / 60.0, self.cur_cost / 60.0) if h == self.cur_hour else (0.0, 0.0)
+            if self.slot_n[s] == 0:
+                self.slot_req[s], self.slot_cost[s] = x_req, x_cost
+            else:
+                self.slot_req[s] += SLOT_ALPHA * (x_req - self.slot_req[s])
+                self.slot_cost[s] += SLOT_ALPHA * (x_cost - self.slot_cost[s])
+            self.slot_n[s] = min(255, self.slot_n[s] + 1)
+            a = 1.0 / min(168.0, 24.0 + self.active_min / 10.0)
+            self.mean_rpm += a * (x_req - self.mean_rpm)
+            self.mean_cpm += a * (x_cost - self.mean_cpm)
+            h += 1
+            steps += 1
+        self.cur_hour = hour
+        self.cur_req = self.cur_cost = 0.0
+
+    def skip_to(self, ts_ms: int) -> None:
+        """Protected time (an incident is open): move on without learning what happened."""
+        hour = ts_ms // HOUR_MS
+        if hour > self.cur_hour:
+            self.cur_hour = hour
+            self.cur_req = self.cur_cost = 0.0
+
+    def learn_event(self, ts: int, requests: int, cost: float, expensive: bool, error: bool, log_ratio: float | None) -> None:
+        if not self.first_ts:
+            self.first_ts = ts
+        self.last_ts = max(self.last_ts, ts)
+        hour = ts // HOUR_MS
+        if hour != self.cur_hour:
+            self._roll(hour)
+        self.cur_req += requests
+        self.cur_cost += cost
+        minute = ts // 60_000
+        if minute != self.last_min:
+            self.active_min += 1
+            self.last_min = minute
+        a = max(0.002, 1.0 / (self.learned + 1)) if self.learned < 500 else 0.002
+        self.learned += requests
+        self.exp_share += a * ((1.0 if expensive else 0.0) - self.exp_share)
+        self.err_rate += a * ((1.0 if error else 0.0) - self.err_rate)
+        if log_ratio is not None:
+            self.log_ratio += a * (log_ratio - self.log_ratio)
+
+    def learn_conc(self, n_nets: int) -> None:
+        self.conc = max(self.conc * 0.995, float(n_nets))
+
+    # --- reading -----------------------------------------------------------------------------
+    def settled(self, now: int) -> float:
+        """0 → brand new, 1 → enough history (a day of age and ~2 hours of active minutes)."""
+        if not self.first_ts:
+            return 0.0
+        age = (now - self.first_ts) / (24 * HOUR_MS)
+        return max(0.0, min(1.0, age)) * min(1.0, self.active_min / 120.0)
+
+    def expected_rpm(self, ts: int) -> float:
+        s = slot_of(ts)
+        base = max(self.mean_rpm, self.cur_req / 60.0 if self.slot_n[s] == 0 else 0.0)
+        v = self.slot_req[s] if self.slot_n[s] >= 1 else base
+        return max(v, 0.2 * base, 0.003)
+
+    def expected_cpm(self, ts: int) -> float:
+        s = slot_of(ts)
+        v = self.slot_cost[s] if self.slot_n[s] >= 1 else self.mean_cpm
+        return max(v, 0.2 * self.mean_cpm, 1e-5)
+
+    def quiet_hour(self, ts: int) -> bool:
+        """True when the key has clear working hours and `ts` is outside them."""
+        if min(self.slot_n) < 1 and sum(1 for n in self.slot_n[:24] if n) < 24:
+            return False
+        s = slot_of(ts)
+        peak = max(self.slot_req) or 0.0
+        if peak <= 0:
+            return False
+        quiet = sum(1 for v in self.slot_req[:24] if v < 0.03 * peak)
+        return quiet >= 8 and self.slot_req[s] < 0.03 * peak
+
+    def summary(self) -> dict:
+        return {
+            "provider": self.provider, "project": self.project, "first_ts": self.first_ts, "last_ts": self.last_ts,
+            "active_minutes": self.active_min, "requests_learned": self.learned,
+            "mean_requests_per_min": round(self.mean_rpm, 4), "mean_cost_per_min": round(self.mean_cpm, 6),
+            "expensive_share": round(self.exp_share, 3), "error_ratio": round(self.err_rate, 4),
+            "output_input_log_ratio": round(self.log_ratio, 3), "usual_concurrent_networks": round(self.conc, 2),
+            "known": {"ips": len(self.ids.ips), "nets_24": len(self.ids.n24), "nets_16": len(self.ids.n16),
+                      "countries": len(self.ids.countries), "ua_families": len(self.ids.ua_fam),
+                      "models": len(self.ids.models), "regions": len(self.ids.regions)},
+            "hourly_requests_per_min": [round(v, 3) for v in self.slot_req[:24]],
+        }
+
+
+class PopBaseline:
+    """A project's identity history and per-key rate, borrowed by its new keys."""
+
+    __slots__ = ("first_ts", "learned", "ids", "key_rpm")
+
+    def __init__(self) -> None:
+        self.first_ts = 0
+        self.learned = 0
+        self.ids = IdentitySets(scale=4)
+        self.key_rpm = 0.0
+
+    def settled(self, now: int) -> float:
+        if not self.first_ts:
+            return 0.0
+        return max(0.0, min(1.0, (now - self.first_ts) / (12 * HOUR_MS))) * min(1.0, self.learned / 300.0)
+
+
+def log_ratio(inp: int, out: int) -> float | None:
+    return math.log((out + 1.0) / (inp + 1.0)) if inp or out else None

@@ -1,0 +1,151 @@
+"""Gateway bypass: a gateway-fronted key used directly at the provider (`key_theft`).
+
+When a key is normally reached through a gateway (LiteLLM, …), every provider-reported request
+for it should also appear in the gateway's logs. Usage the provider bills for that the gateway
+never saw means someone holds the provider key itself: it was used outside the gateway.
+
+Per key and per time bucket (`bucket_ms`) the detector adds up gateway-seen requests/tokens
+(`source="gateway"`) and provider-reported ones (`source="provider_usage"`). Gateway key ids
+are hashed virtual keys, provider ones are key ids: a mapping (YAML, `gateway key hash →
+provider key_id`) joins them, and keys that already share an id match directly. A bucket is
+judged only once the event-time watermark is `lag_ms` past its end (gateway logs arrive late
+too; provider usage buckets arrive later still and are judged on arrival when the bucket is
+settled), and only if the key was gateway-fronted by then. Provider buckets must be no wider
+than `bucket_ms` (the pollers use 1-minute buckets).
+
+>>> from keywatch.models.core import DetectionCore
+>>> from keywatch.models.events import UsageEvent
+>>> det = GatewayBypassDetector(key_map={"gwhash": "key_A"}, lag_ms=0)
+>>> gw = [UsageEvent(event_id=f"g{i}", ts=1795622400000 + i, provider="litellm", key_id="gwhash",
+...                  model="m", source="gateway") for i in range(10)]
+>>> prov = UsageEvent(event_id="p", ts=1795622400000, provider="openai", key_id="key_A", model="m",
+...                   requests=60, source="provider_usage")
+>>> later = UsageEvent(event_id="z", ts=1795626000000 + 1, provider="litellm", key_id="gwhash", model="m", source="gateway")
+>>> out = DetectionCore([det]).process(gw + [prov, later])
+>>> [(a.kind, a.key_id, a.severity) for a in out.alerts]
+[('key_theft', 'key_A', 'high')]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from keywatch.models.alerts import Finding
+from keywatch.models.core import Batch, Context
+from keywatch.models.events import format_ts
+
+GATEWAY, PROVIDER = "gateway", "provider_usage"
+
+
+def load_key_map(path: Path | None) -> dict[str, str]:
+    """YAML `{gateway_key_hash: provider_key_id}` (optionally under a top-level `keys:`)."""
+    if path is None:
+        return {}
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = data.get("keys", data) if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of gateway key hash → provider key id")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+class GatewayBypassDetector:
+    """Detector protocol (models/core.py). Plain dicts only, so it pickles with the core."""
+
+    name = "gateway_bypass"
+
+    def __init__(self, key_map: dict[str, str] | None = None, *, bucket_ms: int = 3_600_000,
+                 lag_ms: int = 1_800_000, min_requests: int = 5, min_tokens: int = 20_000,
+                 tolerance: float = 0.1, retention_ms: int = 3 * 86_400_000) -> None:
+        self.key_map = dict(key_map or {})
+        self.bucket_ms = bucket_ms
+        self.lag_ms = lag_ms
+        self.min_requests = min_requests
+        self.min_tokens = min_tokens
+        self.tolerance = tolerance  # gateway retries and rounding: small gaps are not bypass
+        self.retention_ms = retention_ms
+        self.fronted: dict[str, int] = {}  # provider key → first gateway event time
+        self.gateway: dict[tuple[str, int], list[int]] = {}  # (key, bucket) → [requests, tokens]
+        self.provider: dict[tuple[str, int], dict[str, Any]] = {}
+        self.pending: set[tuple[str, int]] = set()
+
+    @classmethod
+    def from_settings(cls, settings) -> "GatewayBypassDetector":
+        return cls(load_key_map(settings.gateway_key_map_file), bucket_ms=settings.gateway_bypass_bucket_s * 1000,
+                   lag_ms=int(settings.gateway_bypass_lag_s * 1000), min_requests=settings.gateway_bypass_min_requests)
+
+    def process(self, batch: Batch, ctx: Context) -> None:
+        for e in batch.usage:
+            if e.source == GATEWAY:
+                key = self.key_map.get(e.key_id, e.key_id)
+                self.fronted.setdefault(key, e.ts_ms)
+                agg = self.gateway.setdefault((key, self._bucket(e.ts_ms)), [0, 0])
+                agg[0] += e.requests
+                agg[1] += e.input_tokens + e.output_tokens
+            elif e.source == PROVIDER:
+                k = (e.key_id, self._bucket(e.ts_ms))
+                agg = self.provider.setdefault(k, {"requests": 0, "tokens": 0, "cost": 0.0, "provider": e.provider,
+                                                   "project": e.project, "first_ms": e.ts_ms})
+                agg["requests"] += e.requests
+                agg["tokens"] += e.input_tokens + e.output_tokens
+                agg["cost"] += e.cost_usd or 0.0
+                self.pending.add(k)
+        now = ctx.watermark_ms
+        for k in sorted(k for k in self.pending if now >= k[1] + self.bucket_ms + self.lag_ms):
+            self.pending.discard(k)
+            self._judge(k, ctx)
+        self._prune(now)
+
+    def _bucket(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.bucket_ms
+
+    def _judge(self, k: tuple[str, int], ctx: Context) -> None:
+        key, start = k
+        end = start + self.bucket_ms
+        first_gw = self.fronted.get(key)
+        if first_gw is None or first_gw >= end:
+            return  # not (yet) a gateway-fronted key: direct use is its normal path
+        prov = self.provider[k]
+        gw_req, gw_tok = self.gateway.get(k, (0, 0))
+        slack = 1.0 + self.tolerance
+        miss_req = max(0.0, prov["requests"] - gw_req * slack)
+        miss_tok = max(0.0, prov["tokens"] - gw_tok * slack)
+        req_hit = miss_req >= self.min_requests and miss_req >= 0.2 * prov["requests"]
+        tok_hit = miss_tok >= self.min_tokens and miss_tok >= 0.2 * prov["tokens"]
+        if not (req_hit or tok_hit):
+            return
+        frac = max(miss_req / prov["requests"] if prov["requests"] else 0.0,
+                   miss_tok / prov["tokens"] if prov["tokens"] else 0.0)
+        significant = frac >= 0.5 or miss_req >= 10 * self.min_requests
+        window = f"{format_ts(start)[:16]}–{format_ts(end)[11:16]} UTC"
+        reasons = [
+            f"used outside the gateway: {int(miss_req)} of {prov['requests']} provider-reported requests "
+            f"({int(miss_tok)} of {prov['tokens']} tokens) in {window} never passed through the gateway",
+            f"gateway saw {gw_req} requests / {gw_tok} tokens for this key in that window",
+        ]
+        ctx.report(Finding(
+            kind="key_theft", provider=prov["provider"], key_id=key, project=prov["project"],
+            ts_ms=max(ctx.watermark_ms, prov["first_ms"]), started_at_ms=start,
+            score=min(0.99, 0.6 + 0.35 * frac) if significant else 0.5,
+            severity="high" if significant else "medium", reasons=reasons,
+            cost_impact_usd=round(prov["cost"] * frac, 4), incident_key="gateway_bypass",
+            details={"root_cause": "gateway_bypass", "bucket_start": format_ts(start),
+                     "provider_requests": prov["requests"], "gateway_requests": gw_req,
+                     "provider_tokens": prov["tokens"], "gateway_tokens": gw_tok,
+                     "unmatched_fraction": round(frac, 4)},
+        ))
+
+    def _prune(self, now: int) -> None:
+        # Bounded state: buckets far behind the watermark can no longer be judged usefully.
+        cutoff = now - self.retention_ms
+        for d in (self.gateway, self.provider):
+            for k in [k for k in d if k[1] < cutoff]:
+                del d[k]
+        self.pending = {k for k in self.pending if k[1] >= cutoff}
+
+    def describe_key(self, key_id: str) -> dict[str, Any] | None:
+        if key_id not in self.fronted:
+            return None
+        return {"gateway_fronted_since": format_ts(self.fronted[key_id])}

@@ -1,0 +1,335 @@
+"""Key-theft (LLMjacking) detector: per-key baselines, signals, fusion, one alert per incident.
+
+Per event (score before learn): the caller's identity is checked against the key's history and
+its project's (a new key borrows the project's), decayed request/spend/error counters are
+compared with the key's seasonal baseline, audit calls advance the kill chain. Only keys with
+something unusual carry `Evidence`; their risk is fused and reported as a `key_theft` finding.
+Once per key-minute the window's features go through a HalfSpaceTrees model (calibrated by
+tail probability) and a score row is emitted. Nothing is learned from a key while it is
+suspicious or has an open incident, so the attacker's traffic never becomes "normal".
+
+>>> from keywatch.models.core import DetectionCore
+>>> from keywatch.models.events import UsageEvent
+>>> core = DetectionCore([KeyTheftDetector()])
+>>> t0 = 1_793_577_600_000
+>>> ev = [UsageEvent(event_id=f"e{i}", ts=t0 + i * 60_000, provider="openai", key_id="k", project="p",
+...                  model="gpt-4o-mini", source_ip="34.1.2.3", country="US", user_agent="openai-python/1.50.0")
+...       for i in range(3000)]
+>>> _ = core.process(ev)
+>>> bad = [UsageEvent(event_id=f"x{i}", ts=t0 + 3000 * 60_000 + i * 2000, provider="openai", key_id="k",
+...                   project="p", model="gpt-4", source_ip=f"45.{i}.9.9", country=["RU", "CN", "BR"][i % 3],
+...                   user_agent="python-requests/2.31.0") for i in range(12)]
+>>> a = core.process(bad).alerts[0]
+>>> a.kind, a.severity, a.reasons[0]
+('key_theft', 'critical', '1 request from 1 new IP in 1 new network and 1 new country (RU)')
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import math
+import pickle
+import zlib
+from typing import Any
+
+from keywatch.models.alerts import Finding
+from keywatch.models.calibration import WindowModel, squash_log2
+from keywatch.models.core import Batch, Context, ScoreRow
+from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
+from keywatch.models.keytheft_signals import Evidence, fuse, identity_signals, reasons, severity
+from keywatch.models.keytheft_state import KeyState, PROBE_CODES, novelty, offhours_signal, volume_signal
+from keywatch.models.killchain import CHAIN_ACTIONS, ChainState
+from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
+
+KIND = "key_theft"
+EVIDENCE_TTL_MS = 3_600_000
+
+
+class KeyTheftDetector:
+    name = "key_theft"
+
+    def __init__(self, *, alert_min: float = 0.4, idle_expire_ms: int = 7 * 86_400_000, hst_seed: int = 42,
+                 protect_min: float = 0.3) -> None:
+        self.alert_min = alert_min
+        self.protect_min = protect_min
+        self.idle_expire_ms = idle_expire_ms
+        self.keys: dict[tuple[str, str], KeyState] = {}
+        self.pops: dict[str, PopBaseline] = {}
+        self.chains: dict[str, ChainState] = {}
+        self.model = WindowModel(seed=hst_seed)
+        self.restored: dict[tuple[str, str], str] = {}  # (provider, key) → blob, loaded on first sight
+        self.last_sweep = 0
+
+    @classmethod
+    def from_settings(cls, settings) -> "KeyTheftDetector":
+        return cls(alert_min=getattr(settings, "keytheft_alert_min_score", 0.4),
+                   idle_expire_ms=int(settings.key_idle_expire_s * 1000))
+
+    # --- state -------------------------------------------------------------------------------
+    def _state(self, provider: str, key_id: str, project: str | None) -> KeyState:
+        k = (provider, key_id)
+        st = self.keys.get(k)
+        if st is None:
+            blob = self.restored.pop(k, None)
+            st = load_state(blob) if blob else KeyState(KeyBaseline(provider, project))
+            self.keys[k] = st
+        return st
+
+    def _pop(self, project: str | None, provider: str) -> PopBaseline:
+        name = project or f"provider:{provider}"
+        p = self.pops.get(name)
+        if p is None:
+            p = self.pops[name] = PopBaseline()
+        return p
+
+    # --- processing --------------------------------------------------------------------------
+    def process(self, batch: Batch, ctx: Context) -> None:
+        if batch.audit:
+            stream = heapq.merge(batch.usage, batch.audit, key=lambda e: e.ts_ms)
+            for e in stream:
+                if e.__class__.__name__ == "AuditEvent":
+                    self._audit(e, ctx)
+                else:
+                    self._usage(e, ctx)
+        else:
+            usage = self._usage
+            for e in batch.usage:
+                usage(e, ctx)
+        if ctx.watermark_ms - self.last_sweep >= 600_000:
+            self._sweep(ctx)
+
+    def _identity(self, st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: int, ip: str | None,
+                  country: str | None, ua: str | None, region: str | None, family: tuple | None) -> tuple[float, list]:
+        """Novelty of one call's identity; returns (strongest novelty, items to learn)."""
+        ks, ps = st.base.settled(ts), pop.settled(ts)
+        ids, pids = st.base.ids, pop.ids
+        best, items = 0.0, []
+        if ip:
+            parts = net_parts(ip)
+            if parts:
+                a, n24, n16 = parts
+                items += [("ips", a), ("n24", n24), ("n16", n16)]
+                st.flags |= 1
+                st.touch_net(n16, ts)
+                if a not in ids.ips and n24 not in ids.n24 and n16 not in ids.n16:
+                    w = novelty(ks, ps, n16 in pids.n16)
+                    if w > 0.1:
+                        ev = ev or st.open_evidence(ts)
+                        ev.note_net(n16, a, w)
+                        best = max(best, w)
+        for attr, ev_attr, value, hv in (
+            ("countries", "countries", country, country_code(country) if country else 0),
+            ("ua_fam", "uas", ua_parts(ua)[0] if ua else None, 0),
+            ("regions", "regions", region, 0),
+        ):
+            if not value:
+                continue
+            hv = hv or h32(value)
+            items.append((attr, hv))
+            if hv not in getattr(ids, attr):
+                w = novelty(ks, ps, hv in getattr(pids, attr))
+                if w > 0.1:
+                    ev = ev or st.open_evidence(ts)
+                    ev.note(ev_attr, value, w)
+                    best = max(best, w)
+        if country or ua:
+            st.flags |= 1
+        if ua:
+            items.append(("ua_ver", h32(ua_parts(ua)[0] + "/" + ua_parts(ua)[1])))
+        if family:
+            items.append(("models", family[0]))
+            if family[0] not in ids.models:
+                w = novelty(ks, ps, family[0] in pids.models) * (1.0 if family[2] else 0.6)
+                if w > 0.1:
+                    ev = ev or st.open_evidence(ts)
+                    ev.note("models", family[1], w)
+        return best, items
+
+    def _usage(self, e, ctx: Context) -> None:
+        ts = e.ts_ms
+        st = self._state(e.provider, e.key_id, e.project)
+        base = st.base
+        pop = self._pop(e.project, e.provider)
+        if st.win_min != ts // 60_000:
+            self._close_window(st, e.provider, e.key_id, e.project, ctx, ts)
+        fam = model_info(e.model)
+        cost = e.cost_usd or 0.0
+        err = e.is_error
+        probe = err and (e.error_code in PROBE_CODES or (e.status in (400, 401, 403, 404)))
+        st.count(ts, e.requests, cost, fam[2], probe)
+        if e.input_tokens or e.output_tokens:
+            st.flags |= 2
+        ev = st.ev
+        best, items = self._identity(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, fam)
+        ev = st.ev
+        chain = self.chains.get(e.key_id) or (self.chains.get(e.principal) if e.principal else None)
+        if chain is not None:
+            chain.invoke(ts)
+            if chain.active(ts) and ev is None:
+                ev = st.open_evidence(ts)
+        if probe and ev is None and st.err10 >= 3:
+            ev = st.open_evidence(ts)
+        protected = ctx.book.is_open(KIND, e.provider, e.key_id, e.project) or (ev is not None and ev.risk >= self.protect_min)
+        if ev is not None:
+            ev.req += e.requests
+            ev.cost += cost
+            if best > 0.25:
+                ev.novel_req += e.requests
+                ev.novel_cost += cost
+                ev.last_ts = ts
+            if probe:
+                code = e.error_code or str(e.status)
+                ev.errors[code] = ev.errors.get(code, 0) + 1
+                ev.last_ts = ts
+            if best > 0.25 or probe or ts - ev.last_calc >= 5_000:
+                self._assess(st, e.provider, e.key_id, e.project, ts, ctx, chain)
+        st.win_req += e.requests
+        st.win_cost += cost
+        st.win_exp += e.requests if fam[2] else 0
+        st.win_err += 1 if err else 0
+        st.win_novel += e.requests if best > 0.25 else 0
+        if protected or (st.ev is not None and st.ev.risk >= self.protect_min):
+            base.skip_to(ts)
+            return
+        base.learn_event(ts, e.requests, cost, fam[2], err, log_ratio(e.input_tokens, e.output_tokens))
+        st.learn_items(items, ts)
+        pop_learn(pop, items, ts, e.requests)
+
+    def _audit(self, e, ctx: Context) -> None:
+        who = e.key_id or e.principal
+        if not who:
+            return
+        ts = e.ts_ms
+        st = self._state(e.provider, e.key_id or who, e.project)
+        pop = self._pop(e.project, e.provider)
+        best, items = self._identity(st, pop, st.ev, ts, e.source_ip, e.country, e.user_agent, e.region, None)
+        if e.action in CHAIN_ACTIONS:
+            chain = self.chains.get(who)
+            if chain is None:
+                chain = self.chains[who] = ChainState()
+            chain.audit(e.action, ts, best > 0.25)
+            if e.principal and e.key_id:
+                self.chains[e.principal] = chain
+            ev = st.ev or st.open_evidence(ts)
+            ev.last_ts = ts
+            self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, chain)
+        elif st.ev is not None:
+            self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, None)
+        if st.ev is None or st.ev.risk < self.protect_min:
+            st.learn_items(items, ts)
+
+    def _assess(self, st: KeyState, provider: str, key_id: str, project: str | None, ts: int, ctx: Context,
+                chain: ChainState | None) -> None:
+        ev = st.ev
+        base = st.base
+        ev.last_calc = ts
+        exp_rpm, exp_cpm = base.expected_rpm(ts), base.expected_cpm(ts)
+        pop = self._pop(project, provider)
+        if base.settled(ts) < 0.5 and pop.key_rpm > exp_rpm:  # a new key borrows its project's rate
+            exp_rpm = max(exp_rpm, pop.key_rpm)
+        behaviour, detail = st.behaviour(ts, exp_rpm, exp_cpm, base)
+        if base.quiet_hour(ts):
+            behaviour["off_hours"] = offhours_signal(st.c60)
+            detail["off_hours"] = "activity outside the key's usual working hours"
+        c_score, c_reason = chain.score(ts) if chain is not None else (0.0, "")
+        ev.chain_reason = c_reason
+        risk, signals = fuse(identity_signals(ev), behaviour, c_score)
+        ev.risk = risk
+        ev.sig = signals
+        dur_min = max(1.0, (ts - ev.start_ts) / 60_000)
+        if risk < self.alert_min or ts < st.suppress_until:
+            return
+        if risk < ev.reported + 0.03 and ts - ev.last_report < 600_000:
+            return
+        ev.reported = max(ev.reported, risk)
+        ev.last_report = ts
+        impact = max(ev.novel_cost, ev.cost - exp_cpm * dur_min)
+        ctx.report(Finding(
+            kind=KIND, provider=provider, key_id=key_id, project=project, ts_ms=ts, started_at_ms=ev.start_ts,
+            score=risk, reasons=reasons(ev, detail, signals), cost_impact_usd=max(0.0, impact), severity=severity(risk),
+            details={"signals": signals, "coverage": st.coverage(), "settled": round(base.settled(ts), 2)}))
+
+    def _close_window(self, st: KeyState, provider: str, key_id: str, project: str | None, ctx: Context, ts: int) -> None:
+        if st.win_min >= 0 and st.win_req > 0:
+            base = st.base
+            end = (st.win_min + 1) * 60_000
+            exp = base.expected_rpm(end - 1)
+            x = {"req": squash_log2(st.win_req / exp), "cost": squash_log2(st.win_cost / base.expected_cpm(end - 1)),
+                 "expensive": st.win_exp / st.win_req, "errors": min(1.0, st.win_err / st.win_req),
+                 "novel": st.win_novel / st.win_req, "nets": min(1.0, st.nets_active(end) / 8.0),
+                 "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0, "ratio": squash_log2(math.exp(base.log_ratio))}
+            protected = st.ev is not None and st.ev.risk >= self.protect_min
+            learn = not protected and base.settled(end) > 0.2
+            _raw, sig = self.model.score_learn(x, learn=learn)
+            st.hst = sig
+            if not protected:
+                base.learn_conc(st.nets_active(end))
+            vol, _ = volume_signal(st.c5, st.c60, exp)
+            if st.ev is None and (sig > 0.5 or vol > 0.5):
+                st.open_evidence(end - 1)
+            ctx.score(ScoreRow(ts_ms=end - 1, provider=provider, key_id=key_id, project=project, detector=self.name,
+                               score=round(st.ev.risk if st.ev is not None else 0.0, 4),
+                               details={"hst": round(sig, 3), "requests": st.win_req}))
+            if st.ev is not None and ts - st.ev.last_ts > EVIDENCE_TTL_MS and not ctx.book.is_open(KIND, provider, key_id, project):
+                st.ev = None
+        st.reset_window(ts // 60_000)
+
+    def _sweep(self, ctx: Context) -> None:
+        """Expire idle keys (their baseline is emitted for `key_baselines`) and stale chains."""
+        now = ctx.watermark_ms
+        self.last_sweep = now
+        for k in [k for k, s in self.keys.items() if now - s.base.last_ts > self.idle_expire_ms and s.base.last_ts]:
+            st = self.keys.pop(k)
+            ctx.emit("key_baselines", {"provider": k[0], "key_id": k[1], "project": st.base.project or "",
+                                       "last_ts": st.base.last_ts, "saved_at": now, "settled": st.base.settled(now),
+                                       "state": dump_state(st)})
+        for who in [w for w, c in self.chains.items() if not c.active(now) and now - c.invoke_ts > 7_200_000]:
+            del self.chains[who]
+
+    # --- API hooks ---------------------------------------------------------------------------
+    def restore(self, rows: list[dict[str, Any]]) -> int:
+        """Load `key_baselines` rows (latest per key); each is restored when its key is next seen."""
+        for r in rows:
+            self.restored[(r["provider"], r["key_id"])] = r["state"]
+        return len(rows)
+
+    def describe_key(self, key_id: str) -> dict[str, Any]:
+        st = next((s for (p, k), s in self.keys.items() if k == key_id), None)
+        if st is None:
+            return {}
+        ev = st.ev
+        return {"risk": round(ev.risk, 4) if ev else 0.0, "baseline": st.base.summary(),
+                "settled": round(st.base.settled(st.base.last_ts), 3), "coverage": st.coverage(),
+                "evidence": None if ev is None else {
+                    "since": ev.start_ts, "signals": ev.sig, "reasons": reasons(ev, {}, ev.sig),
+                    "novel_requests": ev.novel_req, "cost_usd": round(ev.cost, 4)}}
+
+    def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
+        """`not_anomaly`/`planned_activity`: accept what was new into the baseline, stay quiet until `until_ms`."""
+        if alert.kind != KIND or label not in ("not_anomaly", "planned_activity"):
+            return
+        st = self.keys.get((alert.provider, alert.key_id))
+        if st is None:
+            return
+        st.accept_evidence(alert.detected_at_ms)
+        st.suppress_until = max(st.suppress_until, until_ms or alert.detected_at_ms + 86_400_000)
+
+
+def pop_learn(pop: PopBaseline, items: list, ts: int, requests: int) -> None:
+    if not pop.first_ts:
+        pop.first_ts = ts
+    pop.learned += requests
+    hour = ts // 3_600_000
+    ids = pop.ids
+    for attr, v in items:
+        if attr != "ips" and attr != "ua_ver":
+            getattr(ids, attr).add(v, hour)
+
+
+def dump_state(st: KeyState) -> str:
+    return base64.b64encode(zlib.compress(pickle.dumps(st, protocol=5))).decode()
+
+
+def load_state(blob: str) -> KeyState:
+    return pickle.loads(zlib.decompress(base64.b64decode(blob)))

@@ -1,0 +1,147 @@
+"""Key-theft evidence and fusion: signals → one risk score, a severity and readable reasons.
+
+`Evidence` is a key's open "suspicion window": what was new (networks, countries, user
+agents, regions, model families), how much traffic and spend came with it, probe errors.
+It exists only while something is unusual, so quiet keys carry none of it.
+
+Fusion is a noisy-OR over three groups: identity (who is calling: network, country, UA,
+region novelty), behaviour (volume and cost surge against the key's seasonal baseline,
+expensive-model shift, probe errors, concurrent networks, off-hours, new model family, the
+calibrated multivariate score) and the audit kill chain. Behaviour without a change of
+identity is how launches and runaway loops look, so it is capped below the alert threshold
+(or at medium when it is more than volume): a stolen key shows a new caller or a kill chain.
+
+>>> ev = Evidence(0)
+>>> _ = ev.note_net(10, 1, 0.9), ev.note_net(11, 2, 0.9), ev.note("countries", "RU", 1.0)
+>>> ev.novel_req = 12
+>>> sig = identity_signals(ev)
+>>> risk, _ = fuse(sig, {}, 0.0)
+>>> round(risk, 2), severity(risk)
+(0.85, 'high')
+>>> fuse({}, {"volume": 1.0}, 0.0)[0] < 0.4      # a runaway loop: volume alone is not theft
+True
+"""
+
+from __future__ import annotations
+
+from keywatch.models.alerts import Severity, severity_for
+
+IDENTITY_W = {"network": 1.0, "country": 1.0, "user_agent": 0.45, "region": 0.35}
+BEHAVIOUR_W = {"volume": 0.45, "cost": 0.35, "expensive": 0.45, "errors": 0.6, "concurrency": 0.5,
+               "off_hours": 0.3, "model": 0.3, "hst": 0.3}
+VOLUME_ONLY = ("volume", "cost")
+
+
+class Evidence:
+    __slots__ = ("start_ts", "last_ts", "last_calc", "last_report", "reported", "risk", "new16", "ips",
+                 "countries", "uas", "regions", "models", "w", "novel_req", "novel_cost", "req", "cost",
+                 "exp_cost", "errors", "sig", "chain_reason")
+
+    def __init__(self, ts: int) -> None:
+        self.start_ts = self.last_ts = ts
+        self.last_calc = self.last_report = 0
+        self.reported = 0.0
+        self.risk = 0.0
+        self.new16: set[int] = set()
+        self.ips: set[int] = set()
+        self.countries: set[str] = set()
+        self.uas: set[str] = set()
+        self.regions: set[str] = set()
+        self.models: set[str] = set()
+        self.w: dict[str, float] = {}  # attribute → strongest novelty weight seen
+        self.novel_req = 0
+        self.novel_cost = 0.0
+        self.req = 0
+        self.cost = 0.0
+        self.exp_cost = 0.0  # expected spend over the window (baseline)
+        self.errors: dict[str, int] = {}
+        self.sig: dict[str, float] = {}
+        self.chain_reason = ""
+
+    def note_net(self, n16: int, ip: int, weight: float) -> bool:
+        new = n16 not in self.new16
+        if len(self.new16) < 64:
+            self.new16.add(n16)
+        if len(self.ips) < 256:
+            self.ips.add(ip)
+        self.w["network"] = max(self.w.get("network", 0.0), weight)
+        return new
+
+    def note(self, attr: str, value: str, weight: float) -> bool:
+        s = getattr(self, attr)
+        new = value not in s
+        if new and len(s) < 32:
+            s.add(value)
+        key = {"countries": "country", "uas": "user_agent", "regions": "region", "models": "model"}[attr]
+        self.w[key] = max(self.w.get(key, 0.0), weight)
+        return new
+
+
+def identity_signals(ev: Evidence) -> dict[str, float]:
+    out = {}
+    w = ev.w
+    if ev.new16 and w.get("network", 0) > 0:
+        n = len(ev.new16)
+        persist = min(1.0, 0.5 + ev.novel_req / 20.0)
+        out["network"] = w["network"] * (1 - 0.5 ** n) * persist
+    if ev.countries and w.get("country", 0) > 0:
+        out["country"] = w["country"] * (1 - 0.45 ** len(ev.countries))
+    if ev.uas and w.get("user_agent", 0) > 0:
+        out["user_agent"] = w["user_agent"]
+    if ev.regions and w.get("region", 0) > 0:
+        out["region"] = w["region"]
+    return out
+
+
+def noisy_or(sig: dict[str, float], weights: dict[str, float]) -> float:
+    p = 1.0
+    for k, v in sig.items():
+        p *= 1.0 - max(0.0, min(1.0, v)) * weights.get(k, 1.0)
+    return 1.0 - p
+
+
+def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float) -> tuple[float, dict[str, float]]:
+    """(risk in [0, 1], the weighted signal map recorded on the alert)."""
+    i = noisy_or(identity, IDENTITY_W)
+    b = noisy_or(behaviour, BEHAVIOUR_W)
+    risk = 1.0 - (1.0 - i) * (1.0 - b) * (1.0 - chain)
+    if i < 0.3 and chain < 0.5:
+        rich = noisy_or({k: v for k, v in behaviour.items() if k not in VOLUME_ONLY}, BEHAVIOUR_W)
+        risk = min(risk, 0.55 if rich >= 0.3 else 0.35)
+    signals = {**{k: round(v * IDENTITY_W[k], 3) for k, v in identity.items()},
+               **{k: round(v * BEHAVIOUR_W[k], 3) for k, v in behaviour.items() if v > 0},
+               **({"kill_chain": round(chain, 3)} if chain > 0 else {})}
+    return risk, signals
+
+
+def severity(risk: float) -> Severity:
+    return severity_for(risk)
+
+
+def reasons(ev: Evidence, detail: dict[str, str], signals: dict[str, float]) -> list[str]:
+    """Readable evidence, strongest first."""
+    out: list[tuple[float, str]] = []
+    if ev.new16 or ev.countries:
+        text = f"{ev.novel_req} request{'s' if ev.novel_req != 1 else ''} from {len(ev.ips)} new IP{'s' if len(ev.ips) != 1 else ''}"
+        if ev.new16:
+            text += f" in {len(ev.new16)} new network{'s' if len(ev.new16) != 1 else ''}"
+        if ev.countries:
+            cs = sorted(ev.countries)
+            text += f" and {len(cs)} new countr{'ies' if len(cs) != 1 else 'y'} ({', '.join(cs[:6])})"
+        out.append((signals.get("network", 0) + signals.get("country", 0) + 1.0, text))
+    if ev.uas:
+        out.append((signals.get("user_agent", 0), "new user agent " + ", ".join(sorted(ev.uas)[:3])))
+    if ev.regions:
+        out.append((signals.get("region", 0), "new region " + ", ".join(sorted(ev.regions)[:3])))
+    if ev.models and signals.get("model", 0) > 0:
+        out.append((signals.get("model", 0), "new model famil" + ("ies " if len(ev.models) > 1 else "y ") + ", ".join(sorted(ev.models)[:4])))
+    if ev.errors:
+        codes = ", ".join(k for k, _ in sorted(ev.errors.items(), key=lambda kv: -kv[1])[:3])
+        out.append((signals.get("errors", 0), f"{sum(ev.errors.values())} failed calls ({codes})"))
+    if ev.chain_reason:
+        out.append((signals.get("kill_chain", 0) + 0.5, ev.chain_reason))
+    for name, text in detail.items():
+        if signals.get(name, 0) > 0.05:
+            out.append((signals[name], text))
+    out.sort(key=lambda x: -x[0])
+    return [t for _, t in out][:8]

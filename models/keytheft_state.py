@@ -1,0 +1,177 @@
+"""Per-key runtime state for key-theft detection: decayed counters, the current minute, evidence.
+
+`KeyState` = the learned `KeyBaseline` + what is happening now: requests, spend, expensive
+requests and probe errors in exponentially decayed counters (5 min, 10 min, 60 min time
+constants, so a surge is visible on every event without keeping the events), the networks
+active in the last 5 minutes, the current key-minute window, and `Evidence` when suspicious.
+
+>>> st = KeyState(KeyBaseline("openai", "p"))
+>>> for i in range(30): st.count(1_000 + i * 1_000, 1, 0.5, True, False)
+>>> sig, why = st.behaviour(31_000, 0.1, 0.01, st.base)
+>>> sig["volume"] > 0.5, why["volume"].startswith("volume")
+(True, True)
+>>> novelty(1.0, 1.0, False), novelty(0.0, 1.0, True), novelty(0.0, 1.0, False)
+(1.0, 0.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+from keywatch.models.features import KeyBaseline
+from keywatch.models.keytheft_signals import Evidence
+from keywatch.models.netnovelty import country_code, h32
+
+PROBE_CODES = frozenset({
+    "ValidationException", "AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "ResourceNotFoundException",
+    "model_not_found", "invalid_api_key", "permission_denied", "insufficient_quota", "invalid_request_error",
+    "not_found_error", "permission_error", "authentication_error", "DeploymentNotFound"})
+T5, T10, T60 = 300_000.0, 600_000.0, 3_600_000.0
+
+
+def novelty(key_settled: float, pop_settled: float, in_pop: bool) -> float:
+    """How unusual a value new to the key is: trust the key's own history as far as it is
+    settled, and the project's for the rest (a new key used from the project's networks is fine)."""
+    return key_settled * (0.35 if in_pop else 1.0) + (1.0 - key_settled) * (0.0 if in_pop else pop_settled)
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    return 0.0 if x <= lo else (1.0 if x >= hi else (x - lo) / (hi - lo))
+
+
+def volume_signal(c5: float, c60: float, exp_rpm: float) -> tuple[float, float]:
+    """Surge of the 5- and 60-minute decayed request counts over the seasonal expectation."""
+    e5, e60 = exp_rpm * 5.0, exp_rpm * 60.0
+    r5, r60 = c5 / e5, c60 / e60
+    s5 = _ramp(math.log2(r5), 1.0, 4.0) * _ramp(c5 - e5, 0.0, 10.0) if r5 > 0 else 0.0
+    s60 = _ramp(math.log2(r60), 1.0, 4.0) * _ramp(c60 - e60, 0.0, 10.0) if r60 > 0 else 0.0
+    return max(s5, s60), max(r5, r60)
+
+
+def offhours_signal(c60: float) -> float:
+    return _ramp(c60, 1.0, 6.0)
+
+
+class KeyState:
+    __slots__ = ("base", "ev", "flags", "c5", "c10", "c60", "k60", "e60", "err10", "t_last", "recent16",
+                 "win_min", "win_req", "win_cost", "win_exp", "win_err", "win_novel", "hst", "suppress_until",
+                 "last_items")
+
+    def __init__(self, base: KeyBaseline) -> None:
+        self.base = base
+        self.ev: Evidence | None = None
+        self.flags = 0  # 1: network telemetry seen, 2: token counts seen
+        self.c5 = self.c10 = self.c60 = self.k60 = self.e60 = self.err10 = 0.0
+        self.t_last = 0
+        self.recent16: dict[int, int] = {}
+        self.win_min = -1
+        self.win_req = self.win_exp = self.win_err = self.win_novel = 0
+        self.win_cost = 0.0
+        self.hst = 0.0
+        self.suppress_until = 0
+        self.last_items: tuple = ()
+
+    def count(self, ts: int, requests: int, cost: float, expensive: bool, probe: bool) -> None:
+        dt = ts - self.t_last
+        if dt > 0 and self.t_last:
+            f5, f10, f60 = math.exp(-dt / T5), math.exp(-dt / T10), math.exp(-dt / T60)
+            self.c5 *= f5
+            self.c10 *= f10
+            self.err10 *= f10
+            self.c60 *= f60
+            self.k60 *= f60
+            self.e60 *= f60
+        self.t_last = max(self.t_last, ts)
+        self.c5 += requests
+        self.c10 += requests
+        self.c60 += requests
+        self.k60 += cost
+        if expensive:
+            self.e60 += requests
+        if probe:
+            self.err10 += 1
+
+    def touch_net(self, n16: int, ts: int) -> None:
+        r = self.recent16
+        r[n16] = ts
+        if len(r) > 16:
+            del r[min(r, key=r.__getitem__)]
+
+    def nets_active(self, ts: int) -> int:
+        return sum(1 for t in self.recent16.values() if ts - t <= 300_000)
+
+    def open_evidence(self, ts: int) -> Evidence:
+        self.ev = Evidence(ts)
+        return self.ev
+
+    def reset_window(self, minute: int) -> None:
+        self.win_min = minute
+        self.win_req = self.win_exp = self.win_err = self.win_novel = 0
+        self.win_cost = 0.0
+
+    def behaviour(self, ts: int, exp_rpm: float, exp_cpm: float, base: KeyBaseline) -> tuple[dict, dict]:
+        sig: dict[str, float] = {}
+        why: dict[str, str] = {}
+        vol, ratio = volume_signal(self.c5, self.c60, exp_rpm)
+        if vol > 0:
+            sig["volume"] = vol
+            why["volume"] = f"volume {ratio:.1f}× the key's usual for this hour"
+        e_cost = exp_cpm * 60.0
+        if self.k60 > 2 * e_cost and self.k60 - e_cost > 0.5:
+            sig["cost"] = _ramp(math.log2(self.k60 / e_cost), 1.0, 4.0) * _ramp(self.k60 - e_cost, 0.5, 5.0)
+            why["cost"] = f"spend ${self.k60:.2f} in the last hour vs ${e_cost:.2f} usual"
+        if self.c60 > 0:
+            share = min(1.0, self.e60 / self.c60)
+            s = _ramp(share - base.exp_share, 0.3, 0.8) * _ramp(self.e60, 1.0, 8.0)
+            if s > 0:
+                sig["expensive"] = s
+                why["expensive"] = f"expensive models {share:.0%} of requests (usual {base.exp_share:.0%})"
+        if self.err10 >= 2:
+            s = _ramp(self.err10, 2.0, 12.0) * (1.0 if self.err10 > 0.3 * self.c10 else 0.4)
+            sig["errors"] = s
+        n = self.nets_active(ts)
+        if n >= 3:
+            s = _ramp(n - base.conc, 1.0, 5.0)
+            if s > 0:
+                sig["concurrency"] = s
+                why["concurrency"] = f"used from {n} networks at once (usual {base.conc:.0f})"
+        if self.ev is not None and self.ev.models:
+            sig["model"] = self.ev.w.get("model", 0.0)
+        if self.hst > 0:
+            sig["hst"] = self.hst
+            why["hst"] = f"unusual minute for this key (multivariate score {self.hst:.2f})"
+        return sig, why
+
+    def learn_items(self, items: list, ts: int) -> None:
+        hour = ts // 3_600_000
+        key = (hour, tuple(items))
+        if key == self.last_items:  # same caller as last time, this hour: nothing new to learn
+            return
+        self.last_items = key
+        ids = self.base.ids
+        for attr, v in items:
+            getattr(ids, attr).add(v, hour)
+
+    def accept_evidence(self, ts: int) -> None:
+        """Analyst said benign: what was new becomes known."""
+        ev = self.ev
+        if ev is None:
+            return
+        hour = ts // 3_600_000
+        ids = self.base.ids
+        for v in ev.ips:
+            ids.ips.add(v, hour)
+        for v in ev.new16:
+            ids.n16.add(v, hour)
+        for c in ev.countries:
+            ids.countries.add(country_code(c), hour)
+        for u in ev.uas:
+            ids.ua_fam.add(h32(u), hour)
+        for r in ev.regions:
+            ids.regions.add(h32(r), hour)
+        for m in ev.models:
+            ids.models.add(h32(m), hour)
+        self.ev = None
+
+    def coverage(self) -> dict[str, bool]:
+        return {"network": bool(self.flags & 1), "volume": True, "content": bool(self.flags & 2)}

@@ -1,0 +1,90 @@
+"""Root cause of a spend spike: which keys, models and regions explain the excess.
+
+Per (provider, project) the detector keeps the last two hours of spend per minute broken down
+by (key, model, region), and a slowly decaying baseline share of each such contributor. The
+excess of contributor c over a spike window is `actual_c − share_c × expected_total`; the
+ranking is by excess $, with its share of the total excess in %.
+
+>>> rc = RootCause()
+>>> for m in range(100):
+...     rc.add(m, ("openai", "p"), ("k1", "gpt-4o", "us"), 1.0); rc.add(m, ("openai", "p"), ("k2", "gpt-4o", "eu"), 1.0)
+...     rc.learn(m, ("openai", "p"))
+>>> rc.add(100, ("openai", "p"), ("k2", "o1", "eu"), 30.0)
+>>> out = rc.explain(("openai", "p"), 100, 100, expected_total=2.0)
+>>> out["keys"][0]["value"], out["models"][0]["value"], out["regions"][0]["value"]
+('k2', 'o1', 'eu')
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+KEEP_MINUTES = 120
+SHARE_DECAY = 0.998  # per minute: a baseline share remembers ~8 hours
+
+
+class RootCause:
+    def __init__(self) -> None:
+        self.minutes: dict[int, dict[tuple, dict[tuple, float]]] = {}
+        self.shares: dict[tuple, dict[tuple, list[float]]] = {}  # group → contributor → [value, minute]
+
+    def add(self, minute: int, group: tuple, contributor: tuple, usd: float) -> None:
+        per = self.minutes.get(minute)
+        if per is None:
+            per = self.minutes[minute] = {}
+            for old in [m for m in self.minutes if m < minute - KEEP_MINUTES]:
+                del self.minutes[old]
+        g = per.get(group)
+        if g is None:
+            g = per[group] = {}
+        g[contributor] = g.get(contributor, 0.0) + usd
+
+    def learn(self, minute: int, group: tuple) -> None:
+        """Fold one (normal) minute of a group into its baseline shares."""
+        spend = self.minutes.get(minute, {}).get(group)
+        if not spend:
+            return
+        sh = self.shares.setdefault(group, {})
+        for c, usd in spend.items():
+            cur = sh.get(c)
+            if cur is None:
+                sh[c] = [usd * (1 - SHARE_DECAY), minute]
+            else:
+                cur[0] = cur[0] * SHARE_DECAY ** (minute - cur[1]) + usd * (1 - SHARE_DECAY)
+                cur[1] = minute
+        if len(sh) > 5000:  # bounded: forget the smallest contributors
+            for c, _ in sorted(sh.items(), key=lambda kv: kv[1][0])[:2500]:
+                del sh[c]
+
+    def explain(self, group: tuple, first: int, last: int, expected_total: float, key: str | None = None, top: int = 5) -> dict:
+        actual: dict[tuple, float] = defaultdict(float)
+        for m in range(first, last + 1):
+            for c, usd in self.minutes.get(m, {}).get(group, {}).items():
+                if key is None or c[0] == key:
+                    actual[c] += usd
+        sh = {c: v[0] * SHARE_DECAY ** (last - v[1]) for c, v in self.shares.get(group, {}).items()
+              if key is None or c[0] == key}
+        total_sh = sum(sh.values())
+        contrib = dict.fromkeys(set(actual) | set(sh), 0.0)
+        for c in contrib:
+            base = expected_total * sh.get(c, 0.0) / total_sh if total_sh > 0 else 0.0
+            contrib[c] = actual.get(c, 0.0) - base
+        total_excess = sum(v for v in contrib.values() if v > 0) or 1.0
+        out = {}
+        for i, dim in enumerate(("keys", "models", "regions")):
+            agg: dict[str, float] = defaultdict(float)
+            for c, v in contrib.items():
+                agg[c[i] or "?"] += v
+            ranked = sorted(((k, v) for k, v in agg.items() if v > 0), key=lambda kv: -kv[1])[:top]
+            out[dim] = [{"value": k, "excess_usd": round(v, 4), "pct": round(100 * v / total_excess, 1)} for k, v in ranked]
+        return out
+
+
+def summary(rc: dict) -> list[str]:
+    """One reason line per dimension: `top key k2 +$28.00 (93% of excess)`."""
+    lines = []
+    for dim, label in (("keys", "key"), ("models", "model"), ("regions", "region")):
+        if rc.get(dim):
+            t = rc[dim][0]
+            lines.append(f"top {label} {t['value']} +${t['excess_usd']:.2f} ({t['pct']:.0f}% of excess)")
+    return lines

@@ -1,0 +1,307 @@
+"""`keywatch worker`: the faust app that consumes the input topic and writes to ClickHouse.
+
+Commit-after-write: the agent iterates ``stream.noack_take(batch_max_messages,
+within=batch_max_seconds)`` — the buffered `take()` that leaves acking to us (plain `take()`
+acks a batch in a ``finally`` when the generator resumes *or is closed*, so a cancelled or
+failed batch would be committed). A batch is acked only after (1) its output is stored in
+ClickHouse (retried with backoff, never skipped) and (2) a detector snapshot covering it is
+stored; faust then commits acked offsets. So a crash loses nothing and re-reads only what the
+last snapshot does not hold; `Pipeline` (stream/pipeline.py) makes the re-read exactly-once.
+
+Run: ``KEYWATCH_KAFKA_BOOTSTRAP=127.0.0.1:9092 keywatch worker`` (unset: embedded broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from keywatch.settings import Settings
+from keywatch.stream.pipeline import Msg, Pipeline
+from keywatch.stream.status import StatusFile
+
+log = logging.getLogger("keywatch.worker")
+
+
+def dead_letter_record(d) -> bytes:
+    return orjson.dumps({
+        "reason": d.reason, "error": d.error, "topic": d.topic, "partition": d.partition, "offset": d.offset,
+        "index": d.index, "payload": d.payload.decode("utf-8", "replace"), "payload_size": d.payload_size,
+        "received_at_ms": d.received_at_ms,
+    })
+
+
+class Consumer:
+    """The agent's body: one batch at a time through the pipeline, with retries and acks."""
+
+    def __init__(self, app, runtime, pipeline: Pipeline, hooks, status: StatusFile, dlq_topic, alerts_topic) -> None:
+        self.app, self.rt, self.pipeline, self.hooks, self.status = app, runtime, pipeline, hooks, status
+        self.dlq_topic, self.alerts_topic = dlq_topic, alerts_topic
+        self.settings: Settings = runtime.settings
+        self.m = runtime.metrics
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-io")  # chDB: one thread
+        self.lock = asyncio.Lock()  # one batch, snapshot or ack at a time
+        self.pending: list[Any] = []  # faust events stored in ClickHouse, acked at the next snapshot
+        self.stream = None
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    async def handle(self, events: list) -> None:
+        msgs = [Msg(e.message.topic, e.message.partition, e.message.offset, e.message.value or b"", e.message.timestamp)
+                for e in events]
+        async with self.lock:
+            started = time.perf_counter()
+            async with self.rt.core_lock:  # HTTP views read the core under this lock
+                res = await self._run(self.pipeline.process, msgs)
+            await self._write(res)
+            await self._publish(res)
+            self.pending.extend(events)
+            self._observe(res, msgs, time.perf_counter() - started)
+            if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+                await self._snapshot_and_ack()
+
+    async def _write(self, res) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._run(self.pipeline.write, res, attempt)
+                break
+            except Exception as exc:  # a sink failure: retry the same batch, never ack past it
+                self.m.sink_errors.inc()
+                self.m.backpressure.set(1)
+                delay = min(self.settings.sink_retry_max_s, 0.2 * 2 ** min(attempt, 10))
+                log.warning("ClickHouse write failed (attempt %d), retrying in %.1fs: %s", attempt + 1, delay, exc)
+                self.status.update(backpressure=1, sink_errors=self.status.data.get("sink_errors", 0) + 1)
+                attempt += 1
+                await asyncio.sleep(delay)
+        self.m.backpressure.set(0)
+        self.status.data["backpressure"] = 0
+
+    async def _publish(self, res) -> None:
+        """Dead letters to the DLQ topic, alerts to the alerts topic (awaited before any ack), hooks."""
+        futs = [await self.dlq_topic.send(key=f"{d.topic}:{d.partition}:{d.offset}".encode(), value=dead_letter_record(d))
+                for d in res.dead]
+        alerts = res.out.alerts if res.out is not None else []
+        for a in alerts:
+            futs.append(await self.alerts_topic.send(key=(a.key_id or a.project or a.alert_id).encode(),
+                                                     value=orjson.dumps(a.to_contract())))
+        for f in futs:
+            await f
+        if alerts:
+            self.hooks.submit(alerts)
+
+    async def _snapshot_and_ack(self) -> None:
+        try:
+            async with self.rt.core_lock:
+                size = await self._run(self.pipeline.snapshot)
+        except Exception as exc:  # not acking keeps the data safe; try again next time
+            log.warning("snapshot failed (offsets not committed yet): %s", exc)
+            return
+        events, self.pending = self.pending, []
+        for ev in events:
+            await self.stream.ack(ev)
+        self.status.update(snapshots=self.status.data.get("snapshots", 0) + 1, snapshot_bytes=size)
+
+    async def tick(self) -> None:
+        """Timer: snapshot and ack even when no new batch arrives."""
+        if self.pending and self.stream is not None and not self.lock.locked():
+            async with self.lock:
+                if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+                    await self._snapshot_and_ack()
+        self.status.update(ready=self.rt.ready)
+
+    async def final_snapshot(self) -> None:
+        try:
+            async with self.lock:
+                if self.pending:
+                    async with self.rt.core_lock:
+                        await self._run(self.pipeline.snapshot)
+        except Exception as exc:
+            log.warning("final snapshot failed: %s", exc)
+
+    def _observe(self, res, msgs: list[Msg], seconds: float) -> None:
+        m, out = self.m, res.out
+        m.messages_in.inc(len(msgs))
+        n = 0
+        if out is not None:
+            for kind, evs in (("usage", out.usage), ("audit", out.audit), ("billing", out.billing)):
+                if evs:
+                    m.events_in.labels(kind).inc(len(evs))
+                    n += len(evs)
+            m.duplicates.inc(out.duplicates + res.redelivered_rows)
+            now = time.time()
+            for a in out.alerts:
+                m.alerts.labels(a.kind, a.severity).inc()
+                if res.oldest_ts:
+                    m.event_to_alert.observe(max(0.0, now - res.oldest_ts))
+        for d in res.dead:
+            m.events_rejected.labels(d.reason).inc()
+        m.batch_latency.observe(seconds)
+        m.batch_size.observe(n)
+        for key, off in res.last.items():
+            topic, p = key.rsplit(":", 1)
+            try:
+                hw = self.app.consumer.highwater(_tp(topic, int(p)))
+                if hw is not None:
+                    m.consumer_lag.labels(topic, p).set(max(0, hw - off - 1))
+            except Exception:  # the consumer may be rebalancing; lag is best effort
+                pass
+        m.tracked_keys.set(self.pipeline.tracked_keys())
+        self.status.batch(res, n, [a.to_contract() for a in out.alerts] if out is not None else [])
+
+
+def _tp(topic: str, partition: int):
+    from faust.types import TP
+
+    return TP(topic, partition)
+
+
+def build_runtime(settings: Settings):
+    """Open ClickHouse (the worker owns embedded chDB), restore the core, build the pipeline."""
+    from keywatch.hooks import build_alert_hooks
+    from keywatch.models.registry import build_core
+    from keywatch.sinks.clickhouse import ClickHouseSink, connect
+    from keywatch.stream.decode import EventDecoder
+    from keywatch.stream.metrics import Metrics
+    from keywatch.stream.runtime import WorkerRuntime
+    from keywatch.stream.state import SnapshotError, StreamState
+
+    client = connect(settings)
+    sink = ClickHouseSink(client, settings.clickhouse_database)
+    state = StreamState(client, settings.clickhouse_database, settings.worker_id,
+                        settings.key_hash_secret.get_secret_value().encode())
+    snap_offsets: dict[str, int] = {}
+    core = None
+    try:
+        restored = state.load_snapshot()
+    except (SnapshotError, Exception) as exc:  # a bad snapshot must not stop ingestion
+        log.warning("not restoring detector snapshot: %s", exc)
+        restored = None
+    if restored is not None:
+        core, snap_offsets = restored
+        log.info("restored detector snapshot (offsets %s)", snap_offsets)
+    core = core or build_core(settings)
+    high_water = {f"{settings.input_topic}:{p}": o for p, o in state.high_water(settings.input_topic).items()}
+    metrics = Metrics()
+    runtime = WorkerRuntime(settings=settings, sink=sink, core=core, metrics=metrics)
+    runtime.alert_hooks = build_alert_hooks(settings, sink, metrics)
+    pipeline = Pipeline(runtime, EventDecoder.from_settings(settings, streaming=True), state,
+                        snapshot_offsets=snap_offsets, high_water=high_water)
+    return runtime, pipeline
+
+
+def _group_timing(settings: Settings) -> dict[str, float]:
+    # Tansu holds a group join for half the session timeout: short timeouts make the embedded
+    # stack (demo, tests) start in ~1.5 s. Against real Kafka, faust's defaults apply unless set
+    # (Kafka's group.min.session.timeout.ms is 6 s by default).
+    t = settings.kafka_rebalance_timeout_s
+    if t is None:
+        return {}
+    return {"broker_rebalance_timeout": t, "broker_session_timeout": 2 * t,
+            "broker_heartbeat_interval": max(0.2, t / 3)}
+
+
+def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: StatusFile):
+    import faust
+
+    from keywatch.stream.hookrunner import HookRunner
+
+    web_port = settings.web_port
+    app = faust.App(
+        settings.worker_id,
+        broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
+        datadir=str(settings.data_dir / "faust"),
+        value_serializer="raw", key_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,  # acks wait for the next snapshot; a rebalance must not wait on them
+        broker_commit_interval=1.0,
+        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        consumer_max_fetch_size=max(4 * 1_048_576, settings.max_message_bytes * 2),
+        web_enabled=web_port != 0, web_host=settings.web_host, web_port=web_port or 6066,
+        web_in_thread=False,
+        **_group_timing(settings),
+    )
+    in_topic = app.topic(settings.input_topic, value_type=bytes, key_type=bytes, value_serializer="raw",
+                         key_serializer="raw", partitions=settings.topic_partitions)
+    dlq = app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw", partitions=1)
+    alerts = app.topic(settings.alerts_topic, value_serializer="raw", key_serializer="raw", partitions=1)
+    hooks = HookRunner(runtime.alert_hooks, settings.hook_queue_max, runtime.metrics)
+    consumer = Consumer(app, runtime, pipeline, hooks, status, dlq, alerts)
+    app.keywatch_consumer = consumer  # for views and tests
+
+    @app.agent(in_topic, name="keywatch.consume", concurrency=1)
+    async def consume(stream):
+        consumer.stream = stream
+        async for batch in stream.noack_take(settings.batch_max_messages, within=settings.batch_max_seconds):
+            await consumer.handle(batch)
+
+    @app.task
+    async def run_hooks() -> None:
+        await hooks.run()
+
+    @app.timer(interval=1.0)
+    async def snapshot_timer() -> None:
+        await consumer.tick()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
+        runtime.ready = True
+        status.update(ready=True, partitions=sorted(tp.partition for tp in assigned if tp.topic == settings.input_topic))
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app, **kwargs) -> None:  # noqa: ARG001
+        await consumer.final_snapshot()
+        await hooks.drain(5.0)
+
+    if importlib.util.find_spec("keywatch.stream.web") is not None:
+        importlib.import_module("keywatch.stream.web").register_views(app, runtime)
+    return app
+
+
+def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM. With no bootstrap and embedded Kafka, starts the broker too."""
+    from faust.worker import Worker
+
+    from keywatch.stream.broker import ensure_topics, kafka_bootstrap, topic_specs
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    status = StatusFile(settings.data_dir / "worker.status.json", pid=os.getpid())
+    with kafka_bootstrap(settings, create_topics=False, log_file=settings.data_dir / "broker.log") if bootstrap is None \
+            else _given(bootstrap) as bs:
+        ensure_topics(bs, topic_specs(settings))
+        runtime, pipeline = build_runtime(settings)
+        status.update(bootstrap=bs, ready=False, data_dir=str(settings.data_dir))
+        app = create_app(settings, bs, runtime, pipeline, status)
+        worker = Worker(app, loglevel=(loglevel or settings.log_level).lower(), quiet=True, redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit:
+            pass
+        finally:
+            status.update(ready=False, stopped=True)
+
+
+class _given:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+    def __enter__(self) -> str:
+        return self.bootstrap
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def read_status(data_dir: Path) -> dict:
+    return StatusFile.read(Path(data_dir) / "worker.status.json")
