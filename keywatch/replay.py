@@ -73,7 +73,10 @@ def replay(
         dead: list[DeadLetter] = []
 
         def flush() -> None:
-            out = core.process(chunk)
+            rejected: dict[str, int] = {}
+            for d in dead:
+                rejected[d.reason] = rejected.get(d.reason, 0) + 1
+            out = core.process(chunk, rejected=rejected)
             summary.events += len(out.usage) + len(out.audit) + len(out.billing)
             summary.duplicates += out.duplicates
             for a in out.alerts:

@@ -42,6 +42,7 @@ class Batch:
     usage: list[UsageEvent]
     audit: list[AuditEvent]
     billing: list[BillingEvent]
+    rejected: dict[str, int] = field(default_factory=dict)  # dead letters in this batch, by reason
 
     @property
     def first_ts_ms(self) -> int | None:
@@ -135,7 +136,8 @@ class DetectionCore:
             seen.popitem(last=False)
         return kept, dups
 
-    def process(self, events: Iterable[Event]) -> CoreOutput:
+    def process(self, events: Iterable[Event], rejected: dict[str, int] | None = None) -> CoreOutput:
+        """Process one batch. `rejected` counts this batch's dead letters by reason (for health)."""
         kept, dups = self._dedupe(events)
         kept.sort(key=_ts)  # stable: equal times keep arrival order
         usage = [e for e in kept if type(e) is UsageEvent]
@@ -146,7 +148,7 @@ class DetectionCore:
         if kept:
             self.watermark_ms = max(self.watermark_ms, kept[-1].ts_ms)
         ctx = Context(self.book, self.watermark_ms)
-        batch = Batch(usage, audit, billing)
+        batch = Batch(usage, audit, billing, dict(rejected or {}))
         for det in self.detectors:
             det.process(batch, ctx)
         ctx.alerts.extend(self.book.expire(self.watermark_ms))

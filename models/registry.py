@@ -16,12 +16,15 @@ def build_core(settings) -> DetectionCore:
     from keywatch.models.prices import PriceEnricher  # issue 4: cost_usd, price_source
     enrichers.append(PriceEnricher.from_settings(settings))
     # --- detectors ---------------------------------------------------------------------------
+    from keywatch.models.keytheft import KeyTheftDetector; detectors.append(KeyTheftDetector.from_settings(settings))  # issue 3
     from keywatch.models.gatewaybypass import GatewayBypassDetector; detectors.append(GatewayBypassDetector.from_settings(settings))  # issue 7
     from keywatch.models.billing import BillingDetector  # issue 4: cost
     from keywatch.models.budgets import BudgetDetector
     from keywatch.models.costspike import CostSpikeDetector
     detectors += [CostSpikeDetector.from_settings(settings), BudgetDetector.from_settings(settings),
                   BillingDetector.from_settings(settings)]
+    from keywatch.models.health import TelemetryHealthDetector  # dead-letter flood, telemetry gaps
+    detectors.append(TelemetryHealthDetector())
     return DetectionCore(
         detectors,
         enrichers,

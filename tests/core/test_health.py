@@ -1,0 +1,44 @@
+"""Telemetry health: dead-letter floods and silent streams raise alerts; normal noise does not."""
+
+from __future__ import annotations
+
+from keywatch.models.core import DetectionCore
+from keywatch.models.events import AuditEvent, UsageEvent
+from keywatch.models.health import TelemetryHealthDetector
+
+T0 = 1795622400000
+
+
+def usage(i: int, ts: int, provider="bedrock", source=None) -> UsageEvent:
+    return UsageEvent(event_id=f"{provider}{i}", ts=ts, provider=provider, key_id="k", model="m", source=source)
+
+
+def test_dead_letter_flood_raises_one_alert_and_a_trickle_does_not():
+    core = DetectionCore([TelemetryHealthDetector(flood_min_rejected=100, flood_ratio=0.25)])
+    alerts = []
+    for b in range(20):  # a trickle: 1 bad message per 100 good ones
+        alerts += core.process([usage(b * 100 + i, T0 + b * 1000 + i) for i in range(100)], rejected={"validation": 1}).alerts
+    assert alerts == []
+    for b in range(20, 30):  # a flood: half the input is junk
+        alerts += core.process([usage(b * 100 + i, T0 + b * 1000 + i) for i in range(100)], rejected={"not_json": 100}).alerts
+    flood = [a for a in alerts if a.kind == "dead_letter_flood"]
+    assert len({a.alert_id for a in flood}) == 1
+    assert "not_json" in flood[0].reasons[0] and flood[0].severity in ("medium", "high")
+
+
+def test_silent_stream_after_logging_tamper_is_a_high_telemetry_gap():
+    core = DetectionCore([TelemetryHealthDetector(settle_events=100, settle_span_ms=3_600_000, gap_min_ms=20 * 60_000)])
+    minute = 60_000
+    # three hours of steady bedrock and openai usage, one event a minute each
+    evs = [usage(i, T0 + i * minute) for i in range(180)] + [usage(i, T0 + i * minute, "openai") for i in range(180)]
+    assert [a for a in core.process(evs).alerts if a.kind == "telemetry_gap"] == []
+    t = T0 + 180 * minute
+    tamper = AuditEvent(event_id="a1", ts=t, provider="bedrock", action="DeleteModelInvocationLoggingConfiguration")
+    core.process([tamper])
+    # only openai keeps reporting for 40 minutes
+    alerts = []
+    for j in range(40):
+        alerts += core.process([usage(1000 + j, t + j * minute, "openai")]).alerts
+    gaps = [a for a in alerts if a.kind == "telemetry_gap"]
+    assert [(a.provider, a.severity) for a in gaps] == [("bedrock", "high")]
+    assert "logging" in " ".join(gaps[0].reasons)
