@@ -19,9 +19,9 @@ console = Console(stderr=True)
 @eval_app.command("scenarios")
 def scenarios(
     out: Path = typer.Option(Path("eval_scenarios.json"), "--out", "-o", help="JSON report"),
-    seeds: int = typer.Option(4, "--seeds", help="simulated data sets per attack style"),
-    keys: int = typer.Option(24, "--keys", help="keys per data set"),
-    days: float = typer.Option(3.0, "--days", help="days of history per data set"),
+    seeds: int = typer.Option(6, "--seeds", help="simulated data sets (each has every attack style)"),
+    keys: int = typer.Option(60, "--keys", help="keys per data set"),
+    days: float = typer.Option(4.0, "--days", help="days of history per data set"),
     quick: bool = typer.Option(False, "--quick", help="small suite (CI)"),
 ) -> None:
     """Key-theft scenario suite: simulated attacks of every style through replay; rates and times."""

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     cost_spike_min_usd: float = Field(5.0, ge=0)
     cost_spike_min_pct: float = Field(50.0, ge=0)
     key_idle_expire_s: float = Field(7 * 86400.0, gt=0)
+    # key theft (issue 3)
+    keytheft_alert_min_score: float = Field(0.4, ge=0, le=1, description="key_theft findings below this risk raise no alert")
     # cost (issue 4): spike band, forecasts, budgets, billing reconciliation
     cost_spike_band_k: float = Field(4.0, gt=0, description="upper band = expected + k * robust spread")
     cost_spike_min_minutes: int = Field(2, ge=1, le=60, description="minutes above band before a cost_spike")

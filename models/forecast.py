@@ -163,6 +163,14 @@ class TailCalibrator:
         self.cnt = np.zeros(capacity)
 
     def step(self, z: np.ndarray) -> np.ndarray:
+        """Score = 1 − tail probability of the short-term average (0 until 20 values seen)."""
+        return self._step(z, False)
+
+    def step_log(self, z: np.ndarray) -> np.ndarray:
+        """Like `step` but −log10(tail), so the rarest values stay ranked (no saturation at 1)."""
+        return self._step(z, True)
+
+    def _step(self, z: np.ndarray, log: bool) -> np.ndarray:
         n = len(z)
         if n > len(self.mu):
             for name, fill in (("mu", 0.0), ("var", 1.0), ("short", 0.0), ("cnt", 0.0)):
@@ -173,7 +181,7 @@ class TailCalibrator:
         short += self.a_short * (z - short)
         sd = np.sqrt(np.maximum(var, 1e-12))
         tail = 0.5 * _erfc((short - mu) / (sd * np.sqrt(2.0)))
-        score = np.where(cnt > 20, 1.0 - tail, 0.0)
+        score = np.where(cnt > 20, -np.log10(np.maximum(tail, 1e-300)) if log else 1.0 - tail, 0.0)
         a = np.maximum(1.0 / (cnt + 1.0), self.a_long)
         d = short - mu
         mu += a * d

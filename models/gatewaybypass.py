@@ -121,8 +121,9 @@ class GatewayBypassDetector:
         significant = frac >= 0.5 or miss_req >= 10 * self.min_requests
         window = f"{format_ts(start)[:16]}–{format_ts(end)[11:16]} UTC"
         reasons = [
-            f"used outside the gateway: {int(miss_req)} of {prov['requests']} provider-reported requests "
-            f"({int(miss_tok)} of {prov['tokens']} tokens) in {window} never passed through the gateway",
+            # Raw gaps in the text (the tolerance only decides whether to alert).
+            f"used outside the gateway: {max(0, prov['requests'] - gw_req)} of {prov['requests']} provider-reported "
+            f"requests ({max(0, prov['tokens'] - gw_tok)} of {prov['tokens']} tokens) in {window} never passed through the gateway",
             f"gateway saw {gw_req} requests / {gw_tok} tokens for this key in that window",
         ]
         ctx.report(Finding(

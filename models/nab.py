@@ -55,7 +55,8 @@ class UnivariateDetector:
         self.bank.step(t, np.array([x]))
         self.n += 1
         raw = math.log1p(min(z_season, z_fast * 1.0) if self.n > 200 else z_fast)
-        return float(self.cal.step(np.array([raw]))[0])
+        # Calibrated rarity in "decades" of tail probability → [0, 1) (monotone; NAB thresholds it).
+        return 1.0 - math.exp(-float(self.cal.step_log(np.array([raw]))[0]) / 10.0)
 
 
 def load_windows(root: Path) -> dict[str, list[tuple]]:

@@ -157,6 +157,7 @@ class Consumer:
             except Exception:  # the consumer may be rebalancing; lag is best effort
                 pass
         m.tracked_keys.set(self.pipeline.tracked_keys())
+        self.status.data["offsets"] = dict(self.pipeline.in_state)
         self.status.batch(res, n, [a.to_contract() for a in out.alerts] if out is not None else [])
 
 

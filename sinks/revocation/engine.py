@@ -24,7 +24,7 @@ from keywatch.models.alerts import Alert
 from keywatch.sinks.revocation.adapters import DEFAULT_ADAPTERS, Adapter, CallResult, Target
 from keywatch.sinks.revocation.guard import Guard
 from keywatch.sinks.revocation.policy import Policy, Rule
-from keywatch.sinks.revocation.store import Decision, RevocationStore
+from keywatch.sinks.revocation.store import APPROVABLE, Decision, RevocationStore
 
 log = logging.getLogger("keywatch.revocation")
 _DETAIL_KEYS = ("user_name", "principal")  # what an adapter may need from an alert's details
@@ -86,7 +86,7 @@ class RevocationEngine:
             else:
                 decided.append(self._record(d))
         decided.extend(await asyncio.gather(*calls))
-        pending = [d for d in decided if d.outcome in ("pending_approval", "rate_limited", "circuit_open")]
+        pending = [d for d in decided if d.outcome in APPROVABLE and d.action != "none"]
         if pending:
             await self._notify(pending)
         return decided
@@ -179,6 +179,8 @@ class RevocationEngine:
         final = started.evolve(
             outcome="executed" if res.ok else "failed", status_code=res.status_code, request_id=res.request_id,
             error=res.error, attempts=res.attempts, completed_ms=self._now_ms(), duration_ms=ms, reason=reason,
+            # A failure stays approvable (a retry by a person) until the approval TTL runs out.
+            expires_ms=None if res.ok else self._now_ms() + int(self.approval_ttl_s * 1000),
         )
         return self._record(final)
 
@@ -215,8 +217,6 @@ class RevocationEngine:
 
 
 def expire_pending(store: RevocationStore, now_ms: int, actor: str) -> list[Decision]:
-    from keywatch.sinks.revocation.store import APPROVABLE
-
     out = []
     for d in store.list(APPROVABLE, limit=10_000):
         if d.expires_ms is not None and d.expires_ms <= now_ms:

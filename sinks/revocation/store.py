@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 # Outcomes a human can still approve (within the TTL). Rate-limited and breaker-held decisions
-# are approvable on purpose: a real attack during a tripped breaker still has a fast human path.
-APPROVABLE = ("pending_approval", "rate_limited", "circuit_open")
+# are approvable on purpose: a real attack during a tripped breaker still has a fast human path;
+# approving a `failed` one retries it.
+APPROVABLE = ("pending_approval", "rate_limited", "circuit_open", "failed")
 FINAL_OUTCOMES = ("executed", "dry_run", "skipped_by_policy", "failed", "rejected", "expired", "undone")
 
 

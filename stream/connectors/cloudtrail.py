@@ -56,10 +56,10 @@ def normalise(doc: Any, *, fp_key: bytes = DEFAULT_FP_KEY, **_: Any) -> Iterator
     def one(rec: Any) -> list[dict]:
         rec = as_dict(rec, "record")
         src = rec.get("eventSource")
-        if src not in BEDROCK_SOURCES:
-            if isinstance(src, str):
-                return []  # another service's record: not keywatch telemetry
+        if not isinstance(src, str):
             raise NormaliseError("missing_field", "missing eventSource")
+        if src not in BEDROCK_SOURCES:
+            return []  # another service's record: not keywatch telemetry
         name = opt_str(rec, "eventName")
         if name is None:
             raise NormaliseError("missing_field", "missing eventName")

@@ -196,13 +196,14 @@ def test_no_secret_in_logs_or_table(make_engine, provider, ch_db, caplog, iam):
     provider.litellm_keys["tok_s2"] = False
     iam.create_user(UserName="svc-secret-test")
     aws_key = iam.create_access_key(UserName="svc-secret-test")["AccessKey"]["AccessKeyId"]
-    engine = make_engine(POLICY)
+    policy = POLICY.replace("max_actions: 4", "max_actions: 100")
+    engine = make_engine(policy)
     run(engine.handle([make_alert("apikey_s1"), make_alert("tok_s2", provider="litellm", project="l"),
                        make_alert(aws_key, provider="bedrock", project="b"),
                        make_alert("svc-1", provider="internal", project="w"),
                        make_alert("apikey_prod_9", project="x")]))
     # A provider that echoes the (wrong) credential it was given: the error must not keep it.
-    bad = make_engine(POLICY, REVOCATION_OPENAI_ADMIN_KEY=ALL_SECRETS[0] + "x", REVOCATION_ENABLED="true")
+    bad = make_engine(policy, REVOCATION_OPENAI_ADMIN_KEY=ALL_SECRETS[0] + "x", REVOCATION_ENABLED="true")
     bad.policy = bad.policy.__class__(**{**bad.policy.__dict__, "rules": tuple(
         r.__class__(**{**r.__dict__, "allow_irreversible": True}) for r in bad.policy.rules)})
     [failed] = run(bad.handle([make_alert("key_z", provider="openai", project="proj_z")]))

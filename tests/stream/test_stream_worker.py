@@ -1,0 +1,127 @@
+"""Integration: real embedded broker → `keywatch worker` subprocess → real chDB.
+
+Marked `integration`; about a minute in all.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import orjson
+import pytest
+
+from keywatch.settings import Settings
+from keywatch.stream.broker import ensure_topics, topic_specs
+from keywatch.stream.produce import EventProducer, produce_events
+
+pytestmark = pytest.mark.integration
+
+BAD = [
+    b"this is not json",
+    b'{"kind":"usage","event_id":"bad-type","ts":1795622400000,"provider":"openai","key_id":"k","model":"m","input_tokens":"many"}',
+    b'\xff\xfe{"kind":"usage"}',
+    b"[" + b'{"kind":"usage","event_id":"x","ts":1,"provider":"p","key_id":"k","model":"m"},' * 400 + b"{}]",  # oversized (> 16384)
+]
+
+
+def _prepare(w) -> Settings:
+    s = Settings.from_env(w.env)
+    ensure_topics(w.env["KEYWATCH_KAFKA_BOOTSTRAP"], topic_specs(s))
+    return s
+
+
+def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        ends = c.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {f"{tp.topic}:{tp.partition}": o - 1 for tp, o in ends.items() if o > 0}
+    finally:
+        c.close()
+
+
+def _caught_up(ends: dict[str, int]):
+    return lambda st: all(st.get("offsets", {}).get(k, -1) >= o for k, o in ends.items())
+
+
+def _read_topic(bootstrap: str, topic: str) -> list[dict]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=2000, auto_offset_reset="earliest")
+    try:
+        c.assign([TopicPartition(topic, 0)])
+        c.seek_to_beginning()
+        return [orjson.loads(m.value) for m in c]
+    finally:
+        c.close()
+
+
+def test_events_and_bad_input_flow_to_clickhouse_and_dlq(worker_factory, broker, events):
+    make_events = events
+    w = worker_factory(MAX_MESSAGE_BYTES=16384)
+    s = _prepare(w)
+    good = make_events(3000)
+    with EventProducer(broker.bootstrap, s.input_topic) as p:
+        p.send_events(good[:2000], batch_size=50)
+        for raw in BAD:
+            p.send_raw(raw, b"key_0")
+        # a batch with one bad element: the good element still flows, the bad one is a dead letter
+        p.send_raw(orjson.dumps([good[2000], {"kind": "usage", "event_id": "neg", "ts": good[0]["ts"],
+                                              "provider": "openai", "key_id": "k", "model": "m", "input_tokens": -5}]))
+        p.send_events(good[2001:], batch_size=1)  # one JSON object per message
+        p.send_events(good[:100], batch_size=100)  # re-sent ids: deduplicated
+    ends = _end_offsets(broker.bootstrap, s.input_topic, s.topic_partitions)
+    w.start()
+    st = w.wait(_caught_up(ends), timeout=90)
+    assert st["dead_letters"] == 5
+    assert w.stop() == 0
+    usage, dead, snaps, mv = w.query(
+        f"SELECT count(), uniqExact(event_id) FROM {s.clickhouse_database}.usage_events",
+        f"SELECT reason, count() FROM {s.clickhouse_database}.dead_letters GROUP BY reason ORDER BY reason",
+        f"SELECT count() FROM {s.clickhouse_database}.detector_snapshots",
+        f"SELECT sum(events) FROM {s.clickhouse_database}.usage_minute",
+    )
+    assert usage == [[3000, 3000]]
+    assert dict(dead) == {"invalid_utf8": 1, "not_json": 1, "oversized": 1, "validation": 2}
+    assert snaps[0][0] >= 1
+    assert int(mv[0][0]) == 3000
+    dlq = _read_topic(broker.bootstrap, s.dlq_topic)
+    assert sorted(d["reason"] for d in dlq) == ["invalid_utf8", "not_json", "oversized", "validation", "validation"]
+    assert all(d["topic"] == s.input_topic and d["offset"] >= 0 and len(d["payload"]) <= s.dlq_payload_max_bytes for d in dlq)
+
+
+def test_kill_9_mid_stream_then_restart_stores_each_event_once(worker_factory, broker, events):
+    make_events = events
+    # Small batches and a 1 s snapshot interval: the kill lands between writes, snapshots and commits.
+    w = worker_factory(BATCH_MAX_MESSAGES=10, BATCH_MAX_SECONDS=0.05)
+    s = _prepare(w)
+    n = 30_000
+    evs = make_events(n, keys=20, prefix="k9-")
+    # An attack-like burst on one key (new IPs and countries) so that detectors raise alerts.
+    burst = [{**e, "key_id": "key_3", "source_ip": f"203.0.113.{i % 200}", "country": ["RU", "BR", "VN", "NG"][i % 4],
+              "model": "claude-3-opus", "output_tokens": 4000} for i, e in enumerate(make_events(3000, prefix="k9b-",
+              start_ms=evs[-1]["ts"] + 1))]
+    produce_events(broker.bootstrap, s.input_topic, evs + burst, batch_size=20)
+    produce_events(broker.bootstrap, s.input_topic, [{"kind": "usage"}], batch_size=1)  # one dead letter
+    ends = _end_offsets(broker.bootstrap, s.input_topic, s.topic_partitions)
+    w.start()
+    w.wait(lambda st: st.get("events_in", 0) >= 8000 and st.get("snapshots", 0) >= 1, timeout=90)
+    assert w.stop(signal.SIGKILL) == -signal.SIGKILL
+    w.start()
+    st = w.wait(_caught_up(ends), timeout=120)
+    assert st["skipped_messages"] + st["redelivered_rows"] > 0 or st["batches"] > 0
+    assert w.stop() == 0
+    db = s.clickhouse_database
+    usage, mv, alerts, dead, fin = w.query(
+        f"SELECT count(), uniqExact(event_id) FROM {db}.usage_events",
+        f"SELECT sum(events) FROM {db}.usage_minute",
+        f"SELECT count(), uniqExact(alert_id) FROM {db}.alerts FINAL",
+        f"SELECT count() FROM {db}.dead_letters",
+        f"SELECT count() FROM {db}.alerts",
+    )
+    total = n + len(burst)
+    assert usage == [[total, total]]  # every accepted event exactly once (no FINAL needed)
+    assert int(mv[0][0]) == total  # so the materialized rollups did not double count
+    assert alerts[0][0] == alerts[0][1]  # no alert duplicated
+    assert dead == [[1]]
