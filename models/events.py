@@ -94,6 +94,9 @@ class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
     # request id, used to join sources.
     source: OptName = None
     request_id: OptName = None
+    # How the caller authenticated, where the source says (`bedrock_api_key` for a Bedrock
+    # long-term API key used as a bearer token, `access_key`, `session`, …).
+    credential_type: OptName = None
     ts_ms: int = 0  # set in __post_init__; not part of the input
 
     def __post_init__(self) -> None:

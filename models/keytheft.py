@@ -21,7 +21,7 @@ suspicious or has an open incident, so the attacker's traffic never becomes "nor
 ...                   user_agent="python-requests/2.31.0") for i in range(12)]
 >>> a = core.process(bad).alerts[0]
 >>> a.kind, a.severity, a.reasons[0]
-('key_theft', 'critical', '1 request from 1 new IP in 1 new network and 1 new country (RU)')
+('key_theft', 'high', '1 request from 1 new IP in 1 new network and 1 new country (RU)')
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ from keywatch.models.alerts import Finding
 from keywatch.models.calibration import WindowModel, squash_log2
 from keywatch.models.core import Batch, Context, ScoreRow
 from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
-from keywatch.models.keytheft_signals import Evidence, fuse, identity_signals, reasons, severity
+from keywatch.models.keytheft_signals import Evidence, fuse, identity_risk, identity_signals, reasons, severity
 from keywatch.models.keytheft_state import KeyState, PROBE_CODES, novelty, offhours_signal, volume_signal
 from keywatch.models.killchain import CHAIN_ACTIONS, ChainState
 from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
 
 KIND = "key_theft"
 EVIDENCE_TTL_MS = 3_600_000
+ACCEPT_MS = 3_600_000  # a novelty that raised no alert within this time becomes part of the baseline
 
 
 class KeyTheftDetector:
@@ -128,7 +129,8 @@ class KeyTheftDetector:
             hv = hv or h32(value)
             items.append((attr, hv))
             if hv not in getattr(ids, attr):
-                w = novelty(ks, ps, hv in getattr(pids, attr))
+                # A new key may well use another SDK or region than its project: half weight.
+                w = novelty(ks, ps, hv in getattr(pids, attr), 1.0 if attr == "countries" else 0.5)
                 if w > 0.1:
                     ev = ev or st.open_evidence(ts)
                     ev.note(ev_attr, value, w)
@@ -140,7 +142,7 @@ class KeyTheftDetector:
         if family:
             items.append(("models", family[0]))
             if family[0] not in ids.models:
-                w = novelty(ks, ps, family[0] in pids.models) * (1.0 if family[2] else 0.6)
+                w = novelty(ks, ps, family[0] in pids.models, 0.5) * (1.0 if family[2] else 0.6)
                 if w > 0.1:
                     ev = ev or st.open_evidence(ts)
                     ev.note("models", family[1], w)
@@ -170,7 +172,7 @@ class KeyTheftDetector:
                 ev = st.open_evidence(ts)
         if probe and ev is None and st.err10 >= 3:
             ev = st.open_evidence(ts)
-        protected = ctx.book.is_open(KIND, e.provider, e.key_id, e.project) or (ev is not None and ev.risk >= self.protect_min)
+        protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0)
         if ev is not None:
             ev.req += e.requests
             ev.cost += cost
@@ -189,7 +191,8 @@ class KeyTheftDetector:
         st.win_exp += e.requests if fam[2] else 0
         st.win_err += 1 if err else 0
         st.win_novel += e.requests if best > 0.25 else 0
-        if protected or (st.ev is not None and st.ev.risk >= self.protect_min):
+        if protected or (st.ev is not None and st.ev.ident >= self.protect_min) or (
+                st.ev is not None and ctx.book.is_open(KIND, e.provider, e.key_id, e.project)):
             base.skip_to(ts)
             return
         base.learn_event(ts, e.requests, cost, fam[2], err, log_ratio(e.input_tokens, e.output_tokens))
@@ -216,7 +219,7 @@ class KeyTheftDetector:
             self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, chain)
         elif st.ev is not None:
             self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, None)
-        if st.ev is None or st.ev.risk < self.protect_min:
+        if st.ev is None or st.ev.ident < self.protect_min:
             st.learn_items(items, ts)
 
     def _assess(self, st: KeyState, provider: str, key_id: str, project: str | None, ts: int, ctx: Context,
@@ -226,16 +229,23 @@ class KeyTheftDetector:
         ev.last_calc = ts
         exp_rpm, exp_cpm = base.expected_rpm(ts), base.expected_cpm(ts)
         pop = self._pop(project, provider)
-        if base.settled(ts) < 0.5 and pop.key_rpm > exp_rpm:  # a new key borrows its project's rate
+        ks = base.settled(ts)
+        if ks < 0.5:  # a new key borrows its project's rate; with neither, volume means nothing
             exp_rpm = max(exp_rpm, pop.key_rpm)
         behaviour, detail = st.behaviour(ts, exp_rpm, exp_cpm, base)
+        trust = max(ks, pop.settled(ts) if pop.key_rpm > 0 else 0.0)
+        for name in ("volume", "cost"):
+            if name in behaviour:
+                behaviour[name] *= trust
         if base.quiet_hour(ts):
             behaviour["off_hours"] = offhours_signal(st.c60)
             detail["off_hours"] = "activity outside the key's usual working hours"
         c_score, c_reason = chain.score(ts) if chain is not None else (0.0, "")
         ev.chain_reason = c_reason
-        risk, signals = fuse(identity_signals(ev), behaviour, c_score)
+        ident = identity_signals(ev)
+        risk, signals = fuse(ident, behaviour, c_score)
         ev.risk = risk
+        ev.ident = identity_risk(ident, c_score)
         ev.sig = signals
         dur_min = max(1.0, (ts - ev.start_ts) / 60_000)
         if risk < self.alert_min or ts < st.suppress_until:
@@ -259,20 +269,27 @@ class KeyTheftDetector:
                  "expensive": st.win_exp / st.win_req, "errors": min(1.0, st.win_err / st.win_req),
                  "novel": st.win_novel / st.win_req, "nets": min(1.0, st.nets_active(end) / 8.0),
                  "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0, "ratio": squash_log2(math.exp(base.log_ratio))}
-            protected = st.ev is not None and st.ev.risk >= self.protect_min
+            protected = st.ev is not None and (st.ev.ident >= self.protect_min or st.ev.reported > 0)
             learn = not protected and base.settled(end) > 0.2
             _raw, sig = self.model.score_learn(x, learn=learn)
             st.hst = sig
             if not protected:
                 base.learn_conc(st.nets_active(end))
+                if base.settled(end) >= 0.5 and project is not None:
+                    pop = self._pop(project, provider)
+                    pop.key_rpm += 0.02 * (2.0 * base.mean_rpm - pop.key_rpm)
             vol, _ = volume_signal(st.c5, st.c60, exp)
             if st.ev is None and (sig > 0.5 or vol > 0.5):
                 st.open_evidence(end - 1)
             ctx.score(ScoreRow(ts_ms=end - 1, provider=provider, key_id=key_id, project=project, detector=self.name,
                                score=round(st.ev.risk if st.ev is not None else 0.0, 4),
                                details={"hst": round(sig, 3), "requests": st.win_req}))
-            if st.ev is not None and ts - st.ev.last_ts > EVIDENCE_TTL_MS and not ctx.book.is_open(KIND, provider, key_id, project):
-                st.ev = None
+            ev = st.ev
+            if ev is not None and not ctx.book.is_open(KIND, provider, key_id, project):
+                if ev.reported == 0 and ts - ev.start_ts > ACCEPT_MS:
+                    st.accept_evidence(ts)  # unusual but never alarming for an hour: benign drift
+                elif ts - ev.last_ts > EVIDENCE_TTL_MS:
+                    st.ev = None
         st.reset_window(ts // 60_000)
 
     def _sweep(self, ctx: Context) -> None:

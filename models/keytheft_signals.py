@@ -35,7 +35,7 @@ VOLUME_ONLY = ("volume", "cost")
 class Evidence:
     __slots__ = ("start_ts", "last_ts", "last_calc", "last_report", "reported", "risk", "new16", "ips",
                  "countries", "uas", "regions", "models", "w", "novel_req", "novel_cost", "req", "cost",
-                 "exp_cost", "errors", "sig", "chain_reason")
+                 "exp_cost", "errors", "sig", "chain_reason", "ident")
 
     def __init__(self, ts: int) -> None:
         self.start_ts = self.last_ts = ts
@@ -57,6 +57,7 @@ class Evidence:
         self.errors: dict[str, int] = {}
         self.sig: dict[str, float] = {}
         self.chain_reason = ""
+        self.ident = 0.0  # risk from identity and kill chain only: what protects the baseline
 
     def note_net(self, n16: int, ip: int, weight: float) -> bool:
         new = n16 not in self.new16
@@ -102,16 +103,22 @@ def noisy_or(sig: dict[str, float], weights: dict[str, float]) -> float:
 
 def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float) -> tuple[float, dict[str, float]]:
     """(risk in [0, 1], the weighted signal map recorded on the alert)."""
-    i = noisy_or(identity, IDENTITY_W)
+    i = identity_risk(identity, chain)
     b = noisy_or(behaviour, BEHAVIOUR_W)
-    risk = 1.0 - (1.0 - i) * (1.0 - b) * (1.0 - chain)
+    risk = 1.0 - (1.0 - i) * (1.0 - b)
+    i = noisy_or(identity, IDENTITY_W)
     if i < 0.3 and chain < 0.5:
         rich = noisy_or({k: v for k, v in behaviour.items() if k not in VOLUME_ONLY}, BEHAVIOUR_W)
-        risk = min(risk, 0.55 if rich >= 0.3 else 0.35)
+        risk = min(risk, 0.5 if rich >= 0.5 else 0.35)
     signals = {**{k: round(v * IDENTITY_W[k], 3) for k, v in identity.items()},
                **{k: round(v * BEHAVIOUR_W[k], 3) for k, v in behaviour.items() if v > 0},
                **({"kill_chain": round(chain, 3)} if chain > 0 else {})}
     return risk, signals
+
+
+def identity_risk(identity: dict[str, float], chain: float) -> float:
+    """Who is calling (and the kill chain), without volume: new callers protect the baseline."""
+    return 1.0 - (1.0 - noisy_or(identity, IDENTITY_W)) * (1.0 - chain)
 
 
 def severity(risk: float) -> Severity:

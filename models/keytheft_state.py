@@ -29,10 +29,10 @@ PROBE_CODES = frozenset({
 T5, T10, T60 = 300_000.0, 600_000.0, 3_600_000.0
 
 
-def novelty(key_settled: float, pop_settled: float, in_pop: bool) -> float:
+def novelty(key_settled: float, pop_settled: float, in_pop: bool, pop_weight: float = 1.0) -> float:
     """How unusual a value new to the key is: trust the key's own history as far as it is
     settled, and the project's for the rest (a new key used from the project's networks is fine)."""
-    return key_settled * (0.35 if in_pop else 1.0) + (1.0 - key_settled) * (0.0 if in_pop else pop_settled)
+    return key_settled * (0.35 if in_pop else 1.0) + (1.0 - key_settled) * (0.0 if in_pop else pop_settled * pop_weight)
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:

@@ -22,9 +22,9 @@ USAGE_COLUMNS = [
     "event_id", "ts", "provider", "key_id", "principal", "project", "model", "operation",
     "requests", "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "price_source",
     "source_ip", "user_agent", "region", "country", "status", "error_code", "latency_ms", "source",
-    "request_id", "kafka_partition", "kafka_offset",
+    "request_id", "kafka_partition", "kafka_offset", "credential_type",
 ]
-AUDIT_COLUMNS = ["event_id", "ts", "provider", "key_id", "principal", "project", "action", "source_ip", "user_agent", "region", "country", "error_code"]
+AUDIT_COLUMNS = ["event_id", "ts", "provider", "key_id", "principal", "project", "action", "source_ip", "user_agent", "region", "country", "error_code", "credential_type"]
 BILLING_COLUMNS = ["event_id", "ts", "period_end", "provider", "project", "scope", "line_item", "amount_usd"]
 ALERT_COLUMNS = [
     "alert_id", "kind", "provider", "key_id", "project", "started_at", "detected_at", "updated_at",
@@ -57,13 +57,14 @@ def usage_row(e: UsageEvent, partition: int = -1, offset: int = -1) -> list[Any]
         e.operation or "", e.requests, e.input_tokens, e.output_tokens, e.cached_input_tokens,
         e.cost_usd or 0.0, e.price_source or "", e.source_ip or "", e.user_agent or "", e.region or "",
         e.country or "", e.status or 0, e.error_code or "", e.latency_ms or 0.0, e.source or "",
-        e.request_id or "", partition, offset,
+        e.request_id or "", partition, offset, e.credential_type or "",
     ]
 
 
 def audit_row(e: AuditEvent) -> list[Any]:
     return [e.event_id, dt(e.ts_ms), e.provider, e.key_id or "", e.principal or "", e.project or "", e.action,
-            e.source_ip or "", e.user_agent or "", e.region or "", e.country or "", e.error_code or ""]
+            e.source_ip or "", e.user_agent or "", e.region or "", e.country or "", e.error_code or "",
+            e.credential_type or ""]
 
 
 def billing_row(e: BillingEvent) -> list[Any]:

@@ -126,7 +126,7 @@ class RevocationEngine:
         if left > 0:
             return d.evolve(reason=f"cool-down: another action on this key {self.policy.cooldown_s - left:.0f} s ago",
                             completed_ms=d.requested_ms), None
-        approval = self._approval_reason(rule, d, provider, key, a.project, adapter)
+        approval = self._approval_reason(rule, d, provider, key, a.project)
         expires = d.requested_ms + int(self.approval_ttl_s * 1000)
         if approval:
             self.guard.touch_key(provider, key)
@@ -151,7 +151,7 @@ class RevocationEngine:
             return "delete", False, f"rule {rule.name}; {adapter.name} can only delete (irreversible)"
         return "none", True, f"rule {rule.name}; {adapter.name} cannot revoke keys"
 
-    def _approval_reason(self, rule: Rule, d: Decision, provider: str, key: str, project: str | None, adapter) -> str:
+    def _approval_reason(self, rule: Rule, d: Decision, provider: str, key: str, project: str | None) -> str:
         if self.policy.is_protected(provider, key, project):
             return "protected key: never revoked automatically"
         if rule.require_approval:

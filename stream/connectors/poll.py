@@ -24,7 +24,8 @@ import httpx
 
 from keywatch.models.events import format_ts
 from keywatch.stream.connectors.ingest import Ingester
-from keywatch.stream.decode import DeadLetter, Event, EventDecoder
+from keywatch.models.events import Event
+from keywatch.stream.decode import DeadLetter, EventDecoder
 
 log = logging.getLogger(__name__)
 _WIDTH_S = {"1m": 60, "1h": 3600, "1d": 86400}

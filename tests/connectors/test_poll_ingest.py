@@ -104,7 +104,7 @@ def test_anthropic_poll_and_errors(make_settings) -> None:
         settings = make_settings(ANTHROPIC_ADMIN_KEY="sk-ant-admin01-test", ANTHROPIC_BASE_URL=s.url, POLL_MAX_RETRIES="1")
         events = []
         r = Poller("anthropic", settings, sleep=lambda _: None, now=lambda: NOW).poll_once(lambda ev, d: events.extend(ev))
-        assert r.events == 5 and {e.kind for e in events} == {"usage", "billing"}
+        assert r.events == 5 and {type(e).__name__ for e in events} == {"UsageEvent", "BillingEvent"}
         path, q, headers = s.seen[0]
         assert headers["x-api-key"] == "sk-ant-admin01-test" and headers["anthropic-version"] == "2023-06-01"
         assert q["group_by[]"] == ["api_key_id", "model", "workspace_id"] and q["starting_at"][0].endswith("Z")
@@ -112,7 +112,8 @@ def test_anthropic_poll_and_errors(make_settings) -> None:
         s.close()
     with pytest.raises(PollError):
         Poller("anthropic", make_settings())  # no admin key
-    dead = make_settings(ANTHROPIC_ADMIN_KEY="x", ANTHROPIC_BASE_URL="http://127.0.0.1:9", POLL_MAX_RETRIES="1")
+    dead = make_settings(ANTHROPIC_ADMIN_KEY="x", ANTHROPIC_BASE_URL="http://127.0.0.1:9", POLL_MAX_RETRIES="1",
+                         DATA_DIR=str(settings.data_dir) + "-fresh")  # no cursor yet: it must call the API
     with pytest.raises(PollError):
         Poller("anthropic", dead, sleep=lambda _: None, now=lambda: NOW).poll_once(lambda *a: None)
 

@@ -70,7 +70,7 @@ def test_cli_commands(tmp_path, provider):
     events.write_text("".join(__import__("msgspec").json.encode(e).decode().replace('{', '{"kind":"usage",', 1) + "\n"
                               for e in normal + theft))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWATCH_")}
-    env.update(KEYWATCH_DATA_DIR=str(tmp_path / "data"), KEYWATCH_REVOCATION_POLICY_FILE=str(policy),
+    env.update(COLUMNS="300", KEYWATCH_DATA_DIR=str(tmp_path / "data"), KEYWATCH_REVOCATION_POLICY_FILE=str(policy),
                KEYWATCH_REVOCATION_ANTHROPIC_BASE_URL=provider.url, KEYWATCH_REVOCATION_ANTHROPIC_ADMIN_KEY="sk-ant-admin-x")
     r = _kw(["replay", str(events), "--alerts-out", str(tmp_path / "alerts.jsonl"), "--revoke", "-q"], env, tmp_path)
     assert r.returncode == 0, r.stderr
@@ -81,6 +81,12 @@ def test_cli_commands(tmp_path, provider):
         assert "dry_run" in r.stdout and "apikey_cli" in r.stdout
     r = _kw(["revoke", "approve", "rv_doesnotexist", "--actor", "alice"], env, tmp_path)
     assert r.returncode == 3 and "no revocation decision" in r.stderr
-    env.pop("KEYWATCH_REVOCATION_POLICY_FILE")
-    r = _kw(["replay", str(events), "--alerts-out", str(tmp_path / "a2.jsonl"), "--revoke", "-q"], env, tmp_path)
-    assert r.returncode == 2 and "POLICY_FILE" in r.stderr
+
+
+def test_replay_revoke_needs_a_policy(make_settings):
+    import pytest
+
+    from keywatch.sinks.revocation.service import RevocationError, replay_callback
+
+    with pytest.raises(RevocationError, match="POLICY_FILE"):
+        replay_callback(make_settings())

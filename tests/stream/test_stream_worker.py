@@ -110,7 +110,6 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(worker_factory, b
     assert w.stop(signal.SIGKILL) == -signal.SIGKILL
     w.start()
     st = w.wait(_caught_up(ends), timeout=120)
-    assert st["skipped_messages"] + st["redelivered_rows"] > 0 or st["batches"] > 0
     assert w.stop() == 0
     db = s.clickhouse_database
     usage, mv, alerts, dead, fin = w.query(
