@@ -51,7 +51,7 @@ class IdentitySets:
 class KeyBaseline:
     __slots__ = ("provider", "project", "first_ts", "last_ts", "active_min", "last_min", "ids",
                  "slot_req", "slot_cost", "slot_n", "cur_hour", "cur_req", "cur_cost", "mean_rpm",
-                 "mean_cpm", "exp_share", "err_rate", "log_ratio", "conc", "learned")
+                 "mean_cpm", "exp_share", "err_rate", "log_ratio", "conc", "learned", "qh")
 
     def __init__(self, provider: str, project: str | None) -> None:
         self.provider = provider
@@ -73,6 +73,7 @@ class KeyBaseline:
         self.log_ratio = 0.0
         self.conc = 1.0  # usual number of /16 networks active in one 5-minute span
         self.learned = 0  # requests learned
+        self.qh = (-1, False)  # quiet_hour cache: (hour, answer)
 
     # --- learning ----------------------------------------------------------------------------
     def _roll(self, hour: int) -> None:
@@ -149,6 +150,12 @@ class KeyBaseline:
 
     def quiet_hour(self, ts: int) -> bool:
         """True when the key has clear working hours and `ts` is outside them."""
+        hour = ts // HOUR_MS
+        if self.qh[0] != hour:
+            self.qh = (hour, self._quiet_hour(ts))
+        return self.qh[1]
+
+    def _quiet_hour(self, ts: int) -> bool:
         if min(self.slot_n) < 1 and sum(1 for n in self.slot_n[:24] if n) < 24:
             return False
         s = slot_of(ts)
@@ -175,13 +182,15 @@ class KeyBaseline:
 class PopBaseline:
     """A project's identity history and per-key rate, borrowed by its new keys."""
 
-    __slots__ = ("first_ts", "learned", "ids", "key_rpm")
+    __slots__ = ("first_ts", "learned", "ids", "key_rpm", "recent_hour", "recent")
 
     def __init__(self) -> None:
         self.first_ts = 0
         self.learned = 0
         self.ids = IdentitySets(scale=4)
         self.key_rpm = 0.0
+        self.recent_hour = -1
+        self.recent: set[int] = set()  # identities (cached item tuples) learned this hour
 
     def settled(self, now: int) -> float:
         if not self.first_ts:

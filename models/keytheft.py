@@ -44,6 +44,7 @@ from keywatch.models.netnovelty import country_code, h32, model_info, net_parts,
 
 KIND = "key_theft"
 EVIDENCE_TTL_MS = 3_600_000
+HST_MIN_REQUESTS = 3
 ACCEPT_MS = 3_600_000  # a novelty that raised no alert within this time becomes part of the baseline
 
 
@@ -101,51 +102,40 @@ class KeyTheftDetector:
             self._sweep(ctx)
 
     def _identity(self, st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: int, ip: str | None,
-                  country: str | None, ua: str | None, region: str | None, family: tuple | None) -> tuple[float, list]:
+                  country: str | None, ua: str | None, region: str | None, model: str | None) -> tuple[float, tuple]:
         """Novelty of one call's identity; returns (strongest novelty, items to learn)."""
-        ks, ps = st.base.settled(ts), pop.settled(ts)
-        ids, pids = st.base.ids, pop.ids
-        best, items = 0.0, []
-        if ip:
-            parts = net_parts(ip)
-            if parts:
-                a, n24, n16 = parts
-                items += [("ips", a), ("n24", n24), ("n16", n16)]
-                st.flags |= 1
-                st.touch_net(n16, ts)
-                if a not in ids.ips and n24 not in ids.n24 and n16 not in ids.n16:
-                    w = novelty(ks, ps, n16 in pids.n16)
-                    if w > 0.1:
-                        ev = ev or st.open_evidence(ts)
-                        ev.note_net(n16, a, w)
-                        best = max(best, w)
-        for attr, ev_attr, value, hv in (
-            ("countries", "countries", country, country_code(country) if country else 0),
-            ("ua_fam", "uas", ua_parts(ua)[0] if ua else None, 0),
-            ("regions", "regions", region, 0),
-        ):
-            if not value:
-                continue
-            hv = hv or h32(value)
-            items.append((attr, hv))
-            if hv not in getattr(ids, attr):
-                # A new key may well use another SDK or region than its project: half weight.
-                w = novelty(ks, ps, hv in getattr(pids, attr), 1.0 if attr == "countries" else 0.5)
-                if w > 0.1:
-                    ev = ev or st.open_evidence(ts)
-                    ev.note(ev_attr, value, w)
-                    best = max(best, w)
-        if country or ua:
+        k = (ip, country, ua, region, model)
+        hit = _IDENT.get(k)
+        if hit is None:
+            hit = _ident_items(*k)
+        net, checks, items = hit
+        ids = st.base.ids
+        best = 0.0
+        ks = ps = -1.0
+        if net is not None:
+            a, n24, n16 = net
             st.flags |= 1
-        if ua:
-            items.append(("ua_ver", h32(ua_parts(ua)[0] + "/" + ua_parts(ua)[1])))
-        if family:
-            items.append(("models", family[0]))
-            if family[0] not in ids.models:
-                w = novelty(ks, ps, family[0] in pids.models, 0.5) * (1.0 if family[2] else 0.6)
+            st.touch_net(n16, ts)
+            if a not in ids.ips and n24 not in ids.n24 and n16 not in ids.n16:
+                ks, ps = st.base.settled(ts), pop.settled(ts)
+                w = novelty(ks, ps, n16 in pop.ids.n16)
                 if w > 0.1:
                     ev = ev or st.open_evidence(ts)
-                    ev.note("models", family[1], w)
+                    ev.note_net(n16, a, w)
+                    best = w
+        for attr, hv, ev_attr, label, pw, scale in checks:
+            if hv not in getattr(ids, attr):
+                if ks < 0:
+                    ks, ps = st.base.settled(ts), pop.settled(ts)
+                # A new key may well use another SDK, region or model than its project: `pw`.
+                w = novelty(ks, ps, hv in getattr(pop.ids, attr), pw) * scale
+                if w > 0.1:
+                    ev = ev or st.open_evidence(ts)
+                    ev.note(ev_attr, label, w)
+                    if attr != "models" and w > best:
+                        best = w
+        if checks and (country or ua):
+            st.flags |= 1
         return best, items
 
     def _usage(self, e, ctx: Context) -> None:
@@ -163,7 +153,8 @@ class KeyTheftDetector:
         if e.input_tokens or e.output_tokens:
             st.flags |= 2
         ev = st.ev
-        best, items = self._identity(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, fam)
+        n_items = ev.n_items if ev is not None else 0
+        best, items = self._identity(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
         ev = st.ev
         chain = self.chains.get(e.key_id) or (self.chains.get(e.principal) if e.principal else None)
         if chain is not None:
@@ -180,11 +171,13 @@ class KeyTheftDetector:
                 ev.novel_req += e.requests
                 ev.novel_cost += cost
                 ev.last_ts = ts
+            code = ""
             if probe:
                 code = e.error_code or str(e.status)
                 ev.errors[code] = ev.errors.get(code, 0) + 1
                 ev.last_ts = ts
-            if best > 0.25 or probe or ts - ev.last_calc >= 5_000:
+            # Assess on new evidence, on the first errors, else at most every 5 s of event time.
+            if ev.n_items != n_items or (probe and ev.errors[code] <= 5) or ts - ev.last_calc >= 5_000 or not ev.last_calc:
                 self._assess(st, e.provider, e.key_id, e.project, ts, ctx, chain)
         st.win_req += e.requests
         st.win_cost += cost
@@ -265,13 +258,15 @@ class KeyTheftDetector:
             base = st.base
             end = (st.win_min + 1) * 60_000
             exp = base.expected_rpm(end - 1)
-            x = {"req": squash_log2(st.win_req / exp), "cost": squash_log2(st.win_cost / base.expected_cpm(end - 1)),
-                 "expensive": st.win_exp / st.win_req, "errors": min(1.0, st.win_err / st.win_req),
-                 "novel": st.win_novel / st.win_req, "nets": min(1.0, st.nets_active(end) / 8.0),
-                 "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0, "ratio": squash_log2(math.exp(base.log_ratio))}
             protected = st.ev is not None and (st.ev.ident >= self.protect_min or st.ev.reported > 0)
-            learn = not protected and base.settled(end) > 0.2
-            _raw, sig = self.model.score_learn(x, learn=learn)
+            sig = 0.0
+            if st.win_req >= HST_MIN_REQUESTS:  # one multivariate score per busy key-minute
+                n = st.win_req
+                x = {"req": squash_log2(n / exp), "cost": squash_log2(st.win_cost / base.expected_cpm(end - 1)),
+                     "expensive": st.win_exp / n, "errors": min(1.0, st.win_err / n), "novel": st.win_novel / n,
+                     "nets": min(1.0, st.nets_active(end) / 8.0), "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0,
+                     "ratio": squash_log2(math.exp(base.log_ratio))}
+                sig = self.model.score_learn(x, learn=not protected and base.settled(end) > 0.2)[1]
             st.hst = sig
             if not protected:
                 base.learn_conc(st.nets_active(end))
@@ -283,7 +278,7 @@ class KeyTheftDetector:
                 st.open_evidence(end - 1)
             ctx.score(ScoreRow(ts_ms=end - 1, provider=provider, key_id=key_id, project=project, detector=self.name,
                                score=round(st.ev.risk if st.ev is not None else 0.0, 4),
-                               details={"hst": round(sig, 3), "requests": st.win_req}))
+                               details={"hst": round(sig, 3) if sig else 0.0, "requests": st.win_req}))
             ev = st.ev
             if ev is not None and not ctx.book.is_open(KIND, provider, key_id, project):
                 if ev.reported == 0 and ts - ev.start_ts > ACCEPT_MS:
@@ -333,11 +328,45 @@ class KeyTheftDetector:
         st.suppress_until = max(st.suppress_until, until_ms or alert.detected_at_ms + 86_400_000)
 
 
-def pop_learn(pop: PopBaseline, items: list, ts: int, requests: int) -> None:
+_IDENT: dict[tuple, tuple] = {}
+
+
+def _ident_items(ip, country, ua, region, model) -> tuple:
+    """(network parts, novelty checks, items to learn) for one identity; cached: few distinct."""
+    net = net_parts(ip) if ip else None
+    checks, items = [], []
+    if net is not None:
+        items += [("ips", net[0]), ("n24", net[1]), ("n16", net[2])]
+    if country:
+        checks.append(("countries", country_code(country), "countries", country, 1.0, 1.0))
+    if ua:
+        fam, ver = ua_parts(ua)
+        checks.append(("ua_fam", h32(fam), "uas", fam, 0.5, 1.0))
+        items.append(("ua_ver", h32(fam + "/" + ver)))
+    if region:
+        checks.append(("regions", h32(region), "regions", region, 0.5, 1.0))
+    if model:
+        mh, mfam, expensive = model_info(model)
+        checks.append(("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
+    items += [(c[0], c[1]) for c in checks]
+    out = (net, tuple(checks), tuple(items))
+    if len(_IDENT) > 100_000:
+        _IDENT.clear()
+    _IDENT[(ip, country, ua, region, model)] = out
+    return out
+
+
+def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
     if not pop.first_ts:
         pop.first_ts = ts
     pop.learned += requests
     hour = ts // 3_600_000
+    if pop.recent_hour != hour:
+        pop.recent_hour = hour
+        pop.recent.clear()
+    elif id(items) in pop.recent:  # this caller was learned this hour already
+        return
+    pop.recent.add(id(items))
     ids = pop.ids
     for attr, v in items:
         if attr != "ips" and attr != "ua_ver":

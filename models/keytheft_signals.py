@@ -35,7 +35,7 @@ VOLUME_ONLY = ("volume", "cost")
 class Evidence:
     __slots__ = ("start_ts", "last_ts", "last_calc", "last_report", "reported", "risk", "new16", "ips",
                  "countries", "uas", "regions", "models", "w", "novel_req", "novel_cost", "req", "cost",
-                 "exp_cost", "errors", "sig", "chain_reason", "ident")
+                 "exp_cost", "errors", "sig", "chain_reason", "ident", "n_items")
 
     def __init__(self, ts: int) -> None:
         self.start_ts = self.last_ts = ts
@@ -57,10 +57,13 @@ class Evidence:
         self.errors: dict[str, int] = {}
         self.sig: dict[str, float] = {}
         self.chain_reason = ""
+        self.n_items = 0  # distinct new things noted: a new one triggers a fresh assessment
         self.ident = 0.0  # risk from identity and kill chain only: what protects the baseline
 
     def note_net(self, n16: int, ip: int, weight: float) -> bool:
         new = n16 not in self.new16
+        if new:
+            self.n_items += 1
         if len(self.new16) < 64:
             self.new16.add(n16)
         if len(self.ips) < 256:
@@ -71,6 +74,8 @@ class Evidence:
     def note(self, attr: str, value: str, weight: float) -> bool:
         s = getattr(self, attr)
         new = value not in s
+        if new:
+            self.n_items += 1
         if new and len(s) < 32:
             s.add(value)
         key = {"countries": "country", "uas": "user_agent", "regions": "region", "models": "model"}[attr]

@@ -42,6 +42,8 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 def volume_signal(c5: float, c60: float, exp_rpm: float) -> tuple[float, float]:
     """Surge of the 5- and 60-minute decayed request counts over the seasonal expectation."""
     e5, e60 = exp_rpm * 5.0, exp_rpm * 60.0
+    if c5 < 2.0 * e5 and c60 < 2.0 * e60:  # the common case: nothing to see
+        return 0.0, max(c5 / e5, c60 / e60)
     r5, r60 = c5 / e5, c60 / e60
     s5 = _ramp(math.log2(r5), 1.0, 4.0) * _ramp(c5 - e5, 0.0, 10.0) if r5 > 0 else 0.0
     s60 = _ramp(math.log2(r60), 1.0, 4.0) * _ramp(c60 - e60, 0.0, 10.0) if r60 > 0 else 0.0
@@ -142,12 +144,12 @@ class KeyState:
             why["hst"] = f"unusual minute for this key (multivariate score {self.hst:.2f})"
         return sig, why
 
-    def learn_items(self, items: list, ts: int) -> None:
+    def learn_items(self, items: tuple, ts: int) -> None:
         hour = ts // 3_600_000
-        key = (hour, tuple(items))
-        if key == self.last_items:  # same caller as last time, this hour: nothing new to learn
+        last = self.last_items
+        if last and last[0] == hour and last[1] is items:  # same caller as last time, this hour
             return
-        self.last_items = key
+        self.last_items = (hour, items)
         ids = self.base.ids
         for attr, v in items:
             getattr(ids, attr).add(v, hour)
