@@ -78,6 +78,7 @@ def db_migrate() -> None:
 # --- sub-commands of other areas are registered below (one line each) ------------------------
 from keywatch.sinks.revocation.cli import revoke_app, replay_on_output as _revocation_callback; app.add_typer(revoke_app, name="revoke")  # noqa: E402,E702  (issue 5)
 from keywatch.cli_eval import eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702  (issue 3; cost adds `eval nab`)
+from keywatch.simulate import simulate_command; app.command("simulate")(simulate_command)  # noqa: E402,E702  (issue 3)
 from keywatch import cli_stream; app.command("worker")(cli_stream.worker)  # noqa: E402,E702  (stream)
 app.command("demo")(cli_stream.demo)  # stream
 app.command("bench")(cli_stream.bench)  # stream

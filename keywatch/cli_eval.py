@@ -37,3 +37,27 @@ def scenarios(
 
 
 # --- other evaluation commands are added below (one function each) --------------------------
+
+
+@eval_app.command("nab")
+def nab(
+    data: Path = typer.Option(..., "--data", help="NAB folder (data/ and labels/combined_windows.json)"),
+    out: Path = typer.Option(Path("nab_results"), "--out", "-o", help="DIR/<category>/<file> score CSVs"),
+    only: Optional[str] = typer.Option(None, "--only", help="only files whose name contains this"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="at most this many files"),
+) -> None:
+    """NAB: the cost-spike univariate detector (online) on every series, scored per profile (issue 4)."""
+    import json
+    import time
+
+    from keywatch.models.nab import run_nab
+
+    started = time.perf_counter()
+    res = run_nab(data, out, limit=limit, only=only)
+    summary = {k: {"score": round(v["score"], 2), "threshold": round(v["threshold"], 5), "tp_windows": v["tp"],
+                   "windows": v["windows"], "fp_rows": v["fp"]} for k, v in res.items() if isinstance(v, dict)}
+    summary["files"] = res["files"]
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))

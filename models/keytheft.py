@@ -26,11 +26,8 @@ suspicious or has an open incident, so the attacker's traffic never becomes "nor
 
 from __future__ import annotations
 
-import base64
 import heapq
 import math
-import pickle
-import zlib
 from typing import Any
 
 from keywatch.models.alerts import Finding
@@ -38,9 +35,10 @@ from keywatch.models.calibration import WindowModel, squash_log2
 from keywatch.models.core import Batch, Context, ScoreRow
 from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
 from keywatch.models.keytheft_signals import Evidence, fuse, identity_risk, identity_signals, reasons, severity
-from keywatch.models.keytheft_state import KeyState, PROBE_CODES, novelty, offhours_signal, volume_signal
+from keywatch.models.keytheft_state import (PROBE_CODES, KeyState, dump_state, identity_novelty, load_state,
+                                            offhours_signal, pop_learn, volume_signal)
 from keywatch.models.killchain import CHAIN_ACTIONS, ChainState
-from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
+from keywatch.models.netnovelty import model_info
 
 KIND = "key_theft"
 EVIDENCE_TTL_MS = 3_600_000
@@ -101,43 +99,6 @@ class KeyTheftDetector:
         if ctx.watermark_ms - self.last_sweep >= 600_000:
             self._sweep(ctx)
 
-    def _identity(self, st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: int, ip: str | None,
-                  country: str | None, ua: str | None, region: str | None, model: str | None) -> tuple[float, tuple]:
-        """Novelty of one call's identity; returns (strongest novelty, items to learn)."""
-        k = (ip, country, ua, region, model)
-        hit = _IDENT.get(k)
-        if hit is None:
-            hit = _ident_items(*k)
-        net, checks, items = hit
-        ids = st.base.ids
-        best = 0.0
-        ks = ps = -1.0
-        if net is not None:
-            a, n24, n16 = net
-            st.flags |= 1
-            st.touch_net(n16, ts)
-            if a not in ids.ips and n24 not in ids.n24 and n16 not in ids.n16:
-                ks, ps = st.base.settled(ts), pop.settled(ts)
-                w = novelty(ks, ps, n16 in pop.ids.n16)
-                if w > 0.1:
-                    ev = ev or st.open_evidence(ts)
-                    ev.note_net(n16, a, w)
-                    best = w
-        for attr, hv, ev_attr, label, pw, scale in checks:
-            if hv not in getattr(ids, attr):
-                if ks < 0:
-                    ks, ps = st.base.settled(ts), pop.settled(ts)
-                # A new key may well use another SDK, region or model than its project: `pw`.
-                w = novelty(ks, ps, hv in getattr(pop.ids, attr), pw) * scale
-                if w > 0.1:
-                    ev = ev or st.open_evidence(ts)
-                    ev.note(ev_attr, label, w)
-                    if attr != "models" and w > best:
-                        best = w
-        if checks and (country or ua):
-            st.flags |= 1
-        return best, items
-
     def _usage(self, e, ctx: Context) -> None:
         ts = e.ts_ms
         st = self._state(e.provider, e.key_id, e.project)
@@ -154,7 +115,7 @@ class KeyTheftDetector:
             st.flags |= 2
         ev = st.ev
         n_items = ev.n_items if ev is not None else 0
-        best, items = self._identity(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
+        best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
         ev = st.ev
         chain = self.chains.get(e.key_id) or (self.chains.get(e.principal) if e.principal else None)
         if chain is not None:
@@ -189,7 +150,8 @@ class KeyTheftDetector:
             base.skip_to(ts)
             return
         base.learn_event(ts, e.requests, cost, fam[2], err, log_ratio(e.input_tokens, e.output_tokens))
-        st.learn_items(items, ts)
+        if st.ev is None or st.ev.ident == 0.0:  # new callers are quarantined until accepted
+            st.learn_items(items, ts)
         pop_learn(pop, items, ts, e.requests)
 
     def _audit(self, e, ctx: Context) -> None:
@@ -199,7 +161,7 @@ class KeyTheftDetector:
         ts = e.ts_ms
         st = self._state(e.provider, e.key_id or who, e.project)
         pop = self._pop(e.project, e.provider)
-        best, items = self._identity(st, pop, st.ev, ts, e.source_ip, e.country, e.user_agent, e.region, None)
+        best, items = identity_novelty(st, pop, st.ev, ts, e.source_ip, e.country, e.user_agent, e.region, None)
         if e.action in CHAIN_ACTIONS:
             chain = self.chains.get(who)
             if chain is None:
@@ -212,7 +174,7 @@ class KeyTheftDetector:
             self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, chain)
         elif st.ev is not None:
             self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, None)
-        if st.ev is None or st.ev.ident < self.protect_min:
+        if st.ev is None or st.ev.ident == 0.0:
             st.learn_items(items, ts)
 
     def _assess(self, st: KeyState, provider: str, key_id: str, project: str | None, ts: int, ctx: Context,
@@ -326,56 +288,3 @@ class KeyTheftDetector:
             return
         st.accept_evidence(alert.detected_at_ms)
         st.suppress_until = max(st.suppress_until, until_ms or alert.detected_at_ms + 86_400_000)
-
-
-_IDENT: dict[tuple, tuple] = {}
-
-
-def _ident_items(ip, country, ua, region, model) -> tuple:
-    """(network parts, novelty checks, items to learn) for one identity; cached: few distinct."""
-    net = net_parts(ip) if ip else None
-    checks, items = [], []
-    if net is not None:
-        items += [("ips", net[0]), ("n24", net[1]), ("n16", net[2])]
-    if country:
-        checks.append(("countries", country_code(country), "countries", country, 1.0, 1.0))
-    if ua:
-        fam, ver = ua_parts(ua)
-        checks.append(("ua_fam", h32(fam), "uas", fam, 0.5, 1.0))
-        items.append(("ua_ver", h32(fam + "/" + ver)))
-    if region:
-        checks.append(("regions", h32(region), "regions", region, 0.5, 1.0))
-    if model:
-        mh, mfam, expensive = model_info(model)
-        checks.append(("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
-    items += [(c[0], c[1]) for c in checks]
-    out = (net, tuple(checks), tuple(items))
-    if len(_IDENT) > 100_000:
-        _IDENT.clear()
-    _IDENT[(ip, country, ua, region, model)] = out
-    return out
-
-
-def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
-    if not pop.first_ts:
-        pop.first_ts = ts
-    pop.learned += requests
-    hour = ts // 3_600_000
-    if pop.recent_hour != hour:
-        pop.recent_hour = hour
-        pop.recent.clear()
-    elif id(items) in pop.recent:  # this caller was learned this hour already
-        return
-    pop.recent.add(id(items))
-    ids = pop.ids
-    for attr, v in items:
-        if attr != "ips" and attr != "ua_ver":
-            getattr(ids, attr).add(v, hour)
-
-
-def dump_state(st: KeyState) -> str:
-    return base64.b64encode(zlib.compress(pickle.dumps(st, protocol=5))).decode()
-
-
-def load_state(blob: str) -> KeyState:
-    return pickle.loads(zlib.decompress(base64.b64decode(blob)))

@@ -134,7 +134,8 @@ def reasons(ev: Evidence, detail: dict[str, str], signals: dict[str, float]) -> 
     """Readable evidence, strongest first."""
     out: list[tuple[float, str]] = []
     if ev.new16 or ev.countries:
-        text = f"{ev.novel_req} request{'s' if ev.novel_req != 1 else ''} from {len(ev.ips)} new IP{'s' if len(ev.ips) != 1 else ''}"
+        n = ev.novel_req
+        text = (f"{n} request{'s' if n != 1 else ''}" if n else "calls") + f" from {len(ev.ips)} new IP{'s' if len(ev.ips) != 1 else ''}"
         if ev.new16:
             text += f" in {len(ev.new16)} new network{'s' if len(ev.new16) != 1 else ''}"
         if ev.countries:

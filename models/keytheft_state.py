@@ -16,11 +16,14 @@ active in the last 5 minutes, the current key-minute window, and `Evidence` when
 
 from __future__ import annotations
 
+import base64
 import math
+import pickle
+import zlib
 
-from keywatch.models.features import KeyBaseline
+from keywatch.models.features import KeyBaseline, PopBaseline
 from keywatch.models.keytheft_signals import Evidence
-from keywatch.models.netnovelty import country_code, h32
+from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
 
 PROBE_CODES = frozenset({
     "ValidationException", "AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "ResourceNotFoundException",
@@ -177,3 +180,94 @@ class KeyState:
 
     def coverage(self) -> dict[str, bool]:
         return {"network": bool(self.flags & 1), "volume": True, "content": bool(self.flags & 2)}
+
+
+_IDENT: dict[tuple, tuple] = {}
+
+
+def _ident_items(ip, country, ua, region, model) -> tuple:
+    """(network parts, novelty checks, items to learn) for one identity; cached: few distinct."""
+    net = net_parts(ip) if ip else None
+    checks, items = [], []
+    if net is not None:
+        items += [("ips", net[0]), ("n24", net[1]), ("n16", net[2])]
+    if country:
+        checks.append(("countries", country_code(country), "countries", country, 1.0, 1.0))
+    if ua:
+        fam, ver = ua_parts(ua)
+        checks.append(("ua_fam", h32(fam), "uas", fam, 0.5, 1.0))
+        items.append(("ua_ver", h32(fam + "/" + ver)))
+    if region:
+        checks.append(("regions", h32(region), "regions", region, 0.5, 1.0))
+    if model:
+        mh, mfam, expensive = model_info(model)
+        checks.append(("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
+    items += [(c[0], c[1]) for c in checks]
+    out = (net, tuple(checks), tuple(items))
+    if len(_IDENT) > 100_000:
+        _IDENT.clear()
+    _IDENT[(ip, country, ua, region, model)] = out
+    return out
+
+
+def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
+    if not pop.first_ts:
+        pop.first_ts = ts
+    pop.learned += requests
+    hour = ts // 3_600_000
+    if pop.recent_hour != hour:
+        pop.recent_hour = hour
+        pop.recent.clear()
+    elif id(items) in pop.recent:  # this caller was learned this hour already
+        return
+    pop.recent.add(id(items))
+    ids = pop.ids
+    for attr, v in items:
+        if attr != "ips" and attr != "ua_ver":
+            getattr(ids, attr).add(v, hour)
+
+
+def dump_state(st: KeyState) -> str:
+    return base64.b64encode(zlib.compress(pickle.dumps(st, protocol=5))).decode()
+
+
+def load_state(blob: str) -> KeyState:
+    return pickle.loads(zlib.decompress(base64.b64decode(blob)))
+
+
+def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: int, ip: str | None,
+              country: str | None, ua: str | None, region: str | None, model: str | None) -> tuple[float, tuple]:
+    """Novelty of one call's identity; returns (strongest novelty, items to learn)."""
+    k = (ip, country, ua, region, model)
+    hit = _IDENT.get(k)
+    if hit is None:
+        hit = _ident_items(*k)
+    net, checks, items = hit
+    ids = st.base.ids
+    best = 0.0
+    ks = ps = -1.0
+    if net is not None:
+        a, n24, n16 = net
+        st.flags |= 1
+        st.touch_net(n16, ts)
+        if a not in ids.ips and n24 not in ids.n24 and n16 not in ids.n16:
+            ks, ps = st.base.settled(ts), pop.settled(ts)
+            w = novelty(ks, ps, n16 in pop.ids.n16)
+            if w > 0.1:
+                ev = ev or st.open_evidence(ts)
+                ev.note_net(n16, a, w)
+                best = w
+    for attr, hv, ev_attr, label, pw, scale in checks:
+        if hv not in getattr(ids, attr):
+            if ks < 0:
+                ks, ps = st.base.settled(ts), pop.settled(ts)
+            # A new key may well use another SDK, region or model than its project: `pw`.
+            w = novelty(ks, ps, hv in getattr(pop.ids, attr), pw) * scale
+            if w > 0.1:
+                ev = ev or st.open_evidence(ts)
+                ev.note(ev_attr, label, w)
+                if attr != "models" and w > best:
+                    best = w
+    if checks and (country or ua):
+        st.flags |= 1
+    return best, items

@@ -30,7 +30,7 @@ from keywatch.models.nab_score import score_corpus
 
 
 class UnivariateDetector:
-    def __init__(self, unit_s: float = 60.0, k: float = 4.0, fast: float = 0.1, long_n: float = 2000.0, short_n: float = 2.0) -> None:
+    def __init__(self, unit_s: float = 60.0, k: float = 4.0, fast: float = 0.1, long_n: float = 1000.0, short_n: float = 5.0) -> None:
         self.bank = SeasonalBank(k=k, unit_s=unit_s, warmup_units=100)
         self.bank.add()
         self.cal = TailCalibrator(long_n=long_n, short_n=short_n)
@@ -54,7 +54,7 @@ class UnivariateDetector:
             self.mu += self.a * err
         self.bank.step(t, np.array([x]))
         self.n += 1
-        raw = math.log1p(min(z_season, z_fast * 1.0) if self.n > 200 else z_fast)
+        raw = math.log1p(max(z_season, z_fast) if self.n > 200 else z_fast)
         # Calibrated rarity in "decades" of tail probability → [0, 1) (monotone; NAB thresholds it).
         return 1.0 - math.exp(-float(self.cal.step_log(np.array([raw]))[0]) / 10.0)
 
