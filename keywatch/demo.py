@@ -72,7 +72,7 @@ def _view(st: dict, produced: int, started: float, rates: list) -> Group:
                          ("dead letters", f"{st.get('dead_letters', 0):,}"), ("alerts", f"{st.get('alerts', 0):,}"),
                          ("worker", "ready" if st.get("ready") else "starting…")]:
         top.add_row(f"[bold]{label}[/bold]", value)
-    alerts = Table(title="alerts (latest first)", expand=True)
+    alerts = Table(title="alerts — one row per incident, latest evidence first", expand=True)
     for col in ("kind", "severity", "key", "score", "cost $", "reasons"):
         alerts.add_column(col, overflow="fold")
     for a in list(reversed(st.get("recent_alerts", [])))[:12]:
@@ -146,13 +146,11 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, keys: i
 
 def _summary(console: Console, settings: Settings, st: dict, produced: int, seconds: float, data_dir: Path, truth: list) -> None:
     t = Table(title="keywatch demo — summary", show_header=False)
-    by_kind: dict[str, int] = {}
-    for a in st.get("recent_alerts", []):
-        by_kind[a["kind"]] = by_kind.get(a["kind"], 0) + 1
+    by_kind = st.get("alerts_by_kind") or {}
     db = settings.clickhouse_database
     for k, v in [("events produced", f"{produced:,}"), ("events processed", f"{st.get('events_in', 0):,}"),
                  ("dead letters", f"{st.get('dead_letters', 0):,} {st.get('dead_by_reason') or ''}"),
-                 ("alerts raised/updated", f"{st.get('alerts', 0):,} {by_kind or ''}"),
+                 ("alerts (incidents)", f"{st.get('alerts', 0):,} {by_kind or ''}, {st.get('alert_updates', 0):,} updates"),
                  ("injected incidents", ", ".join(f"{x['type']} on {x['key_id']}" for x in truth) or "-"),
                  ("run time", f"{seconds:,.0f} s"), ("data", str(data_dir))]:
         t.add_row(k, v)

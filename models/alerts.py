@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +88,26 @@ class Alert(msgspec.Struct, kw_only=True):
         return msgspec.to_builtins(self)
 
 
+_NUMBERS = re.compile(r"[$€]?[-+]?\d[\d,]*(?:\.\d+)?[%×]?")
+
+
+def reason_shape(reason: str) -> str:
+    """A reason with its numbers blanked: "spend $5.99 …" and "spend $6.10 …" are one kind of evidence.
+
+    >>> reason_shape("spend $77.78 vs expected $0.01 (+543063%)")
+    'spend # vs expected # (#)'
+    """
+    return _NUMBERS.sub("#", reason)
+
+
+def merge_reasons(new: list[str], old: list[str], limit: int = 12) -> list[str]:
+    """Latest wording of each kind of evidence, newest evidence first, bounded."""
+    out: dict[str, str] = {}
+    for r in list(new) + list(old):
+        out.setdefault(reason_shape(r), r)
+    return list(out.values())[:limit]
+
+
 def alert_id_for(kind: str, provider: str, key_id: str | None, project: str | None, incident_key: str, opened_ms: int) -> str:
     """Deterministic: a replay of the same input gives the same ids (no duplicate rows)."""
     raw = f"{kind}|{provider}|{key_id or ''}|{project or ''}|{incident_key}|{opened_ms}"
@@ -136,11 +157,12 @@ class IncidentBook:
             SEVERITIES.index(sev) > SEVERITIES.index(cur.severity)
             or score >= cur.score + self.min_score_step
             or (f.cost_impact_usd > cur.cost_impact_usd * (1 + self.min_cost_growth) and f.cost_impact_usd - cur.cost_impact_usd >= 1.0)
-            or any(r not in cur.reasons for r in f.reasons[:3])
+            # New *kinds* of evidence count; the same evidence with new numbers does not.
+            or bool({reason_shape(r) for r in f.reasons[:3]} - {reason_shape(r) for r in cur.reasons})
         )
         if not grew:
             return None
-        merged = list(dict.fromkeys(list(f.reasons) + cur.reasons))[:12]
+        merged = merge_reasons(f.reasons, cur.reasons)
         worst = sev if SEVERITIES.index(sev) > SEVERITIES.index(cur.severity) else cur.severity
         updated = msgspec.structs.replace(
             cur, severity=worst, score=round(max(score, cur.score), 4), reasons=merged,

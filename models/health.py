@@ -7,8 +7,10 @@ logging configuration makes a provider's usage stream stop. Neither may pass sil
 - `dead_letter_flood`: over a sliding window of event time, at least `flood_min_rejected`
   messages rejected and a rejected share of at least `flood_ratio`.
 - `telemetry_gap`: a (provider, source) stream that had settled into a steady rate falls
-  silent for longer than `max(gap_min_ms, gap_factor × its mean inter-arrival time)` while
-  other streams keep the clock moving. Severity rises to high when the provider's logging
+  silent for longer than `max(gap_min_ms, gap_factor × its mean inter-arrival time, 1.5 × the
+  longest gap it has shown before)` while other streams keep the clock moving. The longest
+  earlier gap makes quiet nights of a diurnal stream normal; `settle_span_ms` (a day) makes
+  sure one night has been seen before the stream is judged. Severity rises to high when the provider's logging
   configuration was deleted shortly before.
 
 >>> from keywatch.models.core import DetectionCore
@@ -29,12 +31,13 @@ LOGGING_TAMPER = {"DeleteModelInvocationLoggingConfiguration", "PutModelInvocati
 
 
 class _Stream:
-    __slots__ = ("first_ts", "last_ts", "count", "alerted")
+    __slots__ = ("first_ts", "last_ts", "count", "alerted", "max_gap")
 
     def __init__(self, ts: int) -> None:
         self.first_ts = self.last_ts = ts
         self.count = 0
         self.alerted = False
+        self.max_gap = 0
 
 
 class TelemetryHealthDetector:
@@ -48,7 +51,7 @@ class TelemetryHealthDetector:
         gap_min_ms: int = 30 * 60_000,
         gap_factor: float = 30.0,
         settle_events: int = 200,
-        settle_span_ms: int = 2 * 3_600_000,
+        settle_span_ms: int = 24 * 3_600_000,
     ) -> None:
         self.flood_ratio = flood_ratio
         self.flood_min_rejected = flood_min_rejected
@@ -73,6 +76,8 @@ class TelemetryHealthDetector:
             if s is None:
                 s = self._streams[k] = _Stream(e.ts_ms)
             if e.ts_ms > s.last_ts:
+                if e.ts_ms - s.last_ts > s.max_gap:
+                    s.max_gap = e.ts_ms - s.last_ts
                 s.last_ts = e.ts_ms
             s.count += 1
             s.alerted = False
@@ -109,7 +114,7 @@ class TelemetryHealthDetector:
                 continue
             mean_gap = span / s.count
             silent = now - s.last_ts
-            if silent < max(self.gap_min_ms, self.gap_factor * mean_gap):
+            if silent < max(self.gap_min_ms, self.gap_factor * mean_gap, 1.5 * s.max_gap):
                 continue
             tamper = self._tamper_ms.get(provider)
             tampered = tamper is not None and s.last_ts - 3_600_000 <= tamper <= now

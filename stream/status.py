@@ -53,11 +53,19 @@ class StatusFile:
         for dl in res.dead:
             d["dead_by_reason"][dl.reason] = d["dead_by_reason"].get(dl.reason, 0) + 1
         for a in alerts:
-            d["alerts"] += 1
+            # One row per incident: an update replaces the alert's earlier entry.
             d["alert_seq"] += 1
-            d["recent_alerts"].append({"seq": d["alert_seq"], **{k: a.get(k) for k in (
+            recent = [r for r in d["recent_alerts"] if r.get("alert_id") != a.get("alert_id")]
+            if len(recent) == len(d["recent_alerts"]):
+                d["alerts"] += 1
+                d.setdefault("alerts_by_kind", {})
+                d["alerts_by_kind"][a.get("kind")] = d["alerts_by_kind"].get(a.get("kind"), 0) + 1
+            else:
+                d["alert_updates"] = d.get("alert_updates", 0) + 1
+            recent.append({"seq": d["alert_seq"], **{k: a.get(k) for k in (
                 "alert_id", "kind", "severity", "key_id", "project", "provider", "score", "reasons",
                 "cost_impact_usd", "detected_at", "version", "status")}})
+            d["recent_alerts"] = recent
         del d["recent_alerts"][:-RECENT_ALERTS]
         self._flush(False)
 

@@ -42,3 +42,21 @@ def test_silent_stream_after_logging_tamper_is_a_high_telemetry_gap():
     gaps = [a for a in alerts if a.kind == "telemetry_gap"]
     assert [(a.provider, a.severity) for a in gaps] == [("bedrock", "high")]
     assert "logging" in " ".join(gaps[0].reasons)
+
+
+def test_quiet_nights_of_a_diurnal_stream_are_not_gaps():
+    core = DetectionCore([TelemetryHealthDetector()])  # defaults: judged after a day of history
+    minute, hour = 60_000, 3_600_000
+    alerts, i = [], 0
+    for day in range(4):
+        for m in range(0, 24 * 60, 2):
+            if 1 <= m // 60 < 6:  # nobody calls bedrock between 01:00 and 06:00
+                continue
+            ts = T0 + day * 24 * hour + m * minute
+            alerts += core.process([usage(i, ts), usage(i, ts, "openai")]).alerts
+            i += 1
+        # openai keeps a trickle going at night, so the clock moves
+        for m in range(60, 6 * 60, 10):
+            alerts += core.process([usage(10**6 + i, T0 + day * 24 * hour + m * minute, "openai")]).alerts
+            i += 1
+    assert [a for a in alerts if a.kind == "telemetry_gap"] == []
