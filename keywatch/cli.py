@@ -63,6 +63,26 @@ def replay(
         console.print(t)
 
 
+@app.command("settings")
+def show_settings(markdown: bool = typer.Option(False, "--markdown", help="the README's settings table")) -> None:
+    """Every setting: environment variable, current value (secrets redacted), meaning."""
+    from keywatch.settings import settings_table
+
+    settings = load_settings()
+    rows = settings_table(settings)
+    if markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for name, _value, default, desc in rows:
+            print(f"| `{name}` | `{default}` | {desc} |")
+        return
+    t = Table(title="keywatch settings")
+    for col in ("variable", "value", "meaning"):
+        t.add_column(col, overflow="fold")
+    for name, value, _default, desc in rows:
+        t.add_row(name, value, desc)
+    Console().print(t)
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations (also done at worker start)."""
@@ -82,6 +102,7 @@ from keywatch.simulate import simulate_command; app.command("simulate")(simulate
 from keywatch import cli_stream; app.command("worker")(cli_stream.worker)  # noqa: E402,E702  (stream)
 app.command("demo")(cli_stream.demo)  # stream
 app.command("bench")(cli_stream.bench)  # stream
+from keywatch import bench_core; bench_core.register(app)  # noqa: E402,E702  (issue 8: `keywatch bench-core`)
 from keywatch import cli_api; cli_api.register(app)  # noqa: E402,E702  (issue 6: alerts, key, report, dashboards)
 from keywatch import cli_connectors; app.command("ingest")(cli_connectors.ingest)  # noqa: E402,E702  (issue 7)
 app.command("poll")(cli_connectors.poll)  # issue 7

@@ -38,32 +38,33 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".keywatch"), description="where embedded state lives")
 
     # --- stream ------------------------------------------------------------------------------
-    input_topic: str = "keywatch.events"
-    dlq_topic: str = "keywatch.dlq"
-    alerts_topic: str = "keywatch.alerts"
-    topic_partitions: int = Field(4, ge=1, le=1024)
-    batch_max_messages: int = Field(500, ge=1, le=100_000)
-    batch_max_seconds: float = Field(0.5, gt=0, le=60)
-    max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
-    max_events_per_message: int = Field(10_000, ge=1)
-    dlq_payload_max_bytes: int = Field(4096, ge=64, le=1_048_576)
+    input_topic: str= Field("keywatch.events", description='Kafka topic of canonical telemetry events')
+    dlq_topic: str= Field("keywatch.dlq", description='Kafka topic that receives dead letters (bad input with the reason)')
+    alerts_topic: str= Field("keywatch.alerts", description='Kafka topic that receives every new or updated alert (JSON)')
+    topic_partitions: int= Field(4, ge=1, le=1024, description='partitions of the input topic when keywatch creates it (scale-out unit)')
+    batch_max_messages: int= Field(500, ge=1, le=100_000, description='most Kafka messages the worker takes into one batch')
+    batch_max_seconds: float= Field(0.5, gt=0, le=60, description='longest the worker waits to fill a batch')
+    max_message_bytes: int= Field(1_048_576, ge=1024, le=64 * 1_048_576, description='larger Kafka messages / lines are dead letters (`oversized`)')
+    max_events_per_message: int= Field(10_000, ge=1, description='more events in one JSON array are dead letters (`too_many_events`)')
+    dlq_payload_max_bytes: int= Field(4096, ge=64, le=1_048_576, description='bytes of a bad payload kept in the dead letter')
     max_future_skew_s: float = Field(3600.0, ge=0, description="worker: reject events this far ahead of wall clock")
-    worker_id: str = "keywatch-worker"
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(6066, ge=0, le=65535)
+    worker_id: str= Field("keywatch-worker", description='faust app id = Kafka consumer group of the workers')
+    web_host: str= Field("127.0.0.1", description="address of the worker's HTTP API (/health, /metrics, /alerts, …)")
+    web_port: int= Field(6066, ge=0, le=65535, description="port of the worker's HTTP API")
     api_token: SecretStr | None = Field(None, description="bearer token for mutating HTTP API endpoints")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]= Field("INFO", description='logging level')
     snapshot_interval_s: float = Field(10.0, gt=0, le=3600, description="worker: snapshot detector state (and commit offsets) this often")
     sink_retry_max_s: float = Field(30.0, gt=0, description="worker: longest backoff between ClickHouse write retries")
     hook_queue_max: int = Field(10_000, ge=1, description="worker: alert batches queued for hooks before new ones are dropped")
+    chaos_sink_fail_file: Path | None = Field(None, description="fault injection (tests, drills) only: while this file exists every ClickHouse write of the worker fails, as if the server were down")
     kafka_rebalance_timeout_s: float | None = Field(None, gt=0, le=600, description="worker: consumer-group rebalance timeout (session timeout = 2x); unset = faust's defaults. Short values (1.5) make the embedded broker's group join fast")
 
     # --- ClickHouse --------------------------------------------------------------------------
-    clickhouse_database: str = Field("keywatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-    usage_ttl_days: int = Field(180, ge=1)
-    alerts_ttl_days: int = Field(730, ge=1)
-    dead_letters_ttl_days: int = Field(30, ge=1)
-    scores_ttl_days: int = Field(90, ge=1)
+    clickhouse_database: str= Field("keywatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description='ClickHouse database keywatch creates and writes')
+    usage_ttl_days: int= Field(180, ge=1, description='days usage/audit rows and rollups are kept')
+    alerts_ttl_days: int= Field(730, ge=1, description='days alerts are kept')
+    dead_letters_ttl_days: int= Field(30, ge=1, description='days dead letters are kept')
+    scores_ttl_days: int= Field(90, ge=1, description='days per-key scores are kept')
 
     # --- secrets and identity ----------------------------------------------------------------
     key_hash_secret: SecretStr = Field(
@@ -73,16 +74,16 @@ class Settings(BaseSettings):
 
     # --- configuration files (YAML) ----------------------------------------------------------
     prices_file: Path | None = Field(None, description="price overrides, merged over the bundled table")
-    budgets_file: Path | None = None
-    channels_file: Path | None = None
-    revocation_policy_file: Path | None = None
+    budgets_file: Path | None= Field(None, description='YAML budgets per key/project with stepped thresholds')
+    channels_file: Path | None= Field(None, description='YAML alert channels and routes (email, Slack, PagerDuty, webhook)')
+    revocation_policy_file: Path | None= Field(None, description='YAML revocation policy (dry-run unless KEYWATCH_REVOCATION_ENABLED)')
 
     # --- detection ---------------------------------------------------------------------------
     incident_quiet_s: float = Field(3600.0, gt=0, description="an incident closes after this much quiet")
     dedupe_window_events: int = Field(200_000, ge=0, description="event ids remembered for dedupe")
-    cost_spike_min_usd: float = Field(5.0, ge=0)
-    cost_spike_min_pct: float = Field(50.0, ge=0)
-    key_idle_expire_s: float = Field(7 * 86400.0, gt=0)
+    cost_spike_min_usd: float= Field(5.0, ge=0, description='a cost spike must exceed the forecast band by at least this many dollars')
+    cost_spike_min_pct: float= Field(50.0, ge=0, description='… and by at least this percentage')
+    key_idle_expire_s: float= Field(7 * 86400.0, gt=0, description='keys idle this long leave memory (baseline saved to ClickHouse)')
     # key theft (issue 3)
     keytheft_alert_min_score: float = Field(0.4, ge=0, le=1, description="key_theft findings below this risk raise no alert")
     # cost (issue 4): spike band, forecasts, budgets, billing reconciliation
@@ -95,8 +96,8 @@ class Settings(BaseSettings):
     billing_divergence_min_usd: float = Field(5.0, ge=0)
 
     # --- Grafana -----------------------------------------------------------------------------
-    grafana_url: str = "http://127.0.0.1:3000"
-    grafana_token: SecretStr | None = None
+    grafana_url: str= Field("http://127.0.0.1:3000", description='Grafana base URL for `keywatch dashboards push`')
+    grafana_token: SecretStr | None= Field(None, description='Grafana service-account token for `keywatch dashboards push`')
 
     # --- section: revocation (issue 5) -------------------------------------------------------
     # Rules, protected keys, limits and the circuit breaker live in `revocation_policy_file`
@@ -215,6 +216,22 @@ def _redact(name: str, value: Any) -> str:
     if any(s in name[len(ENV_PREFIX):] for s in ("SECRET", "TOKEN", "PASSWORD", "DSN", "KEY")):
         return "<redacted>"
     return repr(value)
+
+
+def settings_table(settings: Settings) -> list[tuple[str, str, str, str]]:
+    """(variable, current value, default, description) for every setting; secrets redacted."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        default = field.default
+        if isinstance(value, SecretStr):
+            shown = "<set>"
+        else:
+            shown = "" if value is None else str(value)
+        if isinstance(default, SecretStr):
+            default = "<built-in>"
+        rows.append((ENV_PREFIX + name.upper(), shown, "" if default is None else str(default), field.description or ""))
+    return rows
 
 
 @lru_cache(maxsize=1)
