@@ -1,9 +1,10 @@
-"""Where the CLI's alert, key and report commands get their data: the worker's API or ClickHouse.
+"""Where the CLI's alert, key, report and spend commands get their data: the worker's API or ClickHouse.
 
 In embedded mode chDB's data path belongs to the running worker, so commands go through its
 HTTP API (httpx to `http://KEYWATCH_WEB_HOST:KEYWATCH_WEB_PORT`). With a ClickHouse server DSN,
 or when no worker answers, reads go to ClickHouse directly. Ack and feedback always go through
-the API: they change the live detection core, which only the worker holds.
+the API: they change the live detection core, which only the worker holds. `keywatch revoke`
+uses `ApiBackend.revocation*` in embedded mode with a worker running (sinks/revocation/cli.py).
 """
 
 from __future__ import annotations
@@ -68,12 +69,32 @@ class ApiBackend:
     def feedback(self, alert_id: str, body: dict) -> dict:
         return self._call("POST", f"/alerts/{alert_id}/feedback", json=body)
 
+    def spend_projection(self, params: Mapping[str, Any]) -> dict:
+        return self._call("GET", "/spend/projection", params=_clean(params))
+
+    def budgets(self) -> dict:
+        return self._call("GET", "/budgets")
+
+    def revocations(self, params: Mapping[str, Any]) -> list[dict]:
+        return self._call("GET", "/revocations", params=_clean(params))["revocations"]
+
+    def revocation(self, decision_id: str) -> dict:
+        return self._call("GET", f"/revocations/{decision_id}")
+
+    def revocation_action(self, decision_id: str, verb: str, body: dict) -> dict:
+        """`verb`: approve | reject | undo. Needs KEYWATCH_API_TOKEN."""
+        return self._call("POST", f"/revocations/{decision_id}/{verb}", json=body)
+
+
+def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v not in (None, "")}
+
 
 class DirectBackend:
     """Reads straight from ClickHouse (server DSN, or embedded chDB while no worker runs)."""
 
-    def __init__(self, client, db: str) -> None:
-        self.client, self.db = client, db
+    def __init__(self, client, db: str, settings: Settings | None = None) -> None:
+        self.client, self.db, self.settings = client, db, settings
 
     def alerts(self, params: Mapping[str, Any]) -> list[dict]:
         from keywatch.stream import queries
@@ -106,6 +127,27 @@ class DirectBackend:
         return {"key_id": key_id, "usage": queries.key_usage(self.client, self.db, key_id, hours),
                 "note": "read from ClickHouse; detector state needs the running worker"}
 
+    def spend_projection(self, params: Mapping[str, Any]) -> dict:
+        from keywatch.stream import queries, spend
+
+        try:
+            f = spend.projection_filters({k: str(v) for k, v in _clean(params).items()})
+        except queries.QueryError as exc:
+            raise BackendError(str(exc), 400) from None
+        return spend.projection_body(spend.stored_projections(self.client, self.db, f), "clickhouse")
+
+    def budgets(self) -> dict:
+        from keywatch.stream import spend
+
+        if self.settings is None:
+            raise BackendError("budgets need the settings (KEYWATCH_BUDGETS_FILE)")
+        try:
+            config = spend.budget_config(self.settings)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot read the budgets file: {exc}") from None
+        rows = spend.budget_status(self.client, self.db, config)
+        return {"budgets": rows, "count": len(rows)}
+
     def ack(self, alert_id: str, body: dict) -> dict:
         raise BackendError("ack needs the running worker (it updates the live detection core)")
 
@@ -119,4 +161,4 @@ def backend(settings: Settings, *, mutating: bool = False):
         return api
     from keywatch.sinks.clickhouse import connect
 
-    return DirectBackend(connect(settings), settings.clickhouse_database)
+    return DirectBackend(connect(settings), settings.clickhouse_database, settings)

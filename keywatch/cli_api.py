@@ -1,4 +1,4 @@
-"""CLI commands of issue 6: `alerts list|show|ack|feedback`, `key`, `report`, `dashboards build|push`.
+"""CLI commands of issue 6: `alerts list|show|ack|feedback`, `key`, `report`, `spend`, `dashboards build|push`.
 
 `register(app)` adds them to the main Typer app (one line in `keywatch/cli.py`). Data comes from
 `keywatch.apiclient.backend`: the worker's API in embedded mode, ClickHouse otherwise.
@@ -108,6 +108,36 @@ def report(alert_id: str, html: Path = typer.Option(..., "--html", help="output 
     err.print(f"report for {alert_id} → {html}")
 
 
+def spend(
+    level: Optional[str] = typer.Option(None, help="project | provider"), provider: Optional[str] = typer.Option(None),
+    project: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Projected end-of-day / end-of-month spend per project and provider, and budget status."""
+    b = _backend()
+    proj = _run(lambda: b.spend_projection({"level": level, "provider": provider, "project": project}))
+    budgets = _run(lambda: b.budgets())
+    if as_json:
+        out.print_json(json.dumps({"projection": proj, "budgets": budgets}, default=str))
+        return
+    t = Table(title=f"spend projection ({proj['source']})")
+    for c in ("level", "provider", "project", "today $", "end of day $", "month $", "end of month $", "as of"):
+        t.add_column(c, justify="right" if "$" in c else "left")
+    for r in proj["projections"]:
+        t.add_row(r["level"], r["provider"], r["project"] or "—", f'{r["day_spent_usd"]:,.2f}',
+                  f'{r["eod_projected_usd"]:,.2f}', f'{r["month_spent_usd"]:,.2f}', f'{r["eom_projected_usd"]:,.2f}', r["at"])
+    out.print(t)
+    bt = Table(title=f"{budgets['count']} budgets")
+    for c in ("budget", "period", "spent $", "amount $", "used", "step alerted", "state"):
+        bt.add_column(c, justify="right" if c in ("spent $", "amount $", "used") else "left")
+    colour = {"over": "red", "warning": "yellow", "ok": "green"}
+    for r in budgets["budgets"]:
+        step = r["last_step_alerted_pct"]
+        bt.add_row(r["budget_id"], f'{r["period"]} from {(r["period_start"] or "—")[:10]}', f'{r["spent_usd"]:,.2f}',
+                   f'{r["amount_usd"]:,.2f}', f'{r["used_pct"]:.0f}%', f"{step:.0f}%" if step else "—",
+                   f'[{colour[r["state"]]}]{r["state"]}[/{colour[r["state"]]}]')
+    out.print(bt)
+
+
 @dash_app.command("build")
 def dashboards_build(out_dir: Optional[Path] = typer.Option(None, help="default: the package's dashboards/json")) -> None:
     """Regenerate the dashboards' JSON from the Python definitions."""
@@ -139,3 +169,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(dash_app, name="dashboards")
     app.command("key")(key)
     app.command("report")(report)
+    app.command("spend")(spend)

@@ -9,12 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 from keywatch.sim_keys import ATTACK_COUNTRIES, ATTACK_OCTETS, ATTACK_UAS, PROVIDERS, Block, KeyProfile, shape
-from keywatch.sim_traffic import MIN_MS, attacker_ips, attacker_traffic, audit_calls
+from keywatch.sim_traffic import MIN_MS, attacker_ips, attacker_traffic, audit_calls, bucket_traffic
 
 ATTACKS = ("loud_burst", "reseller_proxy", "low_and_slow", "probe_only", "logging_tamper", "new_key_abuse")
 BENIGN = ("sdk_upgrade", "model_upgrade", "gradual_growth", "new_ci_runner", "launch", "benign_new_key")
 COST = ("runaway_loop",)
-ALL_TYPES = ATTACKS + COST + BENIGN
+# Hard variants (see sim_hard.py): attackers blend in (legitimate countries and cloud networks, the
+# victim's SDK), keys without network telemetry, and benign users that look unusual.
+HARD_ATTACKS = ("hard_burst", "hard_reseller", "hard_low_and_slow", "hard_probe", "hard_tamper", "hard_new_key",
+                "hard_bucket_abuse")
+HARD_BENIGN = ("residential_users", "ci_fleet", "batch_job", "key_rotation", "dev_vpn")
+ALL_ATTACKS = ATTACKS + HARD_ATTACKS
+BASIC_TYPES = ATTACKS + COST + BENIGN
+ALL_TYPES = BASIC_TYPES + HARD_ATTACKS + HARD_BENIGN
 RECON = ("ListFoundationModels", "GetFoundationModelAvailability", "PutUseCaseForModelAccess",
          "CreateFoundationModelAgreement")
 
@@ -50,9 +57,10 @@ def inject(kind: str, rng: np.random.Generator, key: KeyProfile, start_ms: int, 
             first = cand
         return b
 
-    def audit(calls: list[tuple[int, str]], ip: str, country: str, ua: str, sub: str, err: str | None = None) -> None:
+    def audit(calls: list[tuple[int, str]], ip: str, country: str | None, ua: str, sub: str, err: str | None = None,
+              with_key: bool = True) -> None:
         nonlocal first
-        b = audit_calls(key, calls, f"{tag}{sub}", ip=ip, country=country, ua=ua, error_code=err)
+        b = audit_calls(key, calls, f"{tag}{sub}", ip=ip, country=country, ua=ua, error_code=err, with_key=with_key)
         blocks.append(b)
         if first is None or int(b.ts[0]) < first[1]:
             first = (b.tag + "0", int(b.ts[0]))
@@ -112,9 +120,13 @@ def inject(kind: str, rng: np.random.Generator, key: KeyProfile, start_ms: int, 
                uas=[str(rng.choice(ATTACK_UAS))], models=expensive, ramp_s=60.0)
     elif kind == "runaway_loop":
         d = dur(20, 40)
-        b = attacker_traffic(rng, key, t0, t0 + d * MIN_MS, f"{tag}l", rpm=max(10.0, 25 * key.peak_rpm), ips=[key.ips[0]],
-                             countries=[key.project.country], uas=[key.ua], models=[key.models[0]],
-                             in_tok=key.in_tok, out_tok=key.out_tok)
+        if key.bucketed:  # the loop shows up in the same usage-API buckets, without network data
+            b = bucket_traffic(rng, key, t0_min, min(n_min, t0_min + d), start_ms, f"{tag}l", rpm=max(10.0, 25 * key.peak_rpm),
+                               models=[key.models[0]], in_tok=key.in_tok, out_tok=key.out_tok)
+        else:
+            b = attacker_traffic(rng, key, t0, t0 + d * MIN_MS, f"{tag}l", rpm=max(10.0, 25 * key.peak_rpm), ips=[key.ips[0]],
+                                 countries=[key.project.country], uas=[key.ua], models=[key.models[0]],
+                                 in_tok=key.in_tok, out_tok=key.out_tok)
         blocks.append(b)
         first = (b.tag + "0", int(b.ts[0]))
     elif kind == "sdk_upgrade":
@@ -138,11 +150,16 @@ def inject(kind: str, rng: np.random.Generator, key: KeyProfile, start_ms: int, 
         key.extra["rate_mult"] = mult
     elif kind == "benign_new_key":
         key.start_min = t0_min
+    elif kind in HARD_ATTACKS or kind in HARD_BENIGN:
+        from keywatch.sim_hard import inject_hard
+
+        d, got = inject_hard(kind, rng, key, start_ms, n_min, t0_min, t0, dur, attack, audit, blocks, tag)
+        first = got or first
     else:
         raise ValueError(f"unknown incident type {kind!r}; one of {', '.join(ALL_TYPES)}")
     truth = {
-        "type": kind, "attack": kind in ATTACKS,
-        "expected_kind": "key_theft" if kind in ATTACKS else ("cost_spike" if kind in COST else None),
+        "type": kind, "attack": kind in ALL_ATTACKS,
+        "expected_kind": "key_theft" if kind in ALL_ATTACKS else ("cost_spike" if kind in COST else None),
         "key_id": key.key_id, "provider": prov, "project": key.project.name,
         "start_ts": t0, "end_ts": min(end_ms, t0 + d * MIN_MS) if d else end_ms,
         "first_event_id": first[0] if first else None, "first_event_ts": first[1] if first else None,

@@ -36,8 +36,10 @@ def key_traffic(rng: np.random.Generator, key: KeyProfile, start_ms: int, n_min:
     if mult is not None:
         rate = rate * mult
     rate[: key.start_min] = 0.0
-    counts = rng.poisson(rate)
     ex = key.extra
+    if "end_min" in ex:  # the key is retired (rotated out) from this minute on
+        rate[ex["end_min"]:] = 0.0
+    counts = rng.poisson(rate)
     models = list(key.models)
     if "model_switch" in ex:  # model upgrade within the family from minute m on
         models.append(ex["model_switch"][2])
@@ -68,6 +70,15 @@ def key_traffic(rng: np.random.Generator, key: KeyProfile, start_ms: int, n_min:
     if "new_ip" in ex:  # a new CI runner in a known network takes a share of the traffic
         sw, _ip, share = ex["new_ip"]
         ip = np.where((m >= sw) & (rng.random(n) < share), len(ips) - 1, ip)
+    country = None
+    if "dynamic" in ex or "fleet" in ex:
+        ip, ips = _many_ips(rng, ex, m, n, n_min)
+    if "vpn" in ex:  # a developer's share of the traffic goes through a VPN exit for a while
+        v0, v1, vip, vcc, share = ex["vpn"]
+        on = (m >= v0) & (m < v1) & (rng.random(n) < share)
+        ips = ips + [vip]
+        ip = np.where(on, len(ips) - 1, ip)
+        country = on.astype(np.int64)
     ua = np.zeros(n, dtype=np.int64)
     if "ua_switch" in ex:
         ua = np.where(m >= ex["ua_switch"][0], 1, 0)
@@ -77,11 +88,29 @@ def key_traffic(rng: np.random.Generator, key: KeyProfile, start_ms: int, n_min:
     status = np.where(err, rng.choice([429, 500, 400], size=n, p=[0.6, 0.3, 0.1]), 200)
     code = np.where(err, np.where(status == 429, 1, np.where(status == 500, 2, 3)), 0)
     tout = np.where(err, 0, tout)
-    return Block(ts, {**const, "source": "gateway", "country": key.project.country, "operation": "chat"},
-                 {"model": mi, "input_tokens": tin, "output_tokens": tout, "cost_usd": _cost(models, mi, tin, tout),
-                  "source_ip": ip, "user_agent": ua, "status": status, "error_code": code},
-                 {"model": models, "source_ip": ips, "user_agent": uas,
-                  "error_code": [None, "rate_limit_exceeded", "server_error", "ValidationException"]}, tag)
+    cols = {"model": mi, "input_tokens": tin, "output_tokens": tout, "cost_usd": _cost(models, mi, tin, tout),
+            "source_ip": ip, "user_agent": ua, "status": status, "error_code": code}
+    vocab = {"model": models, "source_ip": ips, "user_agent": uas,
+             "error_code": [None, "rate_limit_exceeded", "server_error", "ValidationException"]}
+    const = {**const, "source": "gateway", "country": key.project.country, "operation": "chat"}
+    if country is not None:
+        const.pop("country")
+        cols["country"] = country
+        vocab["country"] = [key.project.country, ex["vpn"][3]]
+    return Block(ts, const, cols, vocab, tag)
+
+
+def _many_ips(rng: np.random.Generator, ex: dict, m: np.ndarray, n: int, n_min: int) -> tuple[np.ndarray, list[str]]:
+    """Residential/mobile users (a new address per ISP every few hours) or a CI fleet (any host of a /16)."""
+    if "fleet" in ex:  # CI runners: a fresh host of the fleet's /16 for every job
+        a, b = ex["fleet"]
+        ips = [f"{a}.{b}.{int(rng.integers(0, 256))}.{int(rng.integers(2, 250))}" for _ in range(400)]
+        return rng.integers(0, len(ips), n), ips
+    nets, weights, period = ex["dynamic"]
+    n_per = n_min // period + 1
+    ips = [f"{a}.{b}.{int(rng.integers(0, 256))}.{int(rng.integers(2, 250))}" for _ in range(n_per) for a, b in nets]
+    net = rng.choice(len(nets), size=n, p=np.asarray(weights) / np.sum(weights))
+    return (m // period) * len(nets) + net, ips
 
 
 def attacker_traffic(rng: np.random.Generator, key: KeyProfile, t0: int, t1: int, tag: str, *, rpm: float,
@@ -114,12 +143,14 @@ def attacker_traffic(rng: np.random.Generator, key: KeyProfile, t0: int, t1: int
                   "error_code": [None, "AccessDeniedException", "model_not_found", "ValidationException"]}, tag)
 
 
-def audit_calls(key: KeyProfile, calls: list[tuple[int, str]], tag: str, *, ip: str, country: str, ua: str,
-                error_code: str | None = None) -> Block:
-    """Control-plane calls `(ts_ms, action)` made with the key (CloudTrail-like)."""
+def audit_calls(key: KeyProfile, calls: list[tuple[int, str]], tag: str, *, ip: str, country: str | None, ua: str,
+                error_code: str | None = None, with_key: bool = True) -> Block:
+    """Control-plane calls `(ts_ms, action)` made with the key (CloudTrail-like; `with_key=False`:
+    the record names only the principal, as many audit trails do)."""
     ts = np.array([t for t, _ in calls], dtype=np.int64)
     actions = [a for _, a in calls]
-    return Block(ts, {"kind": "audit", "provider": key.provider, "key_id": key.key_id, "project": key.project.name,
+    return Block(ts, {"kind": "audit", "provider": key.provider, "key_id": key.key_id if with_key else None,
+                      "project": key.project.name,
                       "principal": key.principal, "source": "cloudtrail", "source_ip": ip, "country": country,
                       "user_agent": ua, "region": key.region, "error_code": error_code},
                  {"action": np.arange(len(calls))}, {"action": actions}, tag)
@@ -130,3 +161,20 @@ def attacker_ips(rng: np.random.Generator, octets: tuple[int, ...], n: int, n_ne
     n_nets = n_nets or n
     nets = [(int(rng.choice(octets)), int(rng.integers(0, 256))) for _ in range(n_nets)]
     return [f"{a}.{b}.{int(rng.integers(0, 256))}.{int(rng.integers(2, 250))}" for a, b in (nets[i % n_nets] for i in range(n))]
+
+
+def bucket_traffic(rng: np.random.Generator, key: KeyProfile, t0_min: int, t1_min: int, start_ms: int, tag: str, *,
+                   rpm: float, models: list[str], in_tok: float = 1500.0, out_tok: float = 700.0) -> Block:
+    """Extra usage-API buckets (no caller network, no user agent) for minutes t0…t1 of `models`."""
+    m = np.arange(t0_min, t1_min)
+    counts = rng.poisson(rpm, len(m))
+    counts[0] = max(1, counts[0])
+    keep = counts > 0
+    m, n = m[keep], counts[keep]
+    mi = rng.integers(0, len(models), len(m))
+    tin = np.round(n * in_tok * rng.lognormal(0, 0.3, len(m))).astype(np.int64)
+    tout = np.round(n * out_tok * rng.lognormal(0, 0.3, len(m))).astype(np.int64)
+    return Block(start_ms + m * MIN_MS, {"kind": "usage", "provider": key.provider, "key_id": key.key_id,
+                                         "project": key.project.name, "source": "provider_usage"},
+                 {"model": mi, "requests": n, "input_tokens": tin, "output_tokens": tout,
+                  "cost_usd": _cost(models, mi, tin, tout)}, {"model": models}, tag)

@@ -18,7 +18,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
@@ -26,13 +26,17 @@ from typing import Any, Iterator, List, Optional
 import numpy as np
 import typer
 
-from keywatch.sim_incidents import ALL_TYPES, ATTACKS, inject
+from keywatch.sim_incidents import ALL_ATTACKS, ALL_TYPES, BASIC_TYPES, ATTACKS, HARD_ATTACKS, HARD_BENIGN, inject
 from keywatch.sim_keys import Block, KeyProfile, make_key, make_projects
 from keywatch.sim_traffic import MIN_MS, audit_calls, key_traffic
 
 START_MS = 1_793_577_600_000  # 2026-11-02T00:00:00Z, a Monday
-NEEDS_BEDROCK = ("logging_tamper",)
-NEW_KEY = ("new_key_abuse", "benign_new_key")
+NEEDS_BEDROCK = ("logging_tamper", "hard_tamper")
+NEW_KEY = ("new_key_abuse", "benign_new_key", "hard_new_key", "key_rotation")
+NEEDS_BUCKETS = ("hard_bucket_abuse",)
+NEEDS_NETWORK = ALL_ATTACKS + ("residential_users", "ci_fleet", "dev_vpn")
+SHORT = ("loud_burst", "probe_only", "logging_tamper", "new_key_abuse", "runaway_loop", "hard_burst", "hard_probe",
+         "hard_tamper", "hard_new_key", "hard_bucket_abuse")
 
 
 @dataclass
@@ -43,7 +47,7 @@ class SimConfig:
     start_ms: int = START_MS
     seed: int = 0
     # Incident type names, or dicts {"type", "key" (index), "at_s" (offset), "duration_s"}.
-    incidents: list = field(default_factory=lambda: list(ALL_TYPES))
+    incidents: list = field(default_factory=lambda: list(BASIC_TYPES))  # `ALL_TYPES` adds the hard variants
     warmup_days: float = 1.5  # incidents start after this much history
     bucket_share: float = 0.15  # keys whose usage arrives as per-minute buckets without network
     benign_audit: bool = True  # daily ListFoundationModels by some Bedrock apps (not an attack)
@@ -68,7 +72,16 @@ def _plan(cfg: SimConfig) -> _Plan:
         spec = {"type": spec} if isinstance(spec, str) else dict(spec)
         kind = spec["type"]
         irng = np.random.default_rng([cfg.seed, 1, n])
-        if kind in NEW_KEY:
+        if kind == "key_rotation":  # the same callers move to a new key of the same project
+            free = [k for k in keys if k.idx not in used]
+            src = free[int(irng.integers(len(free)))]
+            used.add(src.idx)
+            hexid = "".join(f"{int(x):02x}" for x in irng.integers(0, 256, 8))
+            kid = {"openai": f"key_{hexid}", "anthropic": f"apikey_01{hexid}", "azure_openai": f"az_{hexid}",
+                   "bedrock": "AKIA" + hexid.upper()}[src.provider]
+            key = replace(src, idx=len(keys), key_id=kid, extra={"rotated_from": src})
+            keys.append(key)
+        elif kind in NEW_KEY:
             src = keys[int(irng.integers(len(keys)))] if keys else None
             proj = src.project if src else projects[0]
             key = make_key(irng, len(keys), proj, provider=src.provider if src else None, bucket_share=0.0)
@@ -76,7 +89,12 @@ def _plan(cfg: SimConfig) -> _Plan:
         elif "key" in spec:
             key = keys[int(spec["key"])]
         else:
-            free = [k for k in keys if k.idx not in used and not (kind in ATTACKS and k.bucketed)]
+            free = [k for k in keys if k.idx not in used and not (kind in NEEDS_NETWORK and k.bucketed)]
+            if kind in NEEDS_BUCKETS:
+                free = [k for k in keys if k.idx not in used and k.bucketed] or [
+                    replace(k, bucketed=True) for k in free[:1]]
+                if free and keys[free[0].idx] is not free[0]:
+                    keys[free[0].idx] = free[0]
             if kind in NEEDS_BEDROCK:
                 bed = [k for k in free if k.provider == "bedrock"]
                 if not bed and free:  # make one: the tamper chain is a Bedrock story
@@ -89,7 +107,7 @@ def _plan(cfg: SimConfig) -> _Plan:
             key = free[int(irng.integers(len(free)))]
         used.add(key.idx)
         lo = int(cfg.warmup_days * 1440)
-        hi = max(lo + 1, n_min - (60 if kind in ("loud_burst", "probe_only", "logging_tamper", "new_key_abuse", "runaway_loop") else 360))
+        hi = max(lo + 1, n_min - (60 if kind in SHORT else 360))
         t0_min = int(spec["at_s"] // 60) if "at_s" in spec else int(irng.integers(lo, hi))
         dur = int(spec["duration_s"] // 60) if "duration_s" in spec else None
         extra, t = inject(kind, irng, key, cfg.start_ms, n_min, t0_min, dur, f"s{cfg.seed}i{n}")
@@ -160,11 +178,15 @@ def write_jsonl(cfg: SimConfig, path: Path) -> int:
 
 
 def parse_incidents(text: str) -> list[Any]:
-    """`all`, `attacks`, `none`, or a comma list of types (`loud_burst,launch`)."""
+    """`basic`, `all` (basic + hard variants), `attacks`, `hard`, `none`, or a comma list of types."""
+    if text == "basic":
+        return list(BASIC_TYPES)
     if text in ("all", ""):
         return list(ALL_TYPES)
     if text == "attacks":
         return list(ATTACKS)
+    if text == "hard":
+        return list(HARD_ATTACKS + HARD_BENIGN)
     if text == "none":
         return []
     items = [s.strip() for s in text.split(",") if s.strip()]

@@ -16,8 +16,9 @@ for it. The whole core (detectors included) pickles, so its state can be snapsho
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 from keywatch.models.alerts import Alert, Finding, IncidentBook
@@ -118,31 +119,60 @@ class DetectionCore:
         self.enrichers = list(enrichers)
         self.book = IncidentBook(quiet_ms=quiet_ms)
         self.dedupe_capacity = dedupe_capacity
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # Dedupe window: the last `dedupe_capacity` kept ids; a set for lookups, a deque for age
+        # order (whole-batch set operations instead of one dict operation per event).
+        self._seen: set[str] = set()
+        self._order: deque[str] = deque()
         self.watermark_ms = 0
 
     def detector(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
 
     def _dedupe(self, events: Iterable[Event]) -> tuple[list[Event], int]:
-        seen, kept, dups = self._seen, [], 0
-        for e in events:
-            if e.event_id in seen:
-                dups += 1
-                continue
-            seen[e.event_id] = None
-            kept.append(e)
-        while len(seen) > self.dedupe_capacity:
-            seen.popitem(last=False)
+        seen, order = self._seen, self._order
+        kept = list(events)
+        ids = [e.event_id for e in kept]
+        batch_ids = set(ids)
+        dups = 0
+        if len(batch_ids) == len(ids) and seen.isdisjoint(batch_ids):  # the common case: all new
+            seen |= batch_ids
+            new = ids
+        else:
+            all_events, kept, new = kept, [], []
+            for e, i in zip(all_events, ids):
+                if i in seen:
+                    dups += 1
+                    continue
+                seen.add(i)
+                kept.append(e)
+                new.append(i)
+        order.extend(new)
+        excess = len(order) - self.dedupe_capacity
+        if excess > 0:  # forget the oldest ids (first kept, first forgotten)
+            pop = order.popleft
+            seen.difference_update([pop() for _ in range(excess)])
         return kept, dups
+
+    def __getstate__(self) -> dict:
+        st = dict(self.__dict__)
+        del st["_seen"]  # rebuilt from the ordered window on load
+        return st
+
+    def __setstate__(self, st: dict) -> None:
+        old = st.pop("_seen", None)
+        if old is not None:  # older snapshots: an OrderedDict window
+            st["_order"] = deque(old)
+        self.__dict__.update(st)
+        self._seen = set(self._order)
 
     def process(self, events: Iterable[Event], rejected: dict[str, int] | None = None) -> CoreOutput:
         """Process one batch. `rejected` counts this batch's dead letters by reason (for health)."""
         kept, dups = self._dedupe(events)
         kept.sort(key=_ts)  # stable: equal times keep arrival order
-        usage = [e for e in kept if type(e) is UsageEvent]
-        audit = [e for e in kept if type(e) is AuditEvent]
-        billing = [e for e in kept if type(e) is BillingEvent]
+        usage, audit, billing = [], [], []
+        by_type = {UsageEvent: usage.append, AuditEvent: audit.append, BillingEvent: billing.append}
+        for e in kept:
+            by_type.get(e.__class__, _drop)(e)
         for enricher in self.enrichers:
             enricher.enrich(usage)
         if kept:
@@ -184,5 +214,8 @@ class DetectionCore:
         return out
 
 
-def _ts(e: Event) -> int:
-    return e.ts_ms
+_ts = attrgetter("ts_ms")
+
+
+def _drop(e: Event) -> None:  # not one of the three event types: ignored, as before
+    pass

@@ -4,7 +4,9 @@ Usage events are summed per minute into series (`key`, `project`, `provider`, `m
 When event time passes a minute, every series steps once in a `SeasonalBank` (score, then learn):
 a run of `cost_spike_min_minutes` minutes above the upper band whose excess is at least
 `cost_spike_min_usd` and `cost_spike_min_pct` % of expected raises a `cost_spike` (key level:
-`key_id` set; project level: `key_id` null) with a ranked root cause. Forecast rows feed
+`key_id` set; project level: `key_id` null) with a ranked root cause. Project and provider
+series also run the `UnivariateAnomalyScorer` (the detector benchmarked by `keywatch eval nab`);
+its calibrated score is extra evidence on project findings (`details["anomaly_score"]`, score). Forecast rows feed
 `spend_forecast`; projections feed `spend_projection`. Unknown models raise `unknown_model`.
 
 >>> from keywatch.models.events import UsageEvent
@@ -31,10 +33,12 @@ from keywatch.models.events import format_ts
 from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.projection import Projector
 from keywatch.models.rootcause import RootCause, summary
+from keywatch.models.univariate import UnivariateAnomalyScorer
 
 LEVELS = ("key", "project", "provider", "model")
 MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
 RESOLVE_AFTER_MIN = 30  # explicit resolve after this many normal minutes
+REL_MINUTES, REL_RATIO, REL_PEAK = 3, 3.0, 5.0  # relative spikes (see `_relative`)
 
 
 class CostSpikeDetector:
@@ -60,6 +64,7 @@ class CostSpikeDetector:
         self.nolearn: dict[int, int] = {}  # row → until minute: planned activity stays out of the baseline
         self.unknown: dict[tuple[str, str], int] = {}
         self.last_spike: dict | None = None
+        self.uni: dict[int, UnivariateAnomalyScorer] = {}  # project/provider row → scorer
 
     @classmethod
     def from_settings(cls, s) -> "CostSpikeDetector":
@@ -146,6 +151,9 @@ class CostSpikeDetector:
         calib = self.cal.step(z)
         active = x != 0
         bank.last_active[:n][active] = t
+        for r in np.nonzero(((self.level[:n] == 1) | (self.level[:n] == 2)) & (active | (exp > 1e-6)))[0]:
+            u = self.uni.get(int(r)) or self.uni.setdefault(int(r), UnivariateAnomalyScorer())
+            u.update(t * 60000, float(x[r]), learn=bool(learn[r]))
         for r in np.nonzero(active & learn & (self.level[:n] == 1))[0]:
             skey = self.series[int(r)]
             self.rc.learn(t, (skey[1], skey[2]))
@@ -158,7 +166,7 @@ class CostSpikeDetector:
     def _findings(self, t, ts_ms, x, exp, upper, calib, ctx: Context) -> None:
         b = self.bank
         n = b.n
-        hit = np.nonzero((b.run_len[:n] >= self.min_minutes) & (b.run_excess[:n] >= self.min_usd)
+        hit = np.nonzero((b.run_len[:n] >= self.min_minutes) & ((b.run_excess[:n] >= self.min_usd) | self._relative(x, upper))
                          & (b.run_excess[:n] * 100 >= self.min_pct * b.run_expected[:n]) & (b.age[:n] >= b.warmup))[0]
         for r in hit:
             r = int(r)
@@ -171,7 +179,8 @@ class CostSpikeDetector:
             key = skey[3] if skey[0] == "key" else None
             rc = self.rc.explain((skey[1], skey[2]), start, t, expected, key=key)
             impact = 1 - 0.5 ** (excess / max(self.min_usd, 0.01) / 2)
-            score = 0.3 + 0.7 * impact * (0.5 + 0.5 * float(calib[r]))
+            uni = self.uni[r].recent_peak if r in self.uni else 0.0
+            score = 0.3 + 0.7 * impact * (0.5 + 0.5 * max(float(calib[r]), uni))
             pct_txt = f"+{pct:.0f}%" if math.isfinite(pct) else "from ~$0"
             reasons = [f"spend ${excess + expected:.2f} vs expected ${expected:.2f} over {length} min: "
                        f"+${excess:.2f} ({pct_txt}) above the forecast band"] + summary(rc)
@@ -181,6 +190,7 @@ class CostSpikeDetector:
                 details={"series": "|".join(str(s) for s in skey), "level": skey[0], "root_cause": rc,
                          "expected_usd": round(expected, 4), "actual_usd": round(excess + expected, 4),
                          "excess_pct": round(pct, 1) if math.isfinite(pct) else None, "minutes": length,
+                         "anomaly_score": round(uni, 4),
                          "last_minute": format_ts(t * 60000), "upper_usd_per_min": round(float(upper[r]), 4)}))
             aid = alert.alert_id if alert is not None else self.incidents.get(r, ("", 0))[0]
             if aid:
@@ -194,6 +204,20 @@ class CostSpikeDetector:
                 self._resolve(aid, ts_ms, ctx)
             else:
                 self.incidents[r] = (aid, quiet + 1)
+
+    def _relative(self, x, upper) -> np.ndarray:
+        """Spikes that are small in dollars but huge for the series (a runaway loop on a cheap
+        model): ≥ REL_MINUTES minutes, still above the band now, excess ≥ REL_RATIO × expected,
+        and an excess rate ≥ REL_PEAK × the usual spend rate of the series' busiest hour (a
+        normal busy hour, however bursty, does not get there). Scored by dollars, so they stay low."""
+        b = self.bank
+        n = b.n
+        run = b.run_len[:n]
+        peak = np.maximum(b.hod_mu[:n].max(axis=1), b.lvl_mu[:n])
+        return ((run >= max(self.min_minutes, REL_MINUTES)) & (x > upper) & (b.run_excess[:n] > 0)
+                & (b.run_excess[:n] >= REL_RATIO * b.run_expected[:n])
+                & (b.run_excess[:n] >= REL_PEAK * peak * np.maximum(run, 1)) & (self.level[:n] <= 1)
+                & (b.age[:n] >= 1440) & (b.hod_n[:n].min(axis=1) > 0))  # a whole day seen: `peak` is known
 
     @staticmethod
     def _resolve(alert_id: str, ts_ms: int, ctx: Context) -> None:
@@ -232,6 +256,7 @@ class CostSpikeDetector:
                     if not lst:
                         self.key_rows.pop((skey[1], skey[3]), None)
                 self.bank.remove(r)
+                self.uni.pop(r, None)
 
     def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
         if alert.kind != "cost_spike":

@@ -74,12 +74,19 @@ def format_ts(ms: int) -> str:
     return datetime.utcfromtimestamp(secs).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem:03d}Z"
 
 
+_VALID_IPS: set[str] = set()  # addresses already validated: few distinct, parsing costs more than decoding
+
+
 def _check_ip(value: str | None) -> None:
-    if value is not None:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"source_ip {value[:64]!r} is not an IPv4/IPv6 address") from None
+    if value is None or value in _VALID_IPS:
+        return
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"source_ip {value[:64]!r} is not an IPv4/IPv6 address") from None
+    if len(_VALID_IPS) >= 200_000:  # bounded
+        _VALID_IPS.clear()
+    _VALID_IPS.add(value)
 
 
 class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -100,7 +107,9 @@ class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
     ts_ms: int = 0  # set in __post_init__; not part of the input
 
     def __post_init__(self) -> None:
-        self.ts_ms = parse_ts(self.ts)
+        ts = self.ts
+        # Fast path for the common form (integer epoch ms in range); everything else is checked in full.
+        self.ts_ms = ts if ts.__class__ is int and MIN_TS_MS <= ts < MAX_TS_MS else parse_ts(ts)
 
 
 class UsageEvent(_Base, tag="usage", tag_field="kind"):

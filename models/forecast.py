@@ -141,6 +141,32 @@ class SeasonalBank:
         self.lvl_dev[idx] += a * (np.where(self.age[idx] > 1, np.abs(x - lvl), 0.0) - self.lvl_dev[idx])
         self.lvl_mu[idx] = lvl + a * (x - lvl)
 
+    _ARRAYS = ("hod_mu", "hod_dev", "how_mu", "how_dev", "hod_n", "how_n", "lvl_mu", "lvl_dev", "run_excess",
+               "run_expected", "age", "run_len", "run_start", "last_active", "used")
+
+    def __getstate__(self) -> dict:
+        """Rows in use only (not the spare capacity), zlib-compressed: an hour-of-week profile
+        is mostly zeros during a series' first week, and idle rows are all zeros."""
+        import zlib
+
+        st = {k: v for k, v in vars(self).items() if k not in self._ARRAYS}
+        st["_packed"] = {k: (getattr(self, k).dtype.str, getattr(self, k).shape[1:],
+                             zlib.compress(np.ascontiguousarray(getattr(self, k)[: self.n]).tobytes(), 1))
+                         for k in self._ARRAYS}
+        return st
+
+    def __setstate__(self, st: dict) -> None:
+        import zlib
+
+        packed = st.pop("_packed", None)
+        self.__dict__.update(st)
+        if packed is None:  # older pickles hold the arrays themselves
+            return
+        for k, (dtype, shape, blob) in packed.items():
+            arr = np.zeros((self.cap, *shape), dtype)
+            arr[: self.n] = np.frombuffer(zlib.decompress(blob), dtype).reshape((self.n, *shape))
+            setattr(self, k, arr)
+
     def nbytes(self) -> int:
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 

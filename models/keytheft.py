@@ -37,7 +37,7 @@ from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
 from keywatch.models.keytheft_signals import Evidence, fuse, identity_risk, identity_signals, reasons, severity
 from keywatch.models.keytheft_state import (PROBE_CODES, KeyState, dump_state, identity_novelty, load_state,
                                             offhours_signal, pop_learn, volume_signal)
-from keywatch.models.killchain import CHAIN_ACTIONS, ChainState
+from keywatch.models.killchain import CHAIN_ACTIONS, ChainLinks, ChainState
 from keywatch.models.netnovelty import model_info
 
 KIND = "key_theft"
@@ -57,6 +57,7 @@ class KeyTheftDetector:
         self.keys: dict[tuple[str, str], KeyState] = {}
         self.pops: dict[str, PopBaseline] = {}
         self.chains: dict[str, ChainState] = {}
+        self.links = ChainLinks()  # principal → key, kill-chain source addresses
         self.model = WindowModel(seed=hst_seed)
         self.restored: dict[tuple[str, str], str] = {}  # (provider, key) → blob, loaded on first sight
         self.last_sweep = 0
@@ -118,6 +119,10 @@ class KeyTheftDetector:
         best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
         ev = st.ev
         chain = self.chains.get(e.key_id) or (self.chains.get(e.principal) if e.principal else None)
+        if e.principal is not None:
+            self.links.learn(e.provider, e.principal, e.key_id)
+        if chain is None and best > 0.25 and e.source_ip and self.links.by_ip:
+            chain = self.links.chain_for_ip(e.source_ip, ts)  # a chain under another name, same address
         if chain is not None:
             chain.invoke(ts)
             if chain.active(ts) and ev is None:
@@ -155,11 +160,11 @@ class KeyTheftDetector:
         pop_learn(pop, items, ts, e.requests)
 
     def _audit(self, e, ctx: Context) -> None:
-        who = e.key_id or e.principal
+        who = e.key_id or self.links.key_for(e.provider, e.principal) or e.principal
         if not who:
             return
         ts = e.ts_ms
-        st = self._state(e.provider, e.key_id or who, e.project)
+        st = self._state(e.provider, who, e.project)
         pop = self._pop(e.project, e.provider)
         best, items = identity_novelty(st, pop, st.ev, ts, e.source_ip, e.country, e.user_agent, e.region, None)
         if e.action in CHAIN_ACTIONS:
@@ -167,13 +172,15 @@ class KeyTheftDetector:
             if chain is None:
                 chain = self.chains[who] = ChainState()
             chain.audit(e.action, ts, best > 0.25)
-            if e.principal and e.key_id:
+            if e.principal and who != e.principal:
                 self.chains[e.principal] = chain
+            if e.source_ip:
+                self.links.note_ip(e.source_ip, chain, ts)
             ev = st.ev or st.open_evidence(ts)
             ev.last_ts = ts
-            self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, chain)
+            self._assess(st, e.provider, who, e.project, ts, ctx, chain)
         elif st.ev is not None:
-            self._assess(st, e.provider, e.key_id or who, e.project, ts, ctx, None)
+            self._assess(st, e.provider, who, e.project, ts, ctx, None)
         if st.ev is None or st.ev.ident == 0.0:
             st.learn_items(items, ts)
 
@@ -198,7 +205,7 @@ class KeyTheftDetector:
         c_score, c_reason = chain.score(ts) if chain is not None else (0.0, "")
         ev.chain_reason = c_reason
         ident = identity_signals(ev)
-        risk, signals = fuse(ident, behaviour, c_score)
+        risk, signals = fuse(ident, behaviour, c_score, ev, blind=not st.flags & 1)
         ev.risk = risk
         ev.ident = identity_risk(ident, c_score)
         ev.sig = signals
@@ -260,6 +267,11 @@ class KeyTheftDetector:
                                        "state": dump_state(st)})
         for who in [w for w, c in self.chains.items() if not c.active(now) and now - c.invoke_ts > 7_200_000]:
             del self.chains[who]
+        self.links.prune(now)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("links", ChainLinks())  # snapshots from before principal links
 
     # --- API hooks ---------------------------------------------------------------------------
     def restore(self, rows: list[dict[str, Any]]) -> int:

@@ -30,6 +30,7 @@ IDENTITY_W = {"network": 1.0, "country": 1.0, "user_agent": 0.45, "region": 0.35
 BEHAVIOUR_W = {"volume": 0.45, "cost": 0.35, "expensive": 0.45, "errors": 0.6, "concurrency": 0.5,
                "off_hours": 0.3, "model": 0.3, "hst": 0.3}
 VOLUME_ONLY = ("volume", "cost")
+FIRST_SIGHT = 0.42  # a clearly new network on a settled key: a medium alert at once
 
 
 class Evidence:
@@ -106,15 +107,47 @@ def noisy_or(sig: dict[str, float], weights: dict[str, float]) -> float:
     return 1.0 - p
 
 
-def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float) -> tuple[float, dict[str, float]]:
-    """(risk in [0, 1], the weighted signal map recorded on the alert)."""
+def corroborated(behaviour: dict[str, float]) -> bool:
+    """Behaviour that a developer on a VPN or a new office line does not show: a real surge, a
+    shift to expensive or new model families, probe errors, many networks at once."""
+    b = behaviour
+    return (b.get("volume", 0) >= 0.2 or b.get("cost", 0) >= 0.25 or b.get("expensive", 0) >= 0.3
+            or b.get("errors", 0) >= 0.3 or b.get("concurrency", 0) > 0 or b.get("model", 0) >= 0.3)
+
+
+def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float, ev: Evidence | None = None,
+         blind: bool = False) -> tuple[float, dict[str, float]]:
+    """(risk in [0, 1], the weighted signal map recorded on the alert).
+
+    `ev` (the evidence) lets one new caller be judged as such: one new network (and at most one
+    new country), same SDK family, nothing else unusual is how VPNs and new ISPs look → medium at
+    most; the first sight of a clearly new network is medium at once (detected, not yet alarming).
+    `blind`: the key has no network telemetry (usage-API buckets): a shift to new, expensive
+    model families with a spend surge is then the theft signal.
+
+    >>> ev = Evidence(0); _ = ev.note_net(10, 1, 1.0), ev.note("countries", "NL", 1.0)
+    >>> round(fuse(identity_signals(ev), {}, 0.0, ev)[0], 2)                         # VPN-like
+    0.65
+    >>> fuse(identity_signals(ev), {"expensive": 0.8, "volume": 0.5}, 0.0, ev)[0] >= 0.7
+    True
+    >>> fuse({}, {"model": 1.0, "expensive": 0.9, "cost": 0.8}, 0.0, None, blind=True)[0] >= 0.7
+    True
+    """
     i = identity_risk(identity, chain)
     b = noisy_or(behaviour, BEHAVIOUR_W)
     risk = 1.0 - (1.0 - i) * (1.0 - b)
     i = noisy_or(identity, IDENTITY_W)
-    if i < 0.3 and chain < 0.5:
+    open_blind = blind and behaviour.get("model", 0) >= 0.3 and behaviour.get("expensive", 0) >= 0.5 and (
+        behaviour.get("cost", 0) > 0 or behaviour.get("volume", 0) > 0)
+    if i < 0.3 and chain < 0.5 and not open_blind:
         rich = noisy_or({k: v for k, v in behaviour.items() if k not in VOLUME_ONLY}, BEHAVIOUR_W)
         risk = min(risk, 0.5 if rich >= 0.5 else 0.35)
+    if ev is not None and chain < 0.3:
+        one_caller = len(ev.new16) <= 1 and len(ev.countries) <= 1 and "user_agent" not in identity
+        if one_caller and not corroborated(behaviour):
+            risk = min(risk, 0.65)
+        if ev.new16 and ev.w.get("network", 0) >= 0.9:
+            risk = max(risk, FIRST_SIGHT)
     signals = {**{k: round(v * IDENTITY_W[k], 3) for k, v in identity.items()},
                **{k: round(v * BEHAVIOUR_W[k], 3) for k, v in behaviour.items() if v > 0},
                **({"kill_chain": round(chain, 3)} if chain > 0 else {})}

@@ -20,6 +20,7 @@ import base64
 import math
 import pickle
 import zlib
+from array import array
 
 from keywatch.models.features import KeyBaseline, PopBaseline
 from keywatch.models.keytheft_signals import Evidence
@@ -75,6 +76,30 @@ class KeyState:
         self.hst = 0.0
         self.suppress_until = 0
         self.last_items: tuple = ()
+
+    # Pickled as one packed record: in a snapshot of many keys the field names and per-value
+    # headers cost more than the values. `last_items` is a cache (identity of the last caller
+    # learned): not stored; at worst one call re-learns what is already known.
+    _D = ("c5", "c10", "c60", "k60", "e60", "err10", "win_cost", "hst")
+    _I = ("flags", "t_last", "win_min", "win_req", "win_exp", "win_err", "win_novel", "suppress_until")
+
+    def __getstate__(self):
+        return (self.base, self.ev, self.recent16 or None,
+                array("d", [getattr(self, f) for f in self._D]).tobytes() + array("q", [getattr(self, f) for f in self._I]).tobytes())
+
+    def __setstate__(self, state) -> None:
+        self.last_items = ()
+        if len(state) == 2 and state[0] is None:  # older pickles: (None, {slot: value})
+            for k, v in state[1].items():
+                setattr(self, k, v)
+            return
+        self.base, self.ev, recent, packed = state
+        self.recent16 = recent or {}
+        nd = 8 * len(self._D)
+        for f, v in zip(self._D, array("d", packed[:nd])):
+            setattr(self, f, v)
+        for f, v in zip(self._I, array("q", packed[nd:])):
+            setattr(self, f, v)
 
     def count(self, ts: int, requests: int, cost: float, expensive: bool, probe: bool) -> None:
         dt = ts - self.t_last
@@ -252,17 +277,19 @@ def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: in
         st.touch_net(n16, ts)
         if a not in ids.ips and n24 not in ids.n24 and n16 not in ids.n16:
             ks, ps = st.base.settled(ts), pop.settled(ts)
-            w = novelty(ks, ps, n16 in pop.ids.n16)
+            # A key never seen with network data (usage-API buckets so far) has no history of its
+            # own to compare with: like a new key, it borrows its project's.
+            w = novelty(ks if len(ids.n16) else 0.0, ps, n16 in pop.ids.n16)
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note_net(n16, a, w)
                 best = w
     for attr, hv, ev_attr, label, pw, scale in checks:
-        if hv not in getattr(ids, attr):
+        if hv not in (known := getattr(ids, attr)):
             if ks < 0:
                 ks, ps = st.base.settled(ts), pop.settled(ts)
             # A new key may well use another SDK, region or model than its project: `pw`.
-            w = novelty(ks, ps, hv in getattr(pop.ids, attr), pw) * scale
+            w = novelty(ks if len(known) else 0.0, ps, hv in getattr(pop.ids, attr), pw) * scale
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note(ev_attr, label, w)

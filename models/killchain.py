@@ -8,7 +8,7 @@ invocation. Each stage alone is weak evidence (applications list models too); th
 strong. `ChainState.score(now)` gives the chain's signal and a readable reason.
 
 >>> c = ChainState()
->>> c.audit("ListFoundationModels", 0, novel=False); c.score(1000)[0]
+>>> c.audit("ListFoundationModels", 1_000, novel=False); c.score(2_000)[0]
 0.15
 >>> c.audit("GetModelInvocationLoggingConfiguration", 60_000, novel=True)
 >>> c.audit("DeleteModelInvocationLoggingConfiguration", 90_000, novel=True)
@@ -79,3 +79,58 @@ class ChainState:
 
     def active(self, now: int) -> bool:
         return any(self._fresh(t, now) for t in (self.recon_ts, self.check_ts, self.tamper_ts))
+
+
+class ChainLinks:
+    """Ties audit records to keys when they do not name the key.
+
+    Many audit trails name only the principal (an IAM user or role), and usage records may name
+    only the key: `learn` remembers principal → key from any event carrying both, `key_for` maps
+    a principal-only record to its key. The source addresses of recent kill-chain calls are kept
+    too, so invocations from the same address pick up the chain even without a principal.
+
+    >>> links = ChainLinks()
+    >>> links.learn("bedrock", "arn:aws:iam::1:user/app", "AKIA1")
+    >>> links.key_for("bedrock", "arn:aws:iam::1:user/app"), links.key_for("bedrock", None)
+    ('AKIA1', None)
+    >>> c = ChainState(); c.audit("GetModelInvocationLoggingConfiguration", 1_000, novel=True)
+    >>> links.note_ip("9.9.9.9", c, 1_000); links.chain_for_ip("9.9.9.9", 60_000) is c
+    True
+    """
+
+    __slots__ = ("key_of", "by_ip")
+    MAX = 200_000
+
+    def __init__(self) -> None:
+        self.key_of: dict[tuple[str, str], str] = {}
+        self.by_ip: dict[str, ChainState] = {}
+
+    def learn(self, provider: str, principal: str, key_id: str) -> None:
+        k = (provider, principal)
+        if self.key_of.get(k) != key_id:
+            self.key_of.pop(k, None)
+            self.key_of[k] = key_id  # most recent key of the principal (insertion order = age)
+            if len(self.key_of) > self.MAX:
+                del self.key_of[next(iter(self.key_of))]
+
+    def key_for(self, provider: str, principal: str | None) -> str | None:
+        return self.key_of.get((provider, principal)) if principal else None
+
+    def note_ip(self, ip: str, chain: ChainState, ts: int) -> None:
+        self.by_ip[ip] = chain
+        if len(self.by_ip) > 10_000:
+            del self.by_ip[next(iter(self.by_ip))]
+
+    def chain_for_ip(self, ip: str, now: int) -> ChainState | None:
+        c = self.by_ip.get(ip)
+        return c if c is not None and c.active(now) else None
+
+    def prune(self, now: int) -> None:
+        for ip in [ip for ip, c in self.by_ip.items() if not c.active(now)]:
+            del self.by_ip[ip]
+
+    def __getstate__(self):
+        return (self.key_of, self.by_ip)
+
+    def __setstate__(self, st) -> None:
+        self.key_of, self.by_ip = st

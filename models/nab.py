@@ -1,62 +1,30 @@
 """NAB evaluation of the univariate streaming detector behind cost spikes.
 
-`UnivariateDetector` is the cost-spike engine for one series: the `SeasonalBank` forecaster
-(hour-of-day / hour-of-week profiles, robust spread) plus a fast level tracker, whose
-deviations go through the `TailCalibrator` calibration layer. It is strictly online: each row
-is scored, then learnt. `run_nab` streams every NAB file through a fresh detector, writes
-`<out>/<category>/<file>` CSVs (timestamp,value,anomaly_score) and scores them with
-`nab_score.score_corpus`. Data are read at run time from the NAB folder, never stored here.
+The detector is `univariate.UnivariateAnomalyScorer` (the scorer `CostSpikeDetector` runs on
+project and provider spend), one fresh instance per file, strictly online: each row is scored,
+then learnt, with one set of parameters for every file. `run_nab` streams every NAB file,
+writes `<out>/<category>/<file>` CSVs (timestamp,value,anomaly_score; scores rounded to 6
+decimals) and scores exactly those rounded values with `nab_score.score_corpus`. Data are read
+at run time from the NAB folder, never stored here.
 
 >>> import numpy as np
->>> det = UnivariateDetector(unit_s=300)
->>> rng = np.random.default_rng(1)
->>> s = [det.step(i * 300, 10 + rng.normal()) for i in range(3000)]
->>> s_spike = det.step(3000 * 300, 40.0)
->>> s_spike > max(s[1000:])
-True
+>>> ts = (np.arange(3000) * 300).astype("datetime64[s]")
+>>> v = 10 + np.random.default_rng(1).normal(size=3000); v[2500] = 40
+>>> s = detect_file(ts, v)
+>>> int(np.argmax(s)) in (2500, 2501), bool(s[2500] > 3 * s[1000:2500].max())
+(True, True)
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.nab_score import score_corpus
-
-
-class UnivariateDetector:
-    def __init__(self, unit_s: float = 60.0, k: float = 4.0, fast: float = 0.1, long_n: float = 1000.0, short_n: float = 5.0) -> None:
-        self.bank = SeasonalBank(k=k, unit_s=unit_s, warmup_units=100)
-        self.bank.add()
-        self.cal = TailCalibrator(long_n=long_n, short_n=short_n)
-        self.unit_s = unit_s
-        self.a = fast
-        self.mu = None
-        self.dev = 0.0
-        self.n = 0
-
-    def step(self, t_s: float, x: float) -> float:
-        """Score (in [0, 1]) then learn one observation at epoch seconds `t_s`."""
-        t = int(t_s // self.unit_s)
-        exp, spread = self.bank.forecast(t, [0])
-        z_season = abs(x - float(exp[0])) / max(float(spread[0]), 1e-9)
-        if self.mu is None:
-            self.mu, z_fast = x, 0.0
-        else:
-            err = x - self.mu
-            z_fast = abs(err) / max(1.25 * self.dev, 1e-9 + 1e-3 * abs(self.mu))
-            self.dev += self.a * (min(abs(err), 6 * max(self.dev, 1e-9)) - self.dev) if self.n > 10 else (abs(err) - self.dev) / (self.n + 1)
-            self.mu += self.a * err
-        self.bank.step(t, np.array([x]))
-        self.n += 1
-        raw = math.log1p(max(z_season, z_fast) if self.n > 200 else z_fast)
-        # Calibrated rarity in "decades" of tail probability → [0, 1) (monotone; NAB thresholds it).
-        return 1.0 - math.exp(-float(self.cal.step_log(np.array([raw]))[0]) / 10.0)
+from keywatch.models.univariate import UnivariateAnomalyScorer
 
 
 def load_windows(root: Path) -> dict[str, list[tuple]]:
@@ -73,10 +41,11 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def detect_file(ts: np.ndarray, values: np.ndarray, **kw) -> np.ndarray:
-    secs = ts.astype(np.int64)
-    unit = float(np.median(np.diff(secs))) if len(secs) > 1 else 60.0
-    det = UnivariateDetector(unit_s=max(unit, 1.0), **kw)
-    return np.array([det.step(float(t), float(v)) for t, v in zip(secs, values)])
+    """One file through a fresh scorer, row by row; scores rounded as written to the CSV."""
+    det = UnivariateAnomalyScorer(**kw)
+    step = det.update
+    ms = (ts.astype("datetime64[s]").astype(np.int64) * 1000).tolist()
+    return np.round(np.array([step(t, v) for t, v in zip(ms, values.tolist())]), 6)
 
 
 def run_nab(data_root: Path, out: Path | None = None, limit: int | None = None, only: str | None = None, **kw) -> dict:
@@ -98,7 +67,7 @@ def run_nab(data_root: Path, out: Path | None = None, limit: int | None = None, 
             with open(dest, "w", newline="") as fh:
                 w = csv.writer(fh)
                 w.writerow(["timestamp", "value", "anomaly_score"])
-                w.writerows(zip(raw_ts, values.tolist(), np.round(scores, 6).tolist()))
+                w.writerows(zip(raw_ts, values.tolist(), scores.tolist()))
         files[name] = {"ts": ts, "scores": scores, "windows": windows[name]}
     result = score_corpus(files)
     result["files"] = len(files)

@@ -4,6 +4,8 @@
 to ClickHouse (`alerts FINAL`); mutations (ack, feedback) go through the live detection core
 under `runtime.core_lock`, then write the alert's new version and an `alert_actions` row.
 Mutations need `Authorization: Bearer <KEYWATCH_API_TOKEN>`; with no token set they are refused.
+Spend (`spend_projection`, `budgets`) lives in `keywatch.stream.spend`, revocations in
+`keywatch.stream.api_revoke`.
 
 >>> check_auth(None, "Bearer x").status
 403
@@ -22,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from keywatch.models.alerts import Alert
 from keywatch.models.events import format_ts
 from keywatch.sinks.clickhouse import ALERT_COLUMNS, alert_row, dt
-from keywatch.stream import queries
+from keywatch.stream import queries, spend
 from keywatch.stream.runtime import WorkerRuntime
 
 FEEDBACK_LABELS = ("not_anomaly", "planned_activity", "confirmed")
@@ -171,3 +173,28 @@ async def describe_key(rt: WorkerRuntime, key_id: str, params: Mapping[str, str]
     if not usage["hourly"] and not usage["recent"] and not info.get("open_alerts") and len(info) <= 2:
         return error(404, f"no activity for key {key_id}")
     return Reply(200, {**info, "usage": usage})
+
+
+async def spend_projection(rt: WorkerRuntime, params: Mapping[str, str]) -> Reply:
+    """Projected end-of-day / end-of-month spend per project and provider (filters: level, provider, project)."""
+    try:
+        f = spend.projection_filters(params)
+    except queries.QueryError as exc:
+        return error(400, str(exc))
+    async with rt.core_lock:
+        rows = spend.live_projections(rt.core, f)
+    if rows is not None:
+        return Reply(200, spend.projection_body(rows, "core"))
+    return Reply(200, spend.projection_body(spend.stored_projections(*_db(rt), f), "clickhouse"))
+
+
+async def budgets(rt: WorkerRuntime) -> Reply:
+    """Every configured budget: period, spend so far, % used, steps crossed and alerted."""
+    try:
+        config = spend.budget_config(rt.settings)
+    except (OSError, ValueError) as exc:
+        return error(500, f"cannot read the budgets file: {exc}")
+    async with rt.core_lock:
+        live = spend.live_budget_spend(rt.core)
+    rows = spend.budget_status(*_db(rt), config, live)
+    return Reply(200, {"budgets": rows, "count": len(rows)})

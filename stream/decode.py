@@ -32,6 +32,25 @@ _SECRET_RE = re.compile(
     r"^(sk-[A-Za-z0-9_\-]{20,}|AIza[0-9A-Za-z_\-]{30,}|[A-Za-z0-9/+]{40}|Bearer\s+\S{16,}|"
     r"ABSK[A-Za-z0-9+/=]{40,}|eyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)$"
 )
+# The same secrets *inside* free text (user agents, principals, error codes, dead-letter
+# payloads): replaced by their keyed fingerprint. An AWS secret here must mix upper, lower and
+# digits, so hex hashes and ordinary words of 40 characters are left alone.
+_IN_TEXT = (
+    r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{20,}|AIza[0-9A-Za-z_\-]{30,}|Bearer\s+[A-Za-z0-9._~+/=\-]{16,}|"
+    r"ABSK[A-Za-z0-9+/=]{40,}|eyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+|"
+    r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[0-9])(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
+    r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+)
+_SECRET_TEXT = re.compile(_IN_TEXT)
+_SECRET_BYTES = re.compile(_IN_TEXT.encode())
+# Fast pre-check on a whole message (the regex above costs as much as decoding it): the fixed
+# prefixes, a 40-character run of base64 characters, or a JSON escape that could hide either.
+_B64_RUN = bytes(0x61 if chr(i).isascii() and (chr(i).isalnum() or chr(i) in "/+") else 0x20 for i in range(256))
+
+
+def _may_hold_secret(data: bytes) -> bool:
+    return (b"sk-" in data or b"Bearer" in data or b"AIza" in data or b"ABSK" in data or b"eyJ" in data
+            or b"\\u" in data or b"a" * 40 in data.translate(_B64_RUN))
 
 
 class Reason:
@@ -82,6 +101,20 @@ def looks_like_secret(value: str) -> bool:
     return bool(_SECRET_RE.match(value))
 
 
+def scrub_text(text: str, key: bytes) -> str:
+    """Replace every secret-shaped substring by its keyed fingerprint.
+
+    >>> scrub_text("curl/8 Bearer abcdefghijklmnopqrstuvwxyz", b"k")[:10]
+    'curl/8 kh_'
+    """
+    return _SECRET_TEXT.sub(lambda m: fingerprint(m.group(0), key), text) if _SECRET_TEXT.search(text) else text
+
+
+def scrub_bytes(data: bytes, key: bytes) -> bytes:
+    """`scrub_text` for raw bytes (dead-letter payloads may not even be UTF-8)."""
+    return _SECRET_BYTES.sub(lambda m: fingerprint(m.group(0).decode("latin-1"), key).encode(), data)
+
+
 class EventDecoder:
     """Validates messages into events. Cheap to build; holds msgspec decoders and limits."""
 
@@ -126,10 +159,14 @@ class EventDecoder:
                 return self._split(data, origin)
             except RecursionError:
                 return [], [self._dead(Reason.TOO_DEEP, "JSON nesting too deep", data, origin)]
+            except UnicodeDecodeError as exc:
+                return [], [self._dead(Reason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}", data, origin)]
         except msgspec.DecodeError as exc:
             return [], [self._undecodable(data, exc, origin)]
         except RecursionError:
             return [], [self._dead(Reason.TOO_DEEP, "JSON nesting too deep", data, origin)]
+        except UnicodeDecodeError as exc:  # msgspec raises this (not DecodeError) for bad UTF-8 in a string
+            return [], [self._dead(Reason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}", data, origin)]
         events = decoded if isinstance(decoded, list) else [decoded]
         if len(events) > self.max_events_per_message:
             return [], [self._dead(Reason.TOO_MANY_EVENTS, f"{len(events)} events in one message; limit {self.max_events_per_message}", data, origin)]
@@ -156,6 +193,8 @@ class EventDecoder:
                 events.append(self._one.decode(raw))
             except msgspec.DecodeError as exc:
                 dead.append(self._dead(Reason.VALIDATION, f"element {i}: {exc}", bytes(raw), origin, i))
+            except UnicodeDecodeError as exc:
+                dead.append(self._dead(Reason.INVALID_UTF8, f"element {i}: invalid UTF-8 at byte {exc.start}", bytes(raw), origin, i))
         ok, more_dead = self._finish(events, data, origin)
         return ok, dead + more_dead
 
@@ -173,10 +212,19 @@ class EventDecoder:
                     dead.append(self._dead(Reason.FUTURE_TS, f"event {e.event_id!r} ts is {(e.ts_ms - now) // 1000}s ahead of the clock (limit {self.max_future_skew_ms // 1000}s)", msgspec.json.encode(e), origin, i))
                 else:
                     kept.append(e)
+        key = self.fingerprint_key
         for e in kept:
             if e.key_id is not None and looks_like_secret(e.key_id):
                 # A raw secret where an id belongs: never store it; identify it by keyed hash.
-                e.key_id = fingerprint(e.key_id, self.fingerprint_key)
+                e.key_id = fingerprint(e.key_id, key)
+        # A secret inside any other text field (a user agent carrying a bearer token, an error
+        # code echoing a key): one scan of the raw message decides whether fields need a look.
+        if _may_hold_secret(data):
+            for e in kept:
+                for name in e.__struct_fields__:
+                    v = getattr(e, name)
+                    if v.__class__ is str and _SECRET_TEXT.search(v):
+                        setattr(e, name, scrub_text(v, key))
         return kept, dead
 
     def _undecodable(self, data: bytes, exc: Exception, origin: Origin) -> DeadLetter:
@@ -187,11 +235,12 @@ class EventDecoder:
         return self._dead(Reason.NOT_JSON, str(exc), data, origin)
 
     def _dead(self, reason: str, error: str, data: bytes, origin: Origin, index: int = -1) -> DeadLetter:
-        payload = data[: self.payload_bound]
+        # Scrub a little beyond the bound first, so a secret cut by the bound is still found.
+        payload = scrub_bytes(data[: self.payload_bound + 512], self.fingerprint_key)[: self.payload_bound]
         if looks_like_secret(payload.decode("utf-8", "replace").strip()):
             payload = b"<redacted: looked like a secret>"
         return DeadLetter(
-            reason=reason, error=error[:1000], topic=origin.topic, partition=origin.partition,
+            reason=reason, error=scrub_text(error[:1000], self.fingerprint_key), topic=origin.topic, partition=origin.partition,
             offset=origin.offset, index=index, payload=payload, payload_size=len(data),
             received_at_ms=int(time.time() * 1000),
         )

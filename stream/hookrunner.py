@@ -6,6 +6,10 @@ blocks the event loop. A hook that raises is logged and counted; the next batch 
 When the queue is full (hooks far behind), new batches are dropped with a warning: the alerts
 are already stored in ClickHouse, and stalling detection would be worse.
 
+At shutdown `aclose(timeout)` drains the queue, then awaits each hook's own ``aclose()`` /
+``drain()`` (the channel dispatcher delivers in background tasks), so in-flight deliveries
+finish instead of being cancelled with the event loop.
+
 >>> import asyncio
 >>> seen = []
 >>> async def demo():
@@ -77,3 +81,20 @@ class HookRunner:
             return True
         except asyncio.TimeoutError:
             return False
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Drain the queue, then let every hook that has ``aclose``/``drain`` finish its work."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.drain(timeout)
+        for hook in self.hooks:
+            close = getattr(hook, "aclose", None) or getattr(hook, "drain", None)
+            if close is None or not callable(close):
+                continue
+            left = max(0.1, deadline - loop.time())
+            try:
+                result = close(left)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, left + 1.0)
+            except Exception:
+                log.exception("closing alert hook %s failed", getattr(hook, "__qualname__", repr(hook)))

@@ -19,12 +19,19 @@ The faust agent (stream/worker.py) hands each batch here as `Msg`s and acks offs
 
 from __future__ import annotations
 
+import logging
+import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from keywatch.models.core import CoreOutput
 from keywatch.stream.decode import DeadLetter, EventDecoder, Origin
+from keywatch.stream.partitions import PartitionCores, merge_outputs, scope_for
+from keywatch.stream.repair import latest_baselines, repair_rollups, stored_scores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -55,24 +62,91 @@ class BatchResult:
 
 
 class Pipeline:
-    """Holds the core's consistency bookkeeping; every method is synchronous (run in one thread)."""
+    """Holds per-partition cores and their consistency bookkeeping; every method is synchronous
+    (run in the worker's one I/O thread)."""
 
-    def __init__(self, runtime, decoder: EventDecoder, state, *, snapshot_offsets: dict[str, int] | None = None,
-                 high_water: dict[str, int] | None = None) -> None:
+    def __init__(self, runtime, decoder: EventDecoder, state, *, topic: str, factory=None,
+                 high_water: dict[str, int] | None = None, legacy: tuple[Any, dict[str, int]] | None = None) -> None:
         self.rt = runtime
         self.decoder = decoder
         self.state = state
-        self.in_state: dict[str, int] = dict(snapshot_offsets or {})  # offsets included in core state
+        self.topic = topic
+        self.cores: PartitionCores = runtime.core if isinstance(runtime.core, PartitionCores) else PartitionCores(factory)
+        runtime.core = self.cores  # HTTP views read this facade
+        self.in_state: dict[str, int] = {}  # offsets included in core state, per "topic:partition"
         self.high_water: dict[str, int] = dict(high_water or {})  # offsets whose output may be stored
+        self.legacy = legacy  # a pre-partition 'core' snapshot: each partition starts from a copy
+        self.owned: set[int] | None = None  # None until the first assignment: accept any partition
+        self.parked: dict[int, Any] = {}  # revoked cores, reused if the partition comes back unchanged
+        self.dirty: set[int] = set()  # partitions written since their last snapshot
+        self.no_baseline: set[tuple[str, str]] = set()  # negative cache of key_baselines lookups
         self.last_snapshot = time.monotonic()
+        chaos = getattr(runtime.settings, "chaos_sink_fail_file", None)
+        self.chaos_file = Path(chaos) if chaos else None
+
+    def _key(self, p: int) -> str:
+        return f"{self.topic}:{p}"
+
+    # --- partitions: restore on assignment, snapshot on revocation -----------------------------
+    def assign(self, partitions: set[int]) -> None:
+        for p in sorted(partitions):
+            if p not in self.cores.cores:
+                self._restore(p)
+        for p in [p for p in self.parked if p not in partitions]:
+            del self.parked[p]  # now another worker's
+        self.owned = set(partitions)
+
+    def _restore(self, p: int) -> None:
+        key, scope = self._key(p), scope_for(self.topic, p)
+        offs = self.state.snapshot_offsets(scope)
+        parked = self.parked.pop(p, None)
+        if parked is not None and (offs or {}).get(key, -1) == self.in_state.get(key, -1):
+            self.cores.cores[p] = parked  # nobody processed it meanwhile: no need to unpickle
+        else:
+            loaded = None
+            try:
+                loaded = self.state.load_snapshot(scope) if offs is not None else None
+            except Exception as exc:  # a bad snapshot must not stop ingestion
+                log.warning("not restoring snapshot of partition %d: %s", p, exc)
+            if loaded is None and self.legacy is not None:
+                loaded = pickle.loads(pickle.dumps(self.legacy[0])), self.legacy[1]
+            core, snap = loaded if loaded is not None else (None, {})
+            self.cores.cores[p] = core if core is not None else self.cores.factory()
+            self.in_state.pop(key, None)
+            if key in snap:
+                self.in_state[key] = int(snap[key])
+        hw = self.state.high_water(self.topic).get(p)
+        if hw is not None:
+            self.high_water[key] = max(self.high_water.get(key, -1), hw)
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Snapshot (when written since the last one) and park the cores of revoked partitions."""
+        for p in sorted(partitions):
+            core = self.cores.cores.pop(p, None)
+            if core is None:
+                continue
+            if p in self.dirty:
+                try:
+                    self.state.save_snapshot(core, {self._key(p): self.in_state[self._key(p)]}, scope_for(self.topic, p))
+                    self.dirty.discard(p)
+                except Exception as exc:  # the next owner re-reads from the last snapshot instead
+                    log.warning("snapshot of revoked partition %d failed: %s", p, exc)
+                    self.dirty.discard(p)
+                    continue
+            self.parked[p] = core
+        if self.owned is not None:
+            self.owned -= set(partitions)
 
     # --- step 1: decode and detect (holds no I/O except the re-delivery lookups) ---------------
     def process(self, msgs: list[Msg]) -> BatchResult:
         res = BatchResult(None, [], {}, {}, messages=len(msgs))
-        events = []
+        per_part: dict[int, tuple[list, dict[str, int]]] = {}
         recheck_ids: list[str] = []
         recheck_msgs = 0
         for m in msgs:
+            if self.owned is not None and m.partition not in self.owned:
+                res.skipped_messages += 1  # revoked while buffered: the new owner reads it
+                continue
             res.last[m.key] = max(res.last.get(m.key, -1), m.offset)
             if m.offset <= self.in_state.get(m.key, -1):
                 res.skipped_messages += 1
@@ -88,19 +162,52 @@ class Pipeline:
             if again:
                 recheck_msgs += 1
             res.dead.extend(bad)
-            events.extend(ok)
-        res.out = self.rt.core.process(events)
+            evs, rejected = per_part.setdefault(m.partition, ([], {}))
+            evs.extend(ok)
+            for d in bad:
+                rejected[d.reason] = rejected.get(d.reason, 0) + 1
+        outs = []
+        for p, (evs, rejected) in sorted(per_part.items()):
+            if p not in self.cores.cores:
+                self._restore(p)
+            core = self.cores.core_for(p)
+            self._restore_baselines(core, evs)
+            outs.append(core.process(evs, rejected=rejected))
+        res.out = merge_outputs(outs)
         if recheck_msgs:
             res.rechecked = True
             self._drop_stored(res, recheck_ids)
         return res
 
+    def _restore_baselines(self, core, events: list) -> None:
+        """Idle keys dropped from memory (`key_baselines`) come back before their next event."""
+        det = core.detector("key_theft")
+        if det is None or not hasattr(det, "restore"):
+            return
+        known, restored = getattr(det, "keys", {}), getattr(det, "restored", {})
+        unknown = {(e.provider, e.key_id) for e in events if getattr(e, "key_id", None)}
+        unknown = [k for k in unknown if k not in known and k not in restored and k not in self.no_baseline]
+        if not unknown:
+            return
+        rows = latest_baselines(self.state.client, self.state.db, unknown)
+        det.restore(rows)
+        if len(self.no_baseline) > 1_000_000:
+            self.no_baseline.clear()
+        self.no_baseline.update(set(unknown) - {(r["provider"], r["key_id"]) for r in rows})
+
     def _drop_stored(self, res: BatchResult, ids: list[str]) -> None:
         stored = self.state.existing_usage_ids(ids) if ids else set()
         if stored and res.out is not None:
             before = len(res.out.usage)
+            again = [e for e in res.out.usage if e.event_id in stored]
             res.out.usage = [e for e in res.out.usage if e.event_id not in stored]
             res.redelivered_rows += before - len(res.out.usage)
+            # raw rows stored by an interrupted insert may lack their materialized-view rollups
+            repair_rollups(self.state.client, self.state.db, again)
+        if res.out is not None and res.out.scores:
+            seen = stored_scores(self.state.client, self.state.db, res.out.scores)
+            if seen:
+                res.out.scores = [s for s in res.out.scores if (s.key_id or "", s.detector, s.ts_ms) not in seen]
         if res.dead:
             seen = self.state.existing_dead_letters(res.dead[0].topic, [(d.partition, d.offset) for d in res.dead])
             if seen:
@@ -111,6 +218,8 @@ class Pipeline:
     # --- step 2: store -----------------------------------------------------------------------
     def write(self, res: BatchResult, attempt: int = 0) -> None:
         """Record intent, then write everything. Raises on failure (caller retries, never acks)."""
+        if self.chaos_file is not None and self.chaos_file.exists():
+            raise ConnectionError(f"chaos: ClickHouse writes fail while {self.chaos_file} exists")
         if attempt:
             # A failed attempt may have stored part of the batch: look again before rewriting.
             self._drop_stored(res, [e.event_id for e in res.out.usage] if res.out is not None else [])
@@ -125,28 +234,32 @@ class Pipeline:
             self.high_water.update(intent)
         if res.out is not None:
             self.rt.sink.write(res.out, res.dead, res.offsets)
+            for r in res.out.rows.get("key_baselines", ()):
+                self.no_baseline.discard((r.get("provider"), r.get("key_id")))
         else:
             self.rt.sink.write_dead_letters(res.dead)
         for k, o in res.last.items():
             self.in_state[k] = max(self.in_state.get(k, -1), o)
+            self.dirty.add(int(k.rsplit(":", 1)[1]))
 
     # --- step 3: snapshot (then the caller acks everything written so far) ---------------------
     def snapshot_due(self, interval_s: float) -> bool:
         return time.monotonic() - self.last_snapshot >= interval_s
 
     def snapshot(self) -> int:
-        size = self.state.save_snapshot(self.rt.core, dict(self.in_state))
+        """One snapshot row per partition written since its last one; returns the bytes stored."""
+        size = 0
+        for p in sorted(self.dirty):
+            core = self.cores.cores.get(p)
+            if core is not None:
+                key = self._key(p)
+                size += self.state.save_snapshot(core, {key: self.in_state.get(key, -1)}, scope_for(self.topic, p))
+            self.dirty.discard(p)
         self.last_snapshot = time.monotonic()
         return size
 
     def tracked_keys(self) -> int:
-        n = 0
-        for det in self.rt.core.detectors:
-            t = getattr(det, "tracked_keys", None)
-            t = t() if callable(t) else t
-            if isinstance(t, int):
-                n = max(n, t)
-        return n
+        return self.cores.tracked_keys()
 
 
 def describe(res: BatchResult) -> dict[str, Any]:

@@ -27,3 +27,6 @@ class WorkerRuntime:
     ready: bool = False  # True once topics exist, the schema is migrated and partitions are assigned
     # Called with each batch's new/updated alerts, off the hot path (alert channels, revocation).
     alert_hooks: list[Callable[[list[Any]], Any]] = field(default_factory=list)
+    # RevocationService for the /revocations endpoints; the API builds it on first use around the
+    # revocation hook's engine (same guard state), see stream/api_revoke.py.
+    revocation: Any = None

@@ -1,6 +1,8 @@
 """Worker state in ClickHouse: detector snapshots, written high-water offsets, re-delivery checks.
 
-A snapshot is the pickled `DetectionCore` with the input offsets it already includes, signed
+A snapshot is the pickled `DetectionCore` of one input partition (scope ``p:<topic>:<n>``,
+see stream/partitions.py; scope ``core`` is the pre-partition format, still read once for an
+upgrade) with the input offsets it already includes, signed
 with an HMAC (key: `KEYWATCH_KEY_HASH_SECRET`) so that only a snapshot this deployment wrote is
 ever unpickled. Tables come from migration 0002.
 
@@ -74,6 +76,13 @@ class StreamState:
         offsets, sealed = rows[0]
         core = pickle.loads(unseal(sealed, self.secret))  # noqa: S301 - HMAC-verified, our own
         return core, {k: int(v) for k, v in orjson.loads(offsets).items()}
+
+    def snapshot_offsets(self, scope: str) -> dict[str, int] | None:
+        """The offsets of the latest snapshot of `scope` (without loading its state), or None."""
+        rows = self.client.query(
+            f"SELECT offsets FROM {self.db}.detector_snapshots WHERE worker_id = %(w)s AND scope = %(s)s "
+            "ORDER BY taken_at DESC LIMIT 1", parameters={"w": self.worker_id, "s": scope}).result_rows
+        return {k: int(v) for k, v in orjson.loads(rows[0][0]).items()} if rows else None
 
     # --- offsets whose output may already be stored ---------------------------------------------
     def mark_high_water(self, topic: str, offsets: dict[int, int]) -> None:

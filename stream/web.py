@@ -4,7 +4,9 @@ The worker calls `register_views(app, runtime)` once; the views then serve on th
 port (`KEYWATCH_WEB_HOST`/`KEYWATCH_WEB_PORT`). All logic, auth included, lives in `api.py`.
 
 Endpoints: GET /health, /ready, /metrics, /alerts, /alerts/{id}, /alerts/{id}/report,
-/keys/{key_id}; POST /alerts/{id}/ack, /alerts/{id}/feedback (bearer token).
+/keys/{key_id}, /spend/projection, /budgets, /revocations, /revocations/{id}; POST
+/alerts/{id}/ack, /alerts/{id}/feedback, /revocations/{id}/approve|reject|undo (bearer token;
+the actor from the body's `actor` or the `X-Keywatch-Actor` header).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import faust
 import orjson
 from faust import web
 
-from keywatch.stream import api
+from keywatch.stream import api, api_revoke
 from keywatch.stream.runtime import WorkerRuntime
 
 MAX_BODY = 64 * 1024  # feedback/ack bodies are tiny; refuse anything larger before parsing
+ACTOR_HEADER = "X-Keywatch-Actor"  # who acts, for clients that cannot put it in the body
 
 
 async def _reply(view: web.View, result: Any) -> web.Response:
@@ -57,11 +60,13 @@ def _get(fn: Callable[..., Any], runtime: WorkerRuntime, *, query: bool = False)
 
 def _post(fn: Callable[..., Any], runtime: WorkerRuntime) -> type[web.View]:
     class _View(web.View):
-        async def post(self, request: web.Request, alert_id: str) -> web.Response:
+        async def post(self, request: web.Request, **match: str) -> web.Response:
             body = await _body(request)
             if body is None:
                 return await _reply(self, api.error(400, "body must be a JSON object (≤ 64 KiB)"))
-            return await _reply(self, fn(runtime, alert_id, request.headers.get("Authorization"), body))
+            if not body.get("actor") and request.headers.get(ACTOR_HEADER):
+                body["actor"] = request.headers[ACTOR_HEADER]  # the body's `actor` wins when both are given
+            return await _reply(self, fn(runtime, *match.values(), request.headers.get("Authorization"), body))
     return _View
 
 
@@ -77,6 +82,13 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
         ("/alerts/{alert_id}/ack", _post(api.ack, runtime)),
         ("/alerts/{alert_id}/feedback", _post(api.feedback, runtime)),
         ("/keys/{key_id}", _get(api.describe_key, runtime, query=True)),
+        ("/spend/projection", _get(api.spend_projection, runtime, query=True)),
+        ("/budgets", _get(api.budgets, runtime)),
+        ("/revocations", _get(api_revoke.list_revocations, runtime, query=True)),
+        ("/revocations/{decision_id}", _get(api_revoke.get_revocation, runtime)),
+        ("/revocations/{decision_id}/approve", _post(api_revoke.approve, runtime)),
+        ("/revocations/{decision_id}/reject", _post(api_revoke.reject, runtime)),
+        ("/revocations/{decision_id}/undo", _post(api_revoke.undo, runtime)),
     ]
     for path, view in routes:
         app.page(path, name=f"keywatch{path.replace('/', '_').replace('{', '').replace('}', '')}")(view)

@@ -8,6 +8,30 @@ ClickHouse (retried with backoff, never skipped) and (2) a detector snapshot cov
 stored; faust then commits acked offsets. So a crash loses nothing and re-reads only what the
 last snapshot does not hold; `Pipeline` (stream/pipeline.py) makes the re-read exactly-once.
 
+State is per input partition (stream/partitions.py): on assignment a partition's core is
+restored from its snapshot, on revocation it is snapshotted, so partitions move between the
+workers of one group (same `KEYWATCH_WORKER_ID`, same ClickHouse) with their per-key state.
+
+Delivery guarantees, precisely:
+
+* ClickHouse `usage_events`, `dead_letters`, `scores`: exactly once (re-reads are looked up).
+  `alerts`: a re-read may insert the same (alert_id, version) again; ReplacingMergeTree(version)
+  keeps one, so read with ``FINAL`` (as the API does). Rollups: exactly once, repaired after an
+  interrupted insert (stream/repair.py).
+* Kafka output topics `keywatch.alerts` and `keywatch.dlq`: **at least once**. A batch's
+  records are produced (and awaited) before its offsets can be acked, but a crash between
+  producing and the next snapshot re-reads the batch and produces them again. Consumers
+  dedupe: an alert by (`alert_id`, `version`) — keep the highest version per `alert_id`; a dead
+  letter by (`topic`, `partition`, `offset`, `index`), the record's message key being
+  ``topic:partition:offset``. Alert hooks (channels, revocation) run at most once per raise in
+  one process; a re-read after a crash can call them again for the same alert version (the
+  channel dispatcher records deliveries per alert and version).
+* Backpressure: while ClickHouse writes fail the batch is retried with backoff, the input
+  partitions are paused and the `keywatch_backpressure` gauge is 1; nothing is acked past it.
+* Broker restart (embedded Tansu is in memory: topics and offsets are gone): the consumer
+  reconnects; a partition whose log end is below the offsets held in state is treated as new
+  (state offsets reset), so new data after the restart is processed, not skipped.
+
 Run: ``KEYWATCH_KAFKA_BOOTSTRAP=127.0.0.1:9092 keywatch worker`` (unset: embedded broker).
 """
 
@@ -79,13 +103,54 @@ class Consumer:
             except Exception as exc:  # a sink failure: retry the same batch, never ack past it
                 self.m.sink_errors.inc()
                 self.m.backpressure.set(1)
+                if attempt == 0:
+                    self._pause(True)
                 delay = min(self.settings.sink_retry_max_s, 0.2 * 2 ** min(attempt, 10))
                 log.warning("ClickHouse write failed (attempt %d), retrying in %.1fs: %s", attempt + 1, delay, exc)
                 self.status.update(backpressure=1, sink_errors=self.status.data.get("sink_errors", 0) + 1)
                 attempt += 1
                 await asyncio.sleep(delay)
+        if attempt:
+            self._pause(False)
         self.m.backpressure.set(0)
         self.status.data["backpressure"] = 0
+
+    def _pause(self, pause: bool) -> None:
+        """Stop (or restart) fetching the input while ClickHouse is failing; best effort."""
+        try:
+            consumer = self.app.consumer
+            tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic]
+            (consumer.pause_partitions if pause else consumer.resume_partitions)(tps)
+        except Exception as exc:  # rebalancing: the blocked agent still holds everything back
+            log.debug("could not %s partitions: %s", "pause" if pause else "resume", exc)
+
+    async def assigned(self, tps) -> None:
+        parts = {tp.partition for tp in tps if tp.topic == self.settings.input_topic}
+        async with self.lock:
+            async with self.rt.core_lock:
+                await self._run(self.pipeline.assign, parts)
+            await self._check_log_ends(parts)
+
+    async def revoked(self, tps) -> None:
+        parts = {tp.partition for tp in tps if tp.topic == self.settings.input_topic}
+        async with self.lock:
+            async with self.rt.core_lock:
+                await self._run(self.pipeline.revoke, parts)
+
+    async def _check_log_ends(self, parts: set[int]) -> None:
+        """A log that ends below the offsets held in state was recreated (broker restart)."""
+        try:
+            ends = await self.app.consumer.highwaters(*[_tp(self.settings.input_topic, p) for p in parts])
+        except Exception as exc:
+            log.warning("could not read log end offsets: %s", exc)
+            return
+        for tp, end in ends.items():
+            key = f"{tp.topic}:{tp.partition}"
+            if end is not None and self.pipeline.in_state.get(key, -1) >= end:
+                log.warning("%s ends at %d but state holds offset %d: the topic was recreated; "
+                            "treating the partition as new", key, end, self.pipeline.in_state[key])
+                self.pipeline.in_state.pop(key, None)
+                self.pipeline.high_water.pop(key, None)
 
     async def _publish(self, res) -> None:
         """Dead letters to the DLQ topic, alerts to the alerts topic (awaited before any ack), hooks."""
@@ -123,7 +188,7 @@ class Consumer:
     async def final_snapshot(self) -> None:
         try:
             async with self.lock:
-                if self.pending:
+                if self.pipeline.dirty:
                     async with self.rt.core_lock:
                         await self._run(self.pipeline.snapshot)
         except Exception as exc:
@@ -174,6 +239,7 @@ def build_runtime(settings: Settings):
     from keywatch.sinks.clickhouse import ClickHouseSink, connect
     from keywatch.stream.decode import EventDecoder
     from keywatch.stream.metrics import Metrics
+    from keywatch.stream.partitions import PartitionCores
     from keywatch.stream.runtime import WorkerRuntime
     from keywatch.stream.state import SnapshotError, StreamState
 
@@ -181,23 +247,19 @@ def build_runtime(settings: Settings):
     sink = ClickHouseSink(client, settings.clickhouse_database)
     state = StreamState(client, settings.clickhouse_database, settings.worker_id,
                         settings.key_hash_secret.get_secret_value().encode())
-    snap_offsets: dict[str, int] = {}
-    core = None
-    try:
-        restored = state.load_snapshot()
+    legacy = None
+    try:  # the pre-partition single-core snapshot: partitions without their own start from it
+        legacy = state.load_snapshot("core")
     except (SnapshotError, Exception) as exc:  # a bad snapshot must not stop ingestion
         log.warning("not restoring detector snapshot: %s", exc)
-        restored = None
-    if restored is not None:
-        core, snap_offsets = restored
-        log.info("restored detector snapshot (offsets %s)", snap_offsets)
-    core = core or build_core(settings)
+    # Partition cores are restored from their own snapshots when partitions are assigned.
     high_water = {f"{settings.input_topic}:{p}": o for p, o in state.high_water(settings.input_topic).items()}
     metrics = Metrics()
-    runtime = WorkerRuntime(settings=settings, sink=sink, core=core, metrics=metrics)
+    runtime = WorkerRuntime(settings=settings, sink=sink, core=PartitionCores(lambda: build_core(settings)),
+                            metrics=metrics)
     runtime.alert_hooks = build_alert_hooks(settings, sink, metrics)
     pipeline = Pipeline(runtime, EventDecoder.from_settings(settings, streaming=True), state,
-                        snapshot_offsets=snap_offsets, high_water=high_water)
+                        topic=settings.input_topic, high_water=high_water, legacy=legacy)
     return runtime, pipeline
 
 
@@ -255,15 +317,20 @@ def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: St
     async def snapshot_timer() -> None:
         await consumer.tick()
 
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001
+        await consumer.revoked(revoked)
+
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
+        await consumer.assigned(assigned)
         runtime.ready = True
         status.update(ready=True, partitions=sorted(tp.partition for tp in assigned if tp.topic == settings.input_topic))
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kwargs) -> None:  # noqa: ARG001
         await consumer.final_snapshot()
-        await hooks.drain(5.0)
+        await hooks.aclose(5.0)
 
     if importlib.util.find_spec("keywatch.stream.web") is not None:
         importlib.import_module("keywatch.stream.web").register_views(app, runtime)

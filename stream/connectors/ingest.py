@@ -30,7 +30,7 @@ from keywatch.models.events import Event, to_dict
 from keywatch.stream.connectors import anthropic, bedrock, cloudtrail, litellm, openai, otlp
 from keywatch.stream.connectors.common import Rejected
 from keywatch.stream.connectors.join import RequestJoin
-from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
+from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason, scrub_bytes, scrub_text
 
 Normaliser = Callable[..., Iterator[Any]]
 FORMATS: dict[str, Normaliser | None] = {
@@ -158,9 +158,11 @@ class Ingester:
         return events, dead
 
     def _dead(self, reason: str, error: str, payload: bytes, name: str, lineno: int) -> DeadLetter:
-        bound = self.decoder.payload_bound
-        return DeadLetter(reason=reason, error=error[:1000], topic=name, partition=-1, offset=lineno, index=-1,
-                          payload=payload[:bound], payload_size=len(payload), received_at_ms=int(time.time() * 1000))
+        bound, key = self.decoder.payload_bound, self.decoder.fingerprint_key
+        # Raw provider records can carry credentials (headers, request bodies): scrub like the decoder.
+        return DeadLetter(reason=reason, error=scrub_text(error[:1000], key), topic=name, partition=-1, offset=lineno,
+                          index=-1, payload=scrub_bytes(payload[:bound + 512], key)[:bound], payload_size=len(payload),
+                          received_at_ms=int(time.time() * 1000))
 
 
 def normalise_to_dicts(fmt: str, doc: Any, decoder: EventDecoder | None = None) -> tuple[list[dict], list[DeadLetter]]:

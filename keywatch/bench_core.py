@@ -1,0 +1,178 @@
+"""`keywatch bench-core`: detection-core speed and memory, each next to a baseline from the same run.
+
+* throughput — a simulated JSON Lines file (`keywatch simulate`: keys × days, attacks and a
+  runaway loop included) through `replay`, three ways: decode only (read + validate), the core
+  with no detectors (dedupe, ordering, prices), and the default core (`build_core`, every
+  detector). Best of `--repeat` runs each.
+* state — bytes of detector state per tracked key: `state_keys` synthetic keys (a few calls
+  each, from a handful of networks, user agents and models) through the default core, then the
+  pickled size of the whole core (what a snapshot stores) ÷ keys, and of each detector alone.
+  The same figure for the replayed file (keys with a day of history) is reported beside it.
+* peak RSS of the process (`resource.getrusage`).
+
+>>> r = run_core_bench(None, keys=20, days=0.05, state_keys=200, quiet=True)
+>>> r["throughput"]["all_detectors"]["events"] > 0 and r["state"]["synthetic"]["keys"] == 200
+True
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import pickle
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from keywatch.models.core import DetectionCore
+from keywatch.models.events import UsageEvent
+from keywatch.models.registry import build_core
+from keywatch.replay import read_lines, replay
+from keywatch.stream.decode import EventDecoder, Origin
+
+
+def _settings(settings):
+    if settings is not None:
+        return settings
+    from keywatch.settings import get_settings
+
+    return get_settings()
+
+
+def _decode_only(path: Path, decoder: EventDecoder) -> tuple[int, float]:
+    started, n = time.perf_counter(), 0
+    for name, lineno, line in read_lines([path]):
+        ok, _ = decoder.decode(line.rstrip(b"\r\n"), Origin(name, -1, lineno))
+        n += len(ok)
+    return n, time.perf_counter() - started
+
+
+def _replay(path: Path, core: DetectionCore, decoder: EventDecoder, tmp: Path) -> tuple[int, float]:
+    s = replay([path], tmp / "alerts.jsonl", core, decoder, dead_letters_out=tmp / "dead.jsonl")
+    return s.events, s.seconds
+
+
+def _per_key(core: DetectionCore, keys: int) -> dict:
+    total = len(pickle.dumps(core, protocol=5))
+    out = {"keys": keys, "core_bytes": total, "bytes_per_key": round(total / max(1, keys), 1), "detectors": {}}
+    for det in core.detectors:
+        out["detectors"][det.name] = round(len(pickle.dumps(det, protocol=5)) / max(1, keys), 1)
+    out["dedupe_bytes_per_key"] = round(len(pickle.dumps(core._order, protocol=5)) / max(1, keys), 1)
+    return out
+
+
+def synthetic_state(settings, keys: int, calls: int = 4, t0: int = 1_793_577_600_000) -> DetectionCore:
+    """`keys` keys in 50 projects, `calls` calls each over ~`calls` minutes, a few identities per key."""
+    core = build_core(settings)
+    models = ("gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet-20240620", "gpt-4.1-mini")
+    uas = ("openai-python/1.47.7", "openai-node/4.57.3", "anthropic-python/0.34.2")
+    batch: list[UsageEvent] = []
+    for minute in range(calls):
+        for k in range(keys):
+            batch.append(UsageEvent(
+                event_id=f"b{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
+                key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=models[(k + minute) % 4],
+                source="gateway", source_ip=f"34.{k % 200}.{(k // 200 + minute) % 250}.{minute % 3 + 1}",
+                country="US", user_agent=uas[(k + minute // 2) % 3], input_tokens=500, output_tokens=100))
+            if len(batch) >= 5000:
+                core.process(batch)
+                batch = []
+    core.process(batch)
+    return core
+
+
+def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: int = 1, state_keys: int = 100_000,
+                   repeat: int = 1, json_out: Path | None = None, quiet: bool = False) -> dict:
+    from keywatch.simulate import SimConfig, write_jsonl
+
+    settings = _settings(settings)
+    decoder = EventDecoder.from_settings(settings, streaming=False)
+    result: dict = {"config": {"keys": keys, "days": days, "seed": seed, "state_keys": state_keys, "repeat": repeat}}
+    with tempfile.TemporaryDirectory(prefix="kw-bench-core-") as td:
+        tmp = Path(td)
+        path = tmp / "events.jsonl"
+        incidents = ["loud_burst", "runaway_loop"] if days > 0.5 else []
+        n_lines = write_jsonl(SimConfig(keys=keys, projects=max(1, keys // 25), days=days, seed=seed,
+                                        incidents=incidents, warmup_days=min(1.5, days / 2)), path)
+        runs: dict[str, list[tuple[int, float]]] = {"decode_only": [], "core_no_detectors": [], "all_detectors": []}
+        last_core = None
+        for _ in range(max(1, repeat)):
+            gc.collect()
+            runs["decode_only"].append(_decode_only(path, decoder))
+            bare = build_core(settings)
+            bare.detectors = []
+            gc.collect()
+            runs["core_no_detectors"].append(_replay(path, bare, decoder, tmp))
+            last_core = build_core(settings)
+            gc.collect()
+            runs["all_detectors"].append(_replay(path, last_core, decoder, tmp))
+        result["throughput"] = {}
+        for name, rs in runs.items():
+            n, secs = min(rs, key=lambda r: r[1])
+            result["throughput"][name] = {"events": n, "seconds": round(secs, 3), "events_per_s": round(n / secs) if secs else 0}
+        result["throughput"]["lines"] = n_lines
+        kt = last_core.detector("key_theft") if last_core else None
+        replay_keys = len(kt.keys) if kt is not None else 0
+        state = {"replay": _per_key(last_core, replay_keys)}
+    del last_core
+    gc.collect()
+    started = time.perf_counter()
+    core = synthetic_state(settings, state_keys)
+    kt = core.detector("key_theft")
+    state["synthetic"] = _per_key(core, len(kt.keys) if kt is not None else state_keys)
+    state["synthetic"]["build_seconds"] = round(time.perf_counter() - started, 2)
+    result["state"] = state
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(result, indent=2))
+    if not quiet:
+        print_report(result, Console(stderr=True))
+    return result
+
+
+def print_report(r: dict, console: Console) -> None:
+    tp = r["throughput"]
+    t = Table(title=f"detection core: {r['config']['keys']} keys × {r['config']['days']} days ({tp['lines']:,} lines)")
+    for col in ("run", "events", "seconds", "events/s", "vs decode only"):
+        t.add_column(col, justify="right" if col != "run" else "left")
+    base = tp["decode_only"]["events_per_s"] or 1
+    for name in ("decode_only", "core_no_detectors", "all_detectors"):
+        x = tp[name]
+        t.add_row(name.replace("_", " "), f"{x['events']:,}", f"{x['seconds']:.2f}", f"{x['events_per_s']:,}",
+                  f"{x['events_per_s'] / base:.2f}×")
+    console.print(t)
+    s = Table(title="detector state per tracked key (pickled core ÷ keys)")
+    s.add_column("")
+    for col in ("replay", "synthetic"):
+        s.add_column(f"{col} ({r['state'][col]['keys']:,} keys)", justify="right")
+    rep, syn = r["state"]["replay"], r["state"]["synthetic"]
+    s.add_row("whole core, bytes/key", f"{rep['bytes_per_key']:,.0f}", f"{syn['bytes_per_key']:,.0f}")
+    for name in syn["detectors"]:
+        s.add_row(f"  {name}", f"{rep['detectors'].get(name, 0):,.0f}", f"{syn['detectors'][name]:,.0f}")
+    s.add_row("  dedupe window", f"{rep['dedupe_bytes_per_key']:,.0f}", f"{syn['dedupe_bytes_per_key']:,.0f}")
+    console.print(s)
+    console.print(f"peak RSS {r['peak_rss_mb']:,.0f} MB")
+
+
+def register(app) -> None:
+    import typer
+
+    def bench_core(
+        keys: int = typer.Option(300, "--keys", help="simulated keys for the throughput runs"),
+        days: float = typer.Option(1.0, "--days", help="days of simulated traffic"),
+        state_keys: int = typer.Option(100_000, "--state-keys", help="keys for the state-size measurement"),
+        repeat: int = typer.Option(1, "--repeat", help="throughput runs; best is reported"),
+        seed: int = typer.Option(1, "--seed"),
+        json_out: Path = typer.Option(Path("bench_core.json"), "--json-out", help="results as JSON"),
+    ) -> None:
+        """Detection-core events/s (vs decode only and no detectors), state bytes per key, peak RSS."""
+        from keywatch.cli import load_settings
+
+        run_core_bench(load_settings(), keys=keys, days=days, seed=seed, state_keys=state_keys, repeat=repeat,
+                       json_out=json_out)
+
+    app.command("bench-core")(bench_core)

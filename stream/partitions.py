@@ -1,0 +1,132 @@
+"""One `DetectionCore` per input partition, and a facade that reads like one core for the API.
+
+Messages are keyed by `key_id` (stream/produce.py), so all of a key's events are on one
+partition and its detector state can live in that partition's core. The worker holds
+``{partition: core}``: when a partition is assigned its core is restored from its own snapshot
+(`detector_snapshots`, scope ``p:<topic>:<n>``); when it is revoked the core is snapshotted and
+parked (kept only if the same partition comes back unchanged). So a partition moves between
+workers of one consumer group *with* its per-key state.
+
+Caveat: project-, provider- and model-level series (cost spikes, budgets) are per partition
+too: with more than one partition, a project whose keys hash to several partitions is judged
+per share (a single input partition keeps them whole). Per-key detection — key theft,
+key-level spikes — is unaffected.
+
+HTTP views (stream/api.py) use ``runtime.core``: `PartitionCores` offers the same
+`book` / `feedback` / `describe_key` surface, routed to the core that holds the alert or key.
+
+>>> from keywatch.models.core import DetectionCore
+>>> pc = PartitionCores(lambda: DetectionCore(detectors=[]))
+>>> pc.core_for(2) is pc.core_for(2), sorted(pc.cores)
+(True, [2])
+>>> pc.describe_key("k")["open_alerts"]
+[]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from keywatch.models.alerts import Alert
+from keywatch.models.core import CoreOutput, DetectionCore
+
+
+def scope_for(topic: str, partition: int) -> str:
+    return f"p:{topic}:{partition}"
+
+
+def merge_outputs(outs: list[CoreOutput]) -> CoreOutput | None:
+    if not outs:
+        return None
+    if len(outs) == 1:
+        return outs[0]
+    m = CoreOutput([], [], [], [], [], {}, 0)
+    for o in outs:
+        m.usage += o.usage
+        m.audit += o.audit
+        m.billing += o.billing
+        m.alerts += o.alerts
+        m.scores += o.scores
+        m.duplicates += o.duplicates
+        for t, rows in o.rows.items():
+            m.rows.setdefault(t, []).extend(rows)
+    return m
+
+
+class _BookView:
+    """Read/update view over every partition core's `IncidentBook` (keys are disjoint)."""
+
+    def __init__(self, owner: "PartitionCores") -> None:
+        self._owner = owner
+
+    @property
+    def open(self) -> dict[tuple, Alert]:
+        merged: dict[tuple, Alert] = {}
+        for core in self._owner.cores.values():
+            merged.update(core.book.open)
+        return merged
+
+    def _holding(self, alert_id: str) -> DetectionCore | None:
+        return next((c for c in self._owner.cores.values()
+                     if any(a.alert_id == alert_id for a in c.book.open.values())), None)
+
+    def set_status(self, alert_id: str, status: str, now_ms: int) -> Alert | None:
+        core = self._holding(alert_id)
+        return core.book.set_status(alert_id, status, now_ms) if core is not None else None
+
+    def is_open(self, *args, **kwargs) -> bool:
+        return any(c.book.is_open(*args, **kwargs) for c in self._owner.cores.values())
+
+    def open_for_key(self, provider: str, key_id: str) -> list[Alert]:
+        return [a for c in self._owner.cores.values() for a in c.book.open_for_key(provider, key_id)]
+
+
+class PartitionCores:
+    """``{partition: DetectionCore}`` plus the read surface of a single core."""
+
+    def __init__(self, factory: Callable[[], DetectionCore]) -> None:
+        self.factory = factory
+        self.cores: dict[int, DetectionCore] = {}
+        self.book = _BookView(self)
+
+    def core_for(self, partition: int) -> DetectionCore:
+        core = self.cores.get(partition)
+        if core is None:
+            core = self.cores[partition] = self.factory()
+        return core
+
+    def __iter__(self) -> Iterator[tuple[int, DetectionCore]]:
+        return iter(list(self.cores.items()))
+
+    @property
+    def watermark_ms(self) -> int:
+        return max((c.watermark_ms for c in self.cores.values()), default=0)
+
+    @property
+    def detectors(self) -> list[Any]:
+        return [d for c in self.cores.values() for d in c.detectors]
+
+    def feedback(self, alert_id: str, label: str, now_ms: int, until_ms: int | None = None) -> Alert | None:
+        core = self.book._holding(alert_id)
+        return core.feedback(alert_id, label, now_ms, until_ms) if core is not None else None
+
+    def describe_key(self, key_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"key_id": key_id, "open_alerts": []}
+        for core in self.cores.values():
+            info = core.describe_key(key_id)
+            out["open_alerts"] += info.pop("open_alerts", [])
+            info.pop("key_id", None)
+            out.update(info)
+        return out
+
+    def tracked_keys(self) -> int:
+        n = 0
+        for core in self.cores.values():
+            m = 0
+            for det in core.detectors:
+                t = getattr(det, "tracked_keys", None)
+                t = t() if callable(t) else t
+                if isinstance(t, int):
+                    m = max(m, t)
+            n += m
+        return n
