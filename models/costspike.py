@@ -32,13 +32,14 @@ from keywatch.models.core import Batch, Context
 from keywatch.models.events import format_ts
 from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.projection import Projector
+from keywatch.models.reqrate import RequestRates
 from keywatch.models.rootcause import RootCause, summary
 from keywatch.models.univariate import UnivariateAnomalyScorer
 
 LEVELS = ("key", "project", "provider", "model")
 MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
 RESOLVE_AFTER_MIN = 30  # explicit resolve after this many normal minutes
-REL_MINUTES, REL_RATIO, REL_PEAK = 3, 3.0, 5.0  # relative spikes (see `_relative`)
+REL_MINUTES, REL_RATIO, REL_PEAK, REL_MIN_RPM = 3, 3.0, 5.0, 3.0  # relative spikes (see `_relative`)
 
 
 class CostSpikeDetector:
@@ -64,6 +65,7 @@ class CostSpikeDetector:
         self.nolearn: dict[int, int] = {}  # row → until minute: planned activity stays out of the baseline
         self.unknown: dict[tuple[str, str], int] = {}
         self.last_spike: dict | None = None
+        self.rq = RequestRates()  # requests per row: run size and busiest-hour rate (relative spikes)
         self.uni: dict[int, UnivariateAnomalyScorer] = {}  # project/provider row → scorer
 
     @classmethod
@@ -76,6 +78,7 @@ class CostSpikeDetector:
         if r is None:
             r = self.rows[skey] = self.bank.add()
             self.series[r] = skey
+            self.rq.reset(r)
             if len(self.level) < self.bank.cap:
                 self.level = np.concatenate([self.level, np.zeros(self.bank.cap - len(self.level), np.int8)])
             self.level[r] = LEVELS.index(skey[0])
@@ -102,6 +105,7 @@ class CostSpikeDetector:
                     r = row(skey)
                 cur[r] = cur.get(r, 0.0) + usd
             self.rc.add(self.cur_minute, (p, proj), (e.key_id, e.model, e.region), usd)
+            self.rq.add(rows[("key", p, proj, e.key_id)], e.requests)
 
     def _unknown(self, e, ctx: Context) -> None:
         k = (e.provider, e.model)
@@ -147,6 +151,7 @@ class CostSpikeDetector:
             else:
                 del self.accept[r]
         exp, upper, spread = bank.step(t, x, learn, accept)
+        self.rq.step(t, n, bank.run_len[:n] > 0, learn)
         z = np.maximum(0.0, x - exp) / np.maximum(spread, 1e-6)
         calib = self.cal.step(z)
         active = x != 0
@@ -166,7 +171,7 @@ class CostSpikeDetector:
     def _findings(self, t, ts_ms, x, exp, upper, calib, ctx: Context) -> None:
         b = self.bank
         n = b.n
-        hit = np.nonzero((b.run_len[:n] >= self.min_minutes) & ((b.run_excess[:n] >= self.min_usd) | self._relative(x, upper))
+        hit = np.nonzero((b.run_len[:n] >= self.min_minutes) & ((b.run_excess[:n] >= self.min_usd) | self._relative(x, exp, upper))
                          & (b.run_excess[:n] * 100 >= self.min_pct * b.run_expected[:n]) & (b.age[:n] >= b.warmup))[0]
         for r in hit:
             r = int(r)
@@ -205,19 +210,19 @@ class CostSpikeDetector:
             else:
                 self.incidents[r] = (aid, quiet + 1)
 
-    def _relative(self, x, upper) -> np.ndarray:
-        """Spikes that are small in dollars but huge for the series (a runaway loop on a cheap
-        model): ≥ REL_MINUTES minutes, still above the band now, excess ≥ REL_RATIO × expected,
-        and an excess rate ≥ REL_PEAK × the usual spend rate of the series' busiest hour (a
-        normal busy hour, however bursty, does not get there). Scored by dollars, so they stay low."""
-        b = self.bank
+    def _relative(self, x, exp, upper) -> np.ndarray:
+        """Key spikes cheap in dollars but huge in calls (≥ REL_PEAK × the busiest hour's rate): runaway loops."""
+        b, rq = self.bank, self.rq
         n = b.n
         run = b.run_len[:n]
-        peak = np.maximum(b.hod_mu[:n].max(axis=1), b.lvl_mu[:n])
         return ((run >= max(self.min_minutes, REL_MINUTES)) & (x > upper) & (b.run_excess[:n] > 0)
-                & (b.run_excess[:n] >= REL_RATIO * b.run_expected[:n])
-                & (b.run_excess[:n] >= REL_PEAK * peak * np.maximum(run, 1)) & (self.level[:n] <= 1)
-                & (b.age[:n] >= 1440) & (b.hod_n[:n].min(axis=1) > 0))  # a whole day seen: `peak` is known
+                & (b.run_excess[:n] >= REL_RATIO * b.run_expected[:n]) & (self.level[:n] == 0)
+                & (rq.run[:n] >= np.maximum(REL_PEAK * rq.peak[:n], REL_MIN_RPM) * run)
+                & (b.age[:n] >= 1440) & (b.hod_n[:n].min(axis=1) > 0))  # a whole day seen: the peak is known
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("rq", RequestRates())  # snapshots from before request counts
 
     @staticmethod
     def _resolve(alert_id: str, ts_ms: int, ctx: Context) -> None:

@@ -119,10 +119,8 @@ class KeyTheftDetector:
         best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
         ev = st.ev
         chain = self.chains.get(e.key_id) or (self.chains.get(e.principal) if e.principal else None)
-        if e.principal is not None:
-            self.links.learn(e.provider, e.principal, e.key_id)
-        if chain is None and best > 0.25 and e.source_ip and self.links.by_ip:
-            chain = self.links.chain_for_ip(e.source_ip, ts)  # a chain under another name, same address
+        if e.principal is not None or (chain is None and best > 0.25 and self.links.by_ip):
+            chain = self.links.usage(e, ts, chain, best)  # learn principal → key; a chain from this address
         if chain is not None:
             chain.invoke(ts)
             if chain.active(ts) and ev is None:
@@ -269,9 +267,8 @@ class KeyTheftDetector:
             del self.chains[who]
         self.links.prune(now)
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("links", ChainLinks())  # snapshots from before principal links
+    def __setstate__(self, state: dict) -> None:  # snapshots from before principal links have none
+        self.__dict__.update({"links": ChainLinks(), **state})
 
     # --- API hooks ---------------------------------------------------------------------------
     def restore(self, rows: list[dict[str, Any]]) -> int:

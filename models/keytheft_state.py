@@ -77,9 +77,8 @@ class KeyState:
         self.suppress_until = 0
         self.last_items: tuple = ()
 
-    # Pickled as one packed record: in a snapshot of many keys the field names and per-value
-    # headers cost more than the values. `last_items` is a cache (identity of the last caller
-    # learned): not stored; at worst one call re-learns what is already known.
+    # Pickled as one packed record (field names and value headers cost more than the values);
+    # `last_items` is a cache, not stored: at worst one call re-learns what is already known.
     _D = ("c5", "c10", "c60", "k60", "e60", "err10", "win_cost", "hst")
     _I = ("flags", "t_last", "win_min", "win_req", "win_exp", "win_err", "win_novel", "suppress_until")
 

@@ -113,6 +113,15 @@ class ChainLinks:
             if len(self.key_of) > self.MAX:
                 del self.key_of[next(iter(self.key_of))]
 
+    def usage(self, e, ts: int, chain: ChainState | None, novelty: float) -> ChainState | None:
+        """On a usage event: remember its principal's key; without a chain, find one by address
+        when the caller is new to the key (`novelty` > 0.25)."""
+        if e.principal is not None:
+            self.learn(e.provider, e.principal, e.key_id)
+        if chain is None and novelty > 0.25 and e.source_ip:
+            chain = self.chain_for_ip(e.source_ip, ts)
+        return chain
+
     def key_for(self, provider: str, principal: str | None) -> str | None:
         return self.key_of.get((provider, principal)) if principal else None
 

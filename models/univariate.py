@@ -12,10 +12,11 @@ Design (all features are scale-free: divided by running robust spreads):
    short-term step size to the long-run one (volatility change, flatlines); (5) a slower level
    shift (EWMA over ~20 rows vs the long-run level). Baselines learn winsorised values (6 spreads)
    so one spike does not inflate its own yardstick.
-2. Calibration layer (`_Record`): each feature's log1p surprise is smoothed over ~5 rows; the
-   calibrated evidence is how far it exceeds its own maximum over the previous `memory` rows
-   (a "new record" — scale- and tail-free, so noisy series do not fire all the time), kept only
-   when the smoothed surprise is also ≥ 3 σ above its running mean.
+2. Calibration layer (`_Record`): each feature's log1p surprise is smoothed at two time scales
+   (EWMA over ~5 and ~15 rows: sharp spikes and slower episodes); the calibrated evidence is how
+   far a smoothed surprise exceeds its own maximum over the previous `memory` rows (a "new
+   record": scale- and tail-free, so noisy series do not fire all the time), kept only when it
+   is also ≥ 3 σ above its running mean. The evidence is the max over the 10 records.
 3. Refractory post-processing: after a detection, for `refractory` rows only evidence stronger
    than that detection's is reported (one alert per episode; NAB rewards the earliest detection
    in a window and charges for every later one).
@@ -72,11 +73,11 @@ class _Record:
 
 
 class UnivariateAnomalyScorer:
-    def __init__(self, a_level: float = 0.002, a_step: float = 0.01, short_n: float = 5.0, memory: int = 5000,
-                 refractory: int = 150, warmup: int = 100, tod_bins: int = 48, a_tod: float = 0.05,
-                 min_sigma: float = 3.0) -> None:
+    def __init__(self, a_level: float = 0.001, a_step: float = 0.01, short_n: float = 5.0, memory: int = 5000,
+                 refractory: int = 120, warmup: int = 100, tod_bins: int = 48, a_tod: float = 0.05,
+                 min_sigma: float = 3.0, long_n: float = 15.0) -> None:
         self.a_level, self.a_step, self.a_tod, self.refractory = a_level, a_step, a_tod, refractory
-        self.cal = [_Record(short_n, memory, warmup, min_sigma) for _ in range(5)]
+        self.cal = [_Record(sn, memory, warmup, min_sigma) for sn in (short_n, long_n) for _ in range(5)]
         self.nb = tod_bins
         self.tod_mu, self.tod_dev, self.tod_n = [0.0] * tod_bins, [0.0] * tod_bins, [0] * tod_bins
         self.n = 0
@@ -117,9 +118,8 @@ class UnivariateAnomalyScorer:
             self.tod_n[b] = min(cnt + 1, 1 << 30)
         self.prev = x
         self.n = n + 1
-        cal = self.cal
-        e = max(cal[0].step(math.log1p(z_level)), cal[1].step(math.log1p(z_step)), cal[2].step(math.log1p(z_tod)),
-                cal[3].step(math.log1p(z_vol)), cal[4].step(math.log1p(z_slow)))
+        r = (math.log1p(z_level), math.log1p(z_step), math.log1p(z_tod), math.log1p(z_vol), math.log1p(z_slow))
+        e = max([c.step(r[i % 5]) for i, c in enumerate(self.cal)])
         self.evidence = e
         recent = n - self.last_peak <= self.refractory
         out = 0.0 if recent and e <= self.peak else e

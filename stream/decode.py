@@ -36,7 +36,7 @@ _SECRET_RE = re.compile(
 # payloads): replaced by their keyed fingerprint. An AWS secret here must mix upper, lower and
 # digits, so hex hashes and ordinary words of 40 characters are left alone.
 _IN_TEXT = (
-    r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{20,}|AIza[0-9A-Za-z_\-]{30,}|Bearer\s+[A-Za-z0-9._~+/=\-]{16,}|"
+    r"sk-[A-Za-z0-9_\-]{20,}|AIza[0-9A-Za-z_\-]{30,}|Bearer\s+[A-Za-z0-9._~+/=\-]{16,}|"
     r"ABSK[A-Za-z0-9+/=]{40,}|eyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+|"
     r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[0-9])(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
     r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"

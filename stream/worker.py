@@ -89,7 +89,11 @@ class Consumer:
                 res = await self._run(self.pipeline.process, msgs)
             await self._write(res)
             await self._publish(res)
-            self.pending.extend(events)
+            # A message of a partition revoked while it was buffered is not acked: the partition's
+            # next owner (maybe us again) reads it from the committed offset.
+            owned = self.pipeline.owned
+            self.pending.extend(e for e in events if owned is None or e.message.partition in owned
+                                or e.message.topic != self.settings.input_topic)
             self._observe(res, msgs, time.perf_counter() - started)
             if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
                 await self._snapshot_and_ack()
