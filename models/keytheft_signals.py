@@ -137,16 +137,23 @@ def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float, 
     b = noisy_or(behaviour, BEHAVIOUR_W)
     risk = 1.0 - (1.0 - i) * (1.0 - b)
     i = noisy_or(identity, IDENTITY_W)
-    open_blind = blind and behaviour.get("model", 0) >= 0.3 and behaviour.get("expensive", 0) >= 0.5 and (
-        behaviour.get("cost", 0) > 0 or behaviour.get("volume", 0) > 0)
-    if i < 0.3 and chain < 0.5 and not open_blind:
+    b = behaviour
+    # A new *expensive* family (model novelty ≥ 0.9 only for those) with a real surge, no network data.
+    open_blind = blind and b.get("model", 0) >= 0.9 and max(b.get("cost", 0), b.get("volume", 0), b.get("expensive", 0)) >= 0.3
+    if open_blind:
+        risk = max(risk, 0.75)
+    elif i < 0.3 and chain < 0.5:
         rich = noisy_or({k: v for k, v in behaviour.items() if k not in VOLUME_ONLY}, BEHAVIOUR_W)
         risk = min(risk, 0.5 if rich >= 0.5 else 0.35)
-    if ev is not None and chain < 0.3:
+    if ev is not None and chain < 0.3 and ev.new16:
         one_caller = len(ev.new16) <= 1 and len(ev.countries) <= 1 and "user_agent" not in identity
+        strong = ev.w.get("network", 0) >= 0.9
         if one_caller and not corroborated(behaviour):
             risk = min(risk, 0.65)
-        if ev.new16 and ev.w.get("network", 0) >= 0.9:
+        elif strong and ev.novel_req >= 5 and (b.get("volume", 0) >= 0.3 or b.get("cost", 0) >= 0.3 or b.get(
+                "expensive", 0) >= 0.5 or b.get("errors", 0) >= 0.5 or b.get("concurrency", 0) > 0):
+            risk = max(risk, 0.72)  # a clearly new caller and a real surge or shift: high
+        if strong:
             risk = max(risk, FIRST_SIGHT)
     signals = {**{k: round(v * IDENTITY_W[k], 3) for k, v in identity.items()},
                **{k: round(v * BEHAVIOUR_W[k], 3) for k, v in behaviour.items() if v > 0},

@@ -133,7 +133,7 @@ def test_hard_simulator_variants_end_to_end(make_settings, tmp_path):
     from keywatch.sim_incidents import HARD_ATTACKS, HARD_BENIGN
     from keywatch.simulate import SimConfig
 
-    cfg = SimConfig(keys=24, projects=4, days=2.0, seed=11, warmup_days=1.2, incidents=list(HARD_ATTACKS + HARD_BENIGN))
+    cfg = SimConfig(keys=22, projects=4, days=1.8, seed=11, warmup_days=1.1, incidents=list(HARD_ATTACKS + HARD_BENIGN))
     run = run_one(cfg, make_settings(), tmp_path)
     kt = [a for a in run["alerts"] if a["kind"] == "key_theft"]
     for t in run["truth"]:
