@@ -116,7 +116,9 @@ def score(runs: list[dict[str, Any]]) -> dict[str, Any]:
     events = sum(r["events"] for r in runs)
     secs = sum(r["seconds"] for r in runs)
     cost = cost_section(runs, key_days)
-    met = fp_rate <= TARGETS["false_per_1000_key_days"]
+    loops = cost["styles"].get("runaway_loop")
+    met = fp_rate <= TARGETS["false_per_1000_key_days"] and (loops is None or (
+        loops["detection_rate"] >= TARGETS["cost_spike_rate"] and (loops["median_ttd_s"] or 1e9) <= TARGETS["cost_spike_median_ttd_s"]))
     for s, v in styles.items():
         if s in SLOW:
             met = met and v["detection_rate_1h"] >= TARGETS["low_and_slow_rate_1h"]

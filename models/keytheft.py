@@ -203,11 +203,11 @@ class KeyTheftDetector:
         c_score, c_reason = chain.score(ts) if chain is not None else (0.0, "")
         ev.chain_reason = c_reason
         ident = identity_signals(ev)
-        risk, signals = fuse(ident, behaviour, c_score, ev, blind=not st.flags & 1)
+        dur_min = max(1.0, (ts - ev.start_ts) / 60_000)
+        risk, signals = fuse(ident, behaviour, c_score, ev, not st.flags & 1, exp_rpm, dur_min)
         ev.risk = risk
         ev.ident = identity_risk(ident, c_score)
         ev.sig = signals
-        dur_min = max(1.0, (ts - ev.start_ts) / 60_000)
         if risk < self.alert_min or ts < st.suppress_until:
             return
         if risk < ev.reported + 0.03 and ts - ev.last_report < 600_000:

@@ -116,12 +116,15 @@ def corroborated(behaviour: dict[str, float]) -> bool:
 
 
 def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float, ev: Evidence | None = None,
-         blind: bool = False) -> tuple[float, dict[str, float]]:
+         blind: bool = False, exp_rpm: float = 0.0, dur_min: float = 0.0) -> tuple[float, dict[str, float]]:
     """(risk in [0, 1], the weighted signal map recorded on the alert).
 
     `ev` (the evidence) lets one new caller be judged as such: one new network (and at most one
     new country), same SDK family, nothing else unusual is how VPNs and new ISPs look → medium at
     most; the first sight of a clearly new network is medium at once (detected, not yet alarming).
+    `exp_rpm × dur_min`: requests the key usually makes over the evidence window; when its known callers
+    alone make far more (or the new caller is a small share), the surge is the key's own (a
+    schedule, a launch), not the new caller's.
     `blind`: the key has no network telemetry (usage-API buckets): a shift to new, expensive
     model families with a spend surge is then the theft signal.
 
@@ -145,14 +148,18 @@ def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float, 
     elif i < 0.3 and chain < 0.5:
         rich = noisy_or({k: v for k, v in behaviour.items() if k not in VOLUME_ONLY}, BEHAVIOUR_W)
         risk = min(risk, 0.5 if rich >= 0.5 else 0.35)
+    exp_req = exp_rpm * dur_min
     if ev is not None and chain < 0.3 and ev.new16:
         one_caller = len(ev.new16) <= 1 and len(ev.countries) <= 1 and "user_agent" not in identity
+        if (exp_req > 0 and ev.req - ev.novel_req > 2.0 * exp_req + 5) or ev.novel_req < 0.25 * ev.req:
+            b = {k: v for k, v in b.items() if k not in VOLUME_ONLY}
         strong = ev.w.get("network", 0) >= 0.9
-        if one_caller and not corroborated(behaviour):
+        if one_caller and not corroborated(b):
             risk = min(risk, 0.65)
-        elif strong and ev.novel_req >= 5 and (b.get("volume", 0) >= 0.3 or b.get("cost", 0) >= 0.3 or b.get(
+        elif strong and dur_min >= 10 and ev.novel_req >= max(10.0, 0.4 * ev.req) and ev.req - ev.novel_req >= max(
+                1.0, 0.3 * exp_req) and (b.get("volume", 0) >= 0.3 or b.get("cost", 0) >= 0.3 or b.get(
                 "expensive", 0) >= 0.5 or b.get("errors", 0) >= 0.5 or b.get("concurrency", 0) > 0):
-            risk = max(risk, 0.72)  # a clearly new caller and a real surge or shift: high
+            risk = max(risk, 0.72)  # a new caller beside the usual ones for 10 min, and a real surge or shift: high
         if strong:
             risk = max(risk, FIRST_SIGHT)
     signals = {**{k: round(v * IDENTITY_W[k], 3) for k, v in identity.items()},

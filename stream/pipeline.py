@@ -76,7 +76,10 @@ class Pipeline:
         self.in_state: dict[str, int] = {}  # offsets included in core state, per "topic:partition"
         self.high_water: dict[str, int] = dict(high_water or {})  # offsets whose output may be stored
         self.legacy = legacy  # a pre-partition 'core' snapshot: each partition starts from a copy
-        self.owned: set[int] | None = None  # None until the first assignment: accept any partition
+        # Partitions another worker now holds (revoked, then not assigned back): their buffered
+        # messages are skipped and not acked. Between an eager revoke and the new assignment a
+        # partition is only parked, and a buffered message of it is processed on the parked core.
+        self.foreign: set[int] = set()
         self.parked: dict[int, Any] = {}  # revoked cores, reused if the partition comes back unchanged
         self.dirty: set[int] = set()  # partitions written since their last snapshot
         self.no_baseline: set[tuple[str, str]] = set()  # negative cache of key_baselines lookups
@@ -94,7 +97,8 @@ class Pipeline:
                 self._restore(p)
         for p in [p for p in self.parked if p not in partitions]:
             del self.parked[p]  # now another worker's
-        self.owned = set(partitions)
+            self.foreign.add(p)
+        self.foreign -= set(partitions)
 
     def _restore(self, p: int) -> None:
         key, scope = self._key(p), scope_for(self.topic, p)
@@ -134,8 +138,6 @@ class Pipeline:
                     self.dirty.discard(p)
                     continue
             self.parked[p] = core
-        if self.owned is not None:
-            self.owned -= set(partitions)
 
     # --- step 1: decode and detect (holds no I/O except the re-delivery lookups) ---------------
     def process(self, msgs: list[Msg]) -> BatchResult:
@@ -144,7 +146,7 @@ class Pipeline:
         recheck_ids: list[str] = []
         recheck_msgs = 0
         for m in msgs:
-            if self.owned is not None and m.partition not in self.owned:
+            if m.partition in self.foreign:
                 res.skipped_messages += 1  # revoked while buffered: the new owner reads it
                 continue
             res.last[m.key] = max(res.last.get(m.key, -1), m.offset)

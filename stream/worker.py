@@ -28,6 +28,8 @@ Delivery guarantees, precisely:
   channel dispatcher records deliveries per alert and version).
 * Backpressure: while ClickHouse writes fail the batch is retried with backoff, the input
   partitions are paused and the `keywatch_backpressure` gauge is 1; nothing is acked past it.
+  Drill it with ``KEYWATCH_CHAOS_SINK_FAIL_FILE=/path`` (fault injection only): while that file
+  exists every write fails as if ClickHouse were down (tests/stream/test_stream_faults.py).
 * Broker restart (embedded Tansu is in memory: topics and offsets are gone): the consumer
   reconnects; a partition whose log end is below the offsets held in state is treated as new
   (state offsets reset), so new data after the restart is processed, not skipped.
@@ -91,9 +93,8 @@ class Consumer:
             await self._publish(res)
             # A message of a partition revoked while it was buffered is not acked: the partition's
             # next owner (maybe us again) reads it from the committed offset.
-            owned = self.pipeline.owned
-            self.pending.extend(e for e in events if owned is None or e.message.partition in owned
-                                or e.message.topic != self.settings.input_topic)
+            foreign = self.pipeline.foreign
+            self.pending.extend(e for e in events if e.message.partition not in foreign)
             self._observe(res, msgs, time.perf_counter() - started)
             if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
                 await self._snapshot_and_ack()
@@ -142,19 +143,38 @@ class Consumer:
                 await self._run(self.pipeline.revoke, parts)
 
     async def _check_log_ends(self, parts: set[int]) -> None:
-        """A log that ends below the offsets held in state was recreated (broker restart)."""
+        """A partition the broker forgot (restart of the in-memory broker) restarts from scratch.
+
+        Signs: its log ends at or below the offset held in state, or the group has no committed
+        offset for it although state holds one (we ack ~1 s after each snapshot, so only a crash
+        right after a partition's first snapshot, or offsets expired by retention, also look
+        like this; then the restored core's dedupe and the high-water re-check keep rows once).
+        """
+        tps = [_tp(self.settings.input_topic, p) for p in sorted(parts)]
         try:
-            ends = await self.app.consumer.highwaters(*[_tp(self.settings.input_topic, p) for p in parts])
+            ends = await self.app.consumer.highwaters(*tps)
         except Exception as exc:
             log.warning("could not read log end offsets: %s", exc)
             return
+        committed = await self._committed(tps)
         for tp, end in ends.items():
             key = f"{tp.topic}:{tp.partition}"
-            if end is not None and self.pipeline.in_state.get(key, -1) >= end:
-                log.warning("%s ends at %d but state holds offset %d: the topic was recreated; "
-                            "treating the partition as new", key, end, self.pipeline.in_state[key])
-                self.pipeline.in_state.pop(key, None)
-                self.pipeline.high_water.pop(key, None)
+            held = self.pipeline.in_state.get(key, -1)
+            if held < 0 or end is None:
+                continue
+            if end <= held or (tp in committed and committed[tp] is None):
+                log.warning("%s: log ends at %s, committed %s, state holds offset %d: the broker lost this "
+                            "partition (restart?); reading it as new", key, end, committed.get(tp, "?"), held)
+                self.pipeline.in_state.pop(key, None)  # high_water stays: re-read ids are still checked
+
+    async def _committed(self, tps) -> dict:
+        try:  # faust has no public call for the group's committed offsets
+            thread = self.app.consumer._thread
+            aio = thread._ensure_consumer()
+            return {tp: await thread.call_thread(aio.committed, tp) for tp in tps}
+        except Exception as exc:
+            log.debug("committed offsets unavailable: %s", exc)
+            return {}
 
     async def _publish(self, res) -> None:
         """Dead letters to the DLQ topic, alerts to the alerts topic (awaited before any ack), hooks."""

@@ -1,0 +1,98 @@
+"""Per-partition state handoff between two workers of one group, in process, on one real chDB.
+
+Two `Pipeline`s stand for two workers sharing ClickHouse (as in production: same
+`KEYWATCH_WORKER_ID`, one server). Worker A owns partitions 0 and 1, B owns 2. A dies without
+warning after writing batches past its last snapshot; B is assigned everything, restores A's
+partition snapshots, re-reads from A's committed offsets and goes on. Every event is stored
+once and the key-theft alerts equal a single-core replay. (A real two-process version needs a
+ClickHouse server both can reach; chDB allows one process per data path.)
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import orjson
+
+from keywatch.models.registry import build_core
+from keywatch.simulate import SimConfig, generate, ground_truth
+from keywatch.sinks.clickhouse import ClickHouseSink
+from keywatch.stream.decode import EventDecoder, Origin
+from keywatch.stream.metrics import Metrics
+from keywatch.stream.partitions import PartitionCores
+from keywatch.stream.pipeline import Msg, Pipeline
+from keywatch.stream.produce import group_messages
+from keywatch.stream.runtime import WorkerRuntime
+from keywatch.stream.state import StreamState
+
+TOPIC = "ev"
+
+
+def _worker(client, settings) -> Pipeline:
+    db = settings.clickhouse_database
+    rt = WorkerRuntime(settings=settings, sink=ClickHouseSink(client, db), core=PartitionCores(lambda: build_core(settings)),
+                       metrics=Metrics())
+    state = StreamState(client, db, "group-1", b"secret")
+    hw = {f"{TOPIC}:{p}": o for p, o in state.high_water(TOPIC).items()}
+    return Pipeline(rt, EventDecoder.from_settings(settings, streaming=True), state, topic=TOPIC, high_water=hw)
+
+
+def _messages(events: list[dict]) -> list[Msg]:
+    offsets: dict[int, int] = {}
+    out = []
+    for key, group in group_messages(events, 10):
+        p = zlib.crc32(key or b"") % 3
+        offsets[p] = offsets.get(p, -1) + 1
+        out.append(Msg(TOPIC, p, offsets[p], orjson.dumps(group)))
+    return out
+
+
+def _run(pipe: Pipeline, msgs: list[Msg], batch: int = 8) -> None:
+    for i in range(0, len(msgs), batch):
+        pipe.write(pipe.process(msgs[i:i + batch]))
+
+
+def test_partition_moves_with_its_state_when_a_worker_dies(ch_db):
+    client, settings = ch_db
+    db = settings.clickhouse_database
+    cfg = SimConfig(keys=6, projects=2, days=1.0, seed=3, incidents=["loud_burst"], warmup_days=0.5)
+    events = list(generate(cfg))
+    msgs = _messages(events)
+    parts = {m.partition for m in msgs}
+    attacked = zlib.crc32(ground_truth(cfg)[0]["key_id"].encode()) % 3
+    a_parts, b_parts = {attacked}, parts - {attacked}  # the attacked key's partition moves
+    assert b_parts
+    a_keys = {e["key_id"] for e in events if e.get("key_id") and zlib.crc32(e["key_id"].encode()) % 3 in a_parts}
+    a, b = _worker(client, settings), _worker(client, settings)
+    a.assign(a_parts)
+    b.assign(b_parts)
+    mine = lambda ps, ms: [m for m in ms if m.partition in ps]  # noqa: E731
+    cut, more = int(len(msgs) * 0.55), int(len(msgs) * 0.6)
+    _run(a, mine(a_parts, msgs[:cut]))
+    a.snapshot()  # then A acks: its committed offsets are these
+    at_snapshot = {k: a.cores.describe_key(k) for k in a_keys}
+    committed = {k: o for k, o in a.in_state.items()}
+    _run(a, mine(a_parts, msgs[cut:more]))  # written, never snapshotted: A is killed here
+    _run(b, mine(b_parts, msgs[:more]))
+    b.revoke(b_parts)  # eager rebalance: B gives up what it had, then gets everything
+    b.assign(parts)
+    assert {p for p in b.cores.cores} == parts
+    # B now holds A's per-key state exactly as A's last snapshot had it
+    assert {k: b.cores.describe_key(k) for k in a_keys} == at_snapshot
+    assert any(v.get("key_theft") for v in at_snapshot.values())
+    reread = [m for m in msgs if m.partition in b_parts or m.offset > committed.get(m.key, -1)]
+    _run(b, [m for m in reread if m.partition in a_parts or msgs.index(m) >= more])
+    usage, theft = (client.query(q).result_rows for q in (
+        f"SELECT count(), uniqExact(event_id) FROM {db}.usage_events",
+        f"SELECT alert_id FROM {db}.alerts FINAL WHERE kind = 'key_theft' ORDER BY alert_id"))
+    total = sum(1 for e in events if e.get("kind", "usage") == "usage")
+    assert usage == [(total, total)]
+    ref = build_core(settings)
+    dec = EventDecoder.from_settings(settings, streaming=False)
+    expected = set()
+    for m in msgs:
+        ok, _ = dec.decode(m.value, Origin(TOPIC, m.partition, m.offset))
+        expected |= {a.alert_id for a in ref.process(ok).alerts if a.kind == "key_theft"}
+    assert expected and [r[0] for r in theft] == sorted(expected)
+    # the facade the HTTP API reads spans every partition core
+    assert b.cores.describe_key(events[0]["key_id"])["key_id"] == events[0]["key_id"]
