@@ -123,6 +123,11 @@ class IncidentBook:
         self.min_cost_growth = min_cost_growth
         self.open: dict[tuple, Alert] = {}
         self.last_seen_ms: dict[tuple, int] = {}
+        self.closed: list[Alert] = []  # closed inside `report`, handed out by the next `expire`
+
+    def __setstate__(self, state: dict) -> None:  # snapshots from before `closed` existed
+        self.__dict__.update(state)
+        self.__dict__.setdefault("closed", [])
 
     @staticmethod
     def _key(kind: str, provider: str, key_id: str | None, project: str | None, incident_key: str) -> tuple:
@@ -140,6 +145,11 @@ class IncidentBook:
         score = min(1.0, max(0.0, float(f.score)))
         sev = f.severity or severity_for(score)
         cur = self.open.get(k)
+        if cur is not None and f.ts_ms - self.last_seen_ms.get(k, f.ts_ms) >= self.quiet_ms:
+            # The incident went quiet before this finding: close it here, in event time, so the
+            # outcome does not depend on where batch boundaries fall.
+            self.closed.append(self._resolve(self.open.pop(k), self.last_seen_ms[k] + self.quiet_ms))
+            cur = None
         self.last_seen_ms[k] = max(self.last_seen_ms.get(k, f.ts_ms), f.ts_ms)
         if cur is None:
             alert = Alert(
@@ -175,16 +185,19 @@ class IncidentBook:
         self.open[k] = updated
         return updated
 
+    @staticmethod
+    def _resolve(alert: Alert, at_ms: int) -> Alert:
+        return msgspec.structs.replace(alert, status="resolved", version=alert.version + 1,
+                                       updated_at=format_ts(at_ms), updated_at_ms=at_ms)
+
     def expire(self, now_ms: int) -> list[Alert]:
-        """Close incidents quiet for `quiet_ms`; return them with status `resolved`."""
-        closed = []
+        """Close incidents quiet for `quiet_ms`; return them (and any closed by `report`) resolved."""
+        closed, self.closed = self.closed, []
         for k in [k for k, t in self.last_seen_ms.items() if now_ms - t >= self.quiet_ms]:
             alert = self.open.pop(k, None)
-            self.last_seen_ms.pop(k, None)
+            t = self.last_seen_ms.pop(k)
             if alert is not None and alert.status != "resolved":
-                closed.append(msgspec.structs.replace(
-                    alert, status="resolved", version=alert.version + 1,
-                    updated_at=format_ts(now_ms), updated_at_ms=now_ms))
+                closed.append(self._resolve(alert, t + self.quiet_ms))
         return closed
 
     def set_status(self, alert_id: str, status: str, now_ms: int) -> Alert | None:

@@ -44,3 +44,24 @@ def test_quiet_incident_resolves_and_next_finding_opens_a_new_alert():
 def test_score_is_clamped_to_unit_interval():
     assert IncidentBook().report(replace(F, score=7.0)).score == 1.0
     assert IncidentBook().report(replace(F, score=-1.0)).score == 0.0
+
+
+def test_quiet_gap_inside_one_batch_closes_the_incident_in_event_time():
+    book = IncidentBook(quiet_ms=60_000)
+    first = book.report(F)
+    later = book.report(replace(F, ts_ms=F.ts_ms + 90_000))  # no expire() call in between
+    assert later.alert_id != first.alert_id
+    closed = book.expire(F.ts_ms + 90_000)
+    assert [(c.alert_id, c.status, c.updated_at_ms) for c in closed] == [(first.alert_id, "resolved", F.ts_ms + 60_000)]
+
+
+def test_book_pickles_and_old_snapshots_load():
+    import pickle
+
+    book = IncidentBook()
+    book.report(F)
+    state = book.__dict__.copy()
+    del state["closed"]
+    old = IncidentBook.__new__(IncidentBook)
+    old.__setstate__(state)
+    assert old.expire(F.ts_ms) == [] and pickle.loads(pickle.dumps(book)).is_open("key_theft", "openai", "k1", "p")
