@@ -65,12 +65,17 @@ class TelemetryHealthDetector:
         self._tamper_ms: dict[str, int] = {}
 
     def process(self, batch: Batch, ctx: Context) -> None:
-        now = ctx.watermark_ms
-        self._flood(batch, ctx, now)
+        # Walk the batch in event time and look for silent streams at each minute boundary, so
+        # the result does not depend on where batches are cut.
+        self._flood(batch, ctx, ctx.watermark_ms)
         for e in batch.audit:
             if e.action in LOGGING_TAMPER and e.error_code is None:
                 self._tamper_ms[e.provider] = e.ts_ms
+        next_check = None
         for e in batch.usage:
+            if next_check is None or e.ts_ms >= next_check:
+                self._gaps(ctx, e.ts_ms)
+                next_check = (e.ts_ms // 60_000 + 1) * 60_000
             k = (e.provider, e.source or "usage")
             s = self._streams.get(k)
             if s is None:
@@ -81,7 +86,7 @@ class TelemetryHealthDetector:
                 s.last_ts = e.ts_ms
             s.count += 1
             s.alerted = False
-        self._gaps(ctx, now)
+        self._gaps(ctx, ctx.watermark_ms)
 
     def _flood(self, batch: Batch, ctx: Context, now: int) -> None:
         accepted = len(batch.usage) + len(batch.audit) + len(batch.billing)
