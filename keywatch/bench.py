@@ -1,12 +1,19 @@
-"""`keywatch bench`: the worker's end-to-end events/s next to a no-detection baseline, same run.
+"""`keywatch bench`: the streaming worker's figures, each next to its baseline, in one run.
 
-Both read the same topic on the embedded broker:
+On one embedded broker (issue 8):
 
-* worker — `keywatch worker` (child process, fresh chDB): consume + decode + detect + insert,
-  rate = events stored / (last batch end − first batch start), from the worker's status file;
-* baseline — raw aiokafka consume + orjson decode + chDB insert of raw rows, no detection.
+* worker, batched — `keywatch worker` (child process, fresh chDB) over `events` events sent
+  100 per message: consume + decode + detect + insert; rate = events stored / (last batch end −
+  first batch start), from the worker's status file;
+* worker, one event per message — the same over `single_events` events;
+* baseline — raw aiokafka consume + orjson decode + chDB insert of raw rows of the batched
+  topic, no detection (the ratio worker/baseline is the cost of detection and guarantees);
+* latency — p50/p99 event-to-alert wall time under a paced load (keywatch/bench_latency.py);
+* state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py) in a child
+  process: bytes of state per tracked key and peak RSS at `state_keys` keys, and replay
+  events/s of the default core.
 
-The ratio worker/baseline is the cost of detection and of the worker's guarantees.
+`--quick` scales every size down (the CI smoke test, tests/stream/test_bench_smoke.py).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +39,11 @@ from keywatch.stream.broker import EmbeddedBroker, ensure_topics
 from keywatch.stream.produce import EventProducer
 from keywatch.stream.status import StatusFile
 
+FULL = {"events": 200_000, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
+        "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0}
+QUICK = {"events": 3_000, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
+         "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1}
+
 
 def bench_events(n: int, keys: int) -> list[dict]:
     start = int(time.time() * 1000) - 3 * 86_400_000
@@ -40,7 +53,7 @@ def bench_events(n: int, keys: int) -> list[dict]:
         days = 2.5
         out: list[dict] = []
         while len(out) < n:  # more days until there are enough events
-            cfg = SimConfig(keys=keys, days=days, start_ms=start, seed=1, incidents=["loud_burst", "runaway_loop"])
+            cfg = SimConfig(keys=max(keys, 6), days=days, start_ms=start, seed=1, incidents=["loud_burst", "runaway_loop"])
             out = list(itertools.islice(generate(cfg), n))
             days *= 2
         return out
@@ -48,32 +61,62 @@ def bench_events(n: int, keys: int) -> list[dict]:
              "model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 10} for i in range(n)]
 
 
-def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, data_dir: Path) -> dict:
+def start_worker(bootstrap: str, topic: str, data_dir: Path, **env_extra: str) -> subprocess.Popen:
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir), "KEYWATCH_KAFKA_BOOTSTRAP": bootstrap,
            "KEYWATCH_INPUT_TOPIC": topic, "KEYWATCH_WORKER_ID": f"bench-{uuid.uuid4().hex[:6]}",
-           "KEYWATCH_KAFKA_REBALANCE_TIMEOUT_S": "1.5", "KEYWATCH_WEB_PORT": "0"}
-    status = data_dir / "worker.status.json"
+           "KEYWATCH_KAFKA_REBALANCE_TIMEOUT_S": "1.5", "KEYWATCH_WEB_PORT": "0", **env_extra}
     with open(data_dir / "worker.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "keywatch.cli", "worker", "--loglevel", "WARNING"],
+        return subprocess.Popen([sys.executable, "-m", "keywatch.cli", "worker", "--loglevel", "WARNING"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_events(proc: subprocess.Popen, data_dir: Path, n: int, timeout: float = 900) -> dict:
+    """The worker's status once it has handled `n` events (stored, duplicate or dead)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = StatusFile.read(data_dir / "worker.status.json")
+        if st.get("events_in", 0) + st.get("duplicates", 0) + st.get("dead_letters", 0) >= n:
+            return st
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}; see {data_dir / 'worker.log'}")
+        time.sleep(0.1)
+    raise RuntimeError(f"worker did not handle {n} events in {timeout:.0f} s; see {data_dir / 'worker.log'}")
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            st = StatusFile.read(status)
-            if st.get("events_in", 0) + st.get("duplicates", 0) + st.get("dead_letters", 0) >= n:
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited {proc.returncode}; see {data_dir / 'worker.log'}")
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("worker did not finish in 15 minutes")
-    finally:
-        proc.terminate()
         proc.wait(60)
-    st = StatusFile.read(status)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, data_dir: Path) -> dict:
+    proc = start_worker(bootstrap, topic, data_dir)
+    try:
+        wait_events(proc, data_dir, n)
+    finally:
+        stop_worker(proc)
+    st = StatusFile.read(data_dir / "worker.status.json")
     secs = max(1e-6, st["last_batch_at"] - st["first_batch_at"])
-    return {"events": st["events_in"], "seconds": secs, "events_per_s": st["events_in"] / secs,
+    return {"events": st["events_in"], "seconds": round(secs, 3), "events_per_s": round(st["events_in"] / secs, 1),
             "batches": st["batches"], "alerts": st["alerts"], "dead_letters": st["dead_letters"]}
+
+
+def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float) -> dict:
+    """bench-core's state, peak RSS and replay figures, in a child process (its own peak RSS)."""
+    code = ("import json, sys; from keywatch.bench_core import run_core_bench; "
+            f"print(json.dumps(run_core_bench(None, keys={replay_keys}, days={replay_days}, "
+            f"state_keys={state_keys}, quiet=True)))")
+    env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
+    r = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
+    return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
+            "peak_rss_mb": r["peak_rss_mb"], "replay_events": rep["events"], "replay_seconds": rep["seconds"],
+            "replay_events_per_s": rep["events_per_s"]}
 
 
 async def _baseline(bootstrap: str, topic: str, n: int, client) -> dict:
@@ -111,6 +154,7 @@ async def _baseline(bootstrap: str, topic: str, n: int, client) -> dict:
 def run_baseline(bootstrap: str, topic: str, n: int, data_dir: Path) -> dict:
     import clickhouse_connect
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     client = clickhouse_connect.get_client(dsn=f"chdb://{data_dir / 'chdb'}")
     client.command("CREATE DATABASE IF NOT EXISTS bench")
     client.command("CREATE TABLE IF NOT EXISTS bench.raw_events (event_id String, ts DateTime64(3, 'UTC'), "
@@ -119,37 +163,63 @@ def run_baseline(bootstrap: str, topic: str, n: int, data_dir: Path) -> dict:
     return asyncio.run(_baseline(bootstrap, topic, n, client))
 
 
-def run_bench(settings: Settings, *, n_events: int, per_message: int, json_out: Path | None, keys: int) -> int:
+def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False, **sizes) -> dict:
+    """Every figure; sizes default to FULL (or QUICK), any of them overridable by keyword."""
+    from keywatch.bench_latency import run_latency
+
+    cfg = {**(QUICK if quick else FULL), **{k: v for k, v in sizes.items() if v is not None}}
     console = Console()
     root = settings.data_dir / "bench" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    (root / "worker").mkdir(parents=True, exist_ok=True)
-    (root / "baseline").mkdir(parents=True, exist_ok=True)
-    console.print(f"generating {n_events:,} events …")
-    events = bench_events(n_events, keys)
-    topic = f"bench.{uuid.uuid4().hex[:6]}.events"
+    root.mkdir(parents=True, exist_ok=True)
+    result: dict = {"config": cfg, "partitions": settings.topic_partitions, "batch_max_messages": settings.batch_max_messages,
+                    "cpus": os.cpu_count(), "data": str(root)}
+    t_all = time.perf_counter()
     with EmbeddedBroker(log_file=root / "broker.log") as broker:
-        ensure_topics(broker.bootstrap, [(topic, settings.topic_partitions)])
-        t = time.perf_counter()
-        with EventProducer(broker.bootstrap, topic) as p:
-            p.send_events(events, batch_size=per_message)
-            messages = p.messages
-        produce_s = time.perf_counter() - t
-        console.print(f"produced {len(events):,} events in {messages:,} messages ({produce_s:.1f} s); running the worker …")
-        worker = run_worker_bench(settings, broker.bootstrap, topic, len(events), root / "worker")
-        console.print("running the baseline …")
-        base = run_baseline(broker.bootstrap, topic, len(events), root / "baseline")
-    ratio = worker["events_per_s"] / base["events_per_s"] if base["events_per_s"] else 0.0
-    result = {"events": len(events), "events_per_message": per_message, "messages": messages,
-              "partitions": settings.topic_partitions, "batch_max_messages": settings.batch_max_messages,
-              "worker": worker, "baseline": base, "ratio": ratio, "cpus": os.cpu_count(), "data": str(root)}
-    table = Table(title=f"keywatch bench — {len(events):,} events, {per_message}/message")
-    for col in ("pipeline", "events", "seconds", "events/s"):
-        table.add_column(col, justify="right" if col != "pipeline" else "left")
-    table.add_row("worker (decode+detect+insert)", f"{worker['events']:,}", f"{worker['seconds']:.2f}", f"{worker['events_per_s']:,.0f}")
-    table.add_row("baseline (raw consume+insert)", f"{base['events']:,}", f"{base['seconds']:.2f}", f"{base['events_per_s']:,.0f}")
-    table.add_row("[bold]ratio worker/baseline[/bold]", "", "", f"[bold]{ratio:.2f}[/bold]")
-    console.print(table)
+        bs = broker.bootstrap
+        for name, n, per in (("batched", cfg["events"], 100), ("single", cfg["single_events"], 1)):
+            events = bench_events(n, cfg["keys"])
+            topic = f"bench.{uuid.uuid4().hex[:6]}.{name}"
+            ensure_topics(bs, [(topic, settings.topic_partitions)])
+            with EventProducer(bs, topic) as p:
+                p.send_events(events, batch_size=per)
+                messages = p.messages
+            console.print(f"{name}: {len(events):,} events in {messages:,} messages; running the worker …")
+            result[f"worker_{name}"] = {**run_worker_bench(settings, bs, topic, len(events), root / f"worker_{name}"),
+                                        "events_per_message": per, "messages": messages}
+            if name == "batched":
+                console.print("baseline (consume + decode + insert raw rows) …")
+                result["baseline"] = run_baseline(bs, topic, len(events), root / "baseline")
+        console.print(f"latency at {cfg['rate']:,.0f} events/s for {cfg['latency_s']:.0f} s …")
+        result["latency"] = run_latency(settings, bs, root / "latency", rate=cfg["rate"], seconds=cfg["latency_s"],
+                                        keys=cfg["latency_keys"])
+    console.print(f"state at {cfg['state_keys']:,} keys and replay throughput …")
+    result["core"] = run_core_figures(root / "core", state_keys=cfg["state_keys"], replay_keys=cfg["replay_keys"],
+                                      replay_days=cfg["replay_days"])
+    base = result["baseline"]["events_per_s"] or 1.0
+    result["ratio"] = round(result["worker_batched"]["events_per_s"] / base, 3)
+    result["ratio_single"] = round(result["worker_single"]["events_per_s"] / base, 3)
+    result["seconds"] = round(time.perf_counter() - t_all, 1)
+    print_table(result, console)
     if json_out:
         json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         console.print(f"results → {json_out}")
-    return 0
+    return result
+
+
+def print_table(r: dict, console: Console) -> None:
+    t = Table(title=f"keywatch bench — {r['partitions']} partitions, {r['cpus']} CPUs, {r['seconds']:.0f} s")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("detail")
+    wb, ws, b, lat, c = r["worker_batched"], r["worker_single"], r["baseline"], r["latency"], r["core"]
+    t.add_row("worker, 100 events/message", f"{wb['events_per_s']:,.0f} ev/s", f"{wb['events']:,} events, {wb['alerts']} alerts")
+    t.add_row("worker, 1 event/message", f"{ws['events_per_s']:,.0f} ev/s", f"{ws['events']:,} events")
+    t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s", f"{b['events']:,} events")
+    t.add_row("[bold]ratio worker/baseline[/bold]", f"[bold]{r['ratio']:.2f}×[/bold]", f"1 event/message: {r['ratio_single']:.2f}×")
+    fmt = lambda x: f"{x:.2f} s" if x is not None else "–"  # noqa: E731
+    t.add_row("event→alert p50", fmt(lat["p50_s"]), f"{lat['alerts']} alerts at {lat['rate_achieved']:,.0f} ev/s")
+    t.add_row("event→alert p99", fmt(lat["p99_s"]), f"target {lat['rate_target']:,.0f} ev/s")
+    t.add_row("state per tracked key", f"{c['bytes_per_key']:,.0f} B", f"{c['state_keys']:,} keys")
+    t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
+    t.add_row("replay (default core)", f"{c['replay_events_per_s']:,.0f} ev/s", f"{c['replay_events']:,} events")
+    console.print(t)

@@ -44,12 +44,17 @@ def demo(
 
 
 def bench(
-    events: int = typer.Option(200_000, "--events", "-n", help="events to produce"),
-    per_message: int = typer.Option(100, "--per-message", help="events per Kafka message (1 = one JSON object each)"),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", help="write the results as JSON"),
-    keys: int = typer.Option(200, "--keys"),
+    events: Optional[int] = typer.Option(None, "--events", "-n", help="events for the batched run (100 per message)"),
+    single_events: Optional[int] = typer.Option(None, "--single-events", help="events for the one-event-per-message run"),
+    keys: Optional[int] = typer.Option(None, "--keys", help="simulated keys of the throughput runs"),
+    rate: Optional[float] = typer.Option(None, "--rate", help="paced events/s of the latency run"),
+    latency_s: Optional[float] = typer.Option(None, "--latency-seconds", help="seconds of paced load"),
+    state_keys: Optional[int] = typer.Option(None, "--state-keys", help="keys for state bytes/key and peak RSS"),
+    quick: bool = typer.Option(False, "--quick", help="every size scaled down (CI smoke test, < 90 s)"),
+    json_out: Optional[Path] = typer.Option(Path("bench.json"), "--json-out", help="write the results as JSON"),
 ) -> None:
-    """Worker end-to-end events/s (consume+decode+detect+insert) next to a raw consume+insert baseline."""
+    """Worker events/s (batched and 1/message) vs a raw baseline, event→alert p50/p99, state/key, RSS, replay."""
     from keywatch.bench import run_bench
 
-    raise typer.Exit(run_bench(_settings(), n_events=events, per_message=per_message, json_out=json_out, keys=keys))
+    run_bench(_settings(), json_out=json_out, quick=quick, events=events, single_events=single_events, keys=keys,
+              rate=rate, latency_s=latency_s, state_keys=state_keys)

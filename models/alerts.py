@@ -133,8 +133,27 @@ class IncidentBook:
     def _key(kind: str, provider: str, key_id: str | None, project: str | None, incident_key: str) -> tuple:
         return (kind, provider, key_id if key_id is not None else f"project:{project}", incident_key)
 
-    def is_open(self, kind: str, provider: str, key_id: str | None, project: str | None = None, incident_key: str = "") -> bool:
-        return self._key(kind, provider, key_id, project, incident_key) in self.open
+    def is_open(self, kind: str, provider: str, key_id: str | None, project: str | None = None, incident_key: str = "",
+                at_ms: int | None = None) -> bool:
+        """Open now; with `at_ms`, open at that event time (not yet quiet for `quiet_ms`), so a
+        detector asking mid-batch gets the answer it would get from any other batch cut."""
+        k = self._key(kind, provider, key_id, project, incident_key)
+        if k not in self.open:
+            return False
+        return at_ms is None or at_ms - self.last_seen_ms.get(k, at_ms) < self.quiet_ms
+
+    def open_keys_at(self, at_ms: int) -> list[tuple]:
+        """Keys of the incidents open at event time `at_ms`, whatever the batch holds after it:
+        opened at or before `at_ms` and not quiet by then, including those that a later finding
+        in this batch already closed (still in `closed`). One alert's findings are never
+        `quiet_ms` apart, so "last finding + quiet_ms" bounds its open time."""
+        q = self.quiet_ms
+        out = [k for k, a in self.open.items()
+               if a.detected_at_ms <= at_ms and at_ms - self.last_seen_ms.get(k, at_ms) < q]
+        for a in self.closed:
+            if a.detected_at_ms <= at_ms < a.updated_at_ms:
+                out.append(self._key(a.kind, a.provider, a.key_id, a.project, ""))
+        return out
 
     def open_for_key(self, provider: str, key_id: str) -> list[Alert]:
         return [a for k, a in self.open.items() if k[1] == provider and k[2] == key_id]

@@ -14,7 +14,8 @@ billed < computed means stale prices or credits. Every comparison is a `billing_
 >>> use = [UsageEvent(event_id=f"u{i}", ts=day + i * 60000, provider="openai", key_id="k", project="p",
 ...                   model="m", cost_usd=1.0) for i in range(50)]
 >>> bill = BillingEvent(event_id="b1", ts=day, provider="openai", project="p", amount_usd=80.0)
->>> a = core.process(use + [bill]).alerts[0]; a.kind, a.details["computed_usd"], a.details["billed_usd"]
+>>> _ = core.process(use)                          # the bill arrives after the day's usage
+>>> a = core.process([bill]).alerts[0]; a.kind, a.details["computed_usd"], a.details["billed_usd"]
 ('billing_divergence', 50.0, 80.0)
 """
 
@@ -36,30 +37,47 @@ class BillingDetector:
         self.spend: dict[tuple[str, str | None, int], float] = {}  # (provider, project, day) → $
         self.last_day = 0
         self.checked = 0
+        self.now = 0  # event-time clock: the highest event time seen
 
     @classmethod
     def from_settings(cls, s) -> "BillingDetector":
         return cls(s.billing_divergence_pct, s.billing_divergence_min_usd)
 
     def process(self, batch: Batch, ctx: Context) -> None:
+        # Billing records are judged at their place in event time, against the usage seen up to
+        # then (not against the whole batch), so the outcome does not depend on batch cuts.
         spend = self.spend
+        bills = batch.billing
+        bi, nb = 0, len(bills)
         for e in batch.usage:
-            k = (e.provider, e.project, e.ts_ms // DAY_MS)
+            ts = e.ts_ms
+            while bi < nb and bills[bi].ts_ms < ts:
+                self._check(bills[bi], ctx)
+                bi += 1
+            if ts > self.now:
+                self.now = ts
+            k = (e.provider, e.project, ts // DAY_MS)
             spend[k] = spend.get(k, 0.0) + (e.cost_usd or 0.0)
-        if batch.usage:
-            day = batch.usage[-1].ts_ms // DAY_MS
+            day = ts // DAY_MS
             if day > self.last_day:
                 self.last_day = day
                 for k in [k for k in spend if k[2] < day - KEEP_DAYS]:
                     del spend[k]
-        for b in batch.billing:
-            self._check(b, ctx)
+        while bi < nb:
+            self._check(bills[bi], ctx)
+            bi += 1
+
+    def __setstate__(self, state: dict) -> None:  # snapshots from before the event-time clock
+        self.__dict__.update(state)
+        self.__dict__.setdefault("now", 0)
 
     def computed(self, provider: str, project: str | None, first_day: int, last_day: int) -> float:
         return sum(v for (p, proj, d), v in self.spend.items()
                    if p == provider and first_day <= d <= last_day and (project is None or proj == project))
 
     def _check(self, b, ctx: Context) -> None:
+        if b.ts_ms > self.now:
+            self.now = b.ts_ms
         end = b.period_end_ms or (b.ts_ms + DAY_MS)
         d0, d1 = b.ts_ms // DAY_MS, (max(end, b.ts_ms + 1) - 1) // DAY_MS
         computed = self.computed(b.provider, b.project, d0, d1)
@@ -75,7 +93,7 @@ class BillingDetector:
         why = ("usage keywatch does not see (a missing source or an unknown key), or prices below the provider's"
                if diff > 0 else "stale or too-high prices, credits or discounts not in the price table")
         ctx.report(Finding(
-            kind="billing_divergence", provider=b.provider, key_id=None, project=b.project, ts_ms=b.ts_ms if b.ts_ms > ctx.watermark_ms else ctx.watermark_ms,
+            kind="billing_divergence", provider=b.provider, key_id=None, project=b.project, ts_ms=self.now,
             started_at_ms=b.ts_ms, score=min(1.0, 0.3 + rel / 200), cost_impact_usd=max(0.0, diff),
             severity="high" if rel >= 50 else "medium", incident_key=f"{format_ts(b.ts_ms)[:10]}/{b.line_item or ''}",
             reasons=[f"billed ${billed:.2f} vs computed ${computed:.2f} for {format_ts(b.ts_ms)[:10]}"

@@ -46,8 +46,12 @@ class CostSpikeDetector:
     name = "cost_spike"
 
     def __init__(self, min_usd: float = 5.0, min_pct: float = 50.0, k: float = 4.0, min_minutes: int = 2,
-                 warmup_min: int = 360, key_rows: bool = False, idle_expire_min: int = 7 * 1440) -> None:
+                 warmup_min: int = 360, key_rows: bool = False, idle_expire_min: int = 7 * 1440,
+                 levels: tuple[str, ...] = LEVELS) -> None:
         self.min_usd, self.min_pct, self.min_minutes = min_usd, min_pct, min_minutes
+        # Series levels this instance keeps (the streaming worker splits them: "key" in the
+        # per-partition cores, the rest in its global core; see models/registry.py `build_core`).
+        self.levels = tuple(lv for lv in LEVELS if lv in levels)
         self.key_level_rows, self.idle_expire_min = key_rows, idle_expire_min
         self.bank = SeasonalBank(k=k, warmup_units=warmup_min)
         self.cal = TailCalibrator(long_n=1440.0, short_n=2.0)
@@ -67,11 +71,14 @@ class CostSpikeDetector:
         self.last_spike: dict | None = None
         self.rq = RequestRates()  # requests per row: run size and busiest-hour rate (relative spikes)
         self.uni: dict[int, UnivariateAnomalyScorer] = {}  # project/provider row → scorer
+        self._routes: dict | None = None  # event → series rows cache (not pickled)
+        self._routes_levels: tuple | None = None
 
     @classmethod
-    def from_settings(cls, s) -> "CostSpikeDetector":
+    def from_settings(cls, s, levels: tuple[str, ...] = LEVELS) -> "CostSpikeDetector":
         return cls(s.cost_spike_min_usd, s.cost_spike_min_pct, s.cost_spike_band_k, s.cost_spike_min_minutes,
-                   int(s.cost_spike_warmup_s // 60), s.cost_forecast_key_rows, int(s.key_idle_expire_s // 60))
+                   int(s.cost_spike_warmup_s // 60), s.cost_forecast_key_rows, int(s.key_idle_expire_s // 60),
+                   levels=levels)
 
     def _row(self, skey: tuple) -> int:
         r = self.rows.get(skey)
@@ -86,26 +93,52 @@ class CostSpikeDetector:
                 self.key_rows.setdefault((skey[1], skey[3]), []).append(r)
         return r
 
+    def _route(self, rk: tuple) -> tuple:
+        """(series rows of this instance's levels, key row or −1, root-cause group) for one
+        (provider, project, key, model): rows created in level order, as each event would."""
+        p, proj, key_id, model = rk
+        out = []
+        for skey in (("key", p, proj, key_id), ("project", p, proj), ("provider", p), ("model", p, model)):
+            if skey[0] in self.levels:
+                out.append(self.rows.get(skey) if skey in self.rows else self._row(skey))
+        key_row = self.rows[("key", p, proj, key_id)] if "key" in self.levels else -1
+        return tuple(out), key_row, (p, proj)
+
     def process(self, batch: Batch, ctx: Context) -> None:
-        cur, rows, row = self.cur, self.rows, self._row
+        # One cached route per (provider, project, key, model) instead of four series tuples and
+        # dict lookups per event; the cache is dropped whenever rows are freed or levels change.
+        routes = self._routes
+        if routes is None or self._routes_levels is not self.levels:
+            routes = self._routes = {}
+            self._routes_levels = self.levels
+        cur, rc_add = self.cur, self.rc.add
+        rq_cur = self.rq.cur
+        report_unknown = "project" in self.levels  # reported once, by the project level
+        cur_minute = self.cur_minute
         for e in batch.usage:
-            m = e.ts_ms // 60000
-            if self.cur_minute is None:
-                self.cur_minute = m
-            elif m > self.cur_minute:
-                self._advance(m, e.ts_ms, ctx)
-                cur = self.cur
+            ts = e.ts_ms
+            m = ts // 60000
+            if cur_minute is None:
+                cur_minute = self.cur_minute = m
+            elif m > cur_minute:
+                self._advance(m, ts, ctx)
+                cur_minute = m
+                cur, rq_cur = self.cur, self.rq.cur
+                if self._routes is not routes:  # rows were freed
+                    routes = self._routes = {}
             usd = e.cost_usd or 0.0
-            if e.price_source == "unknown":
+            if report_unknown and e.price_source == "unknown":
                 self._unknown(e, ctx)
-            p, proj = e.provider, e.project
-            for skey in (("key", p, proj, e.key_id), ("project", p, proj), ("provider", p), ("model", p, e.model)):
-                r = rows.get(skey)
-                if r is None:
-                    r = row(skey)
+            rk = (e.provider, e.project, e.key_id, e.model)
+            rt = routes.get(rk)
+            if rt is None:
+                rt = routes[rk] = self._route(rk)
+            for r in rt[0]:
                 cur[r] = cur.get(r, 0.0) + usd
-            self.rc.add(self.cur_minute, (p, proj), (e.key_id, e.model, e.region), usd)
-            self.rq.add(rows[("key", p, proj, e.key_id)], e.requests)
+            rc_add(cur_minute, rt[2], (e.key_id, e.model, e.region), usd)
+            kr = rt[1]
+            if kr >= 0:
+                rq_cur[kr] = rq_cur.get(kr, 0.0) + e.requests
 
     def _unknown(self, e, ctx: Context) -> None:
         k = (e.provider, e.model)
@@ -136,7 +169,9 @@ class CostSpikeDetector:
         learn = np.ones(n, bool)
         for r in self.incidents:
             learn[r] = False
-        for k in ctx.book.open:  # other detectors' open incidents on a key stop learning too
+        # Other detectors' incidents open on a key at the end of minute t stop learning too (asked
+        # in event time: the book may already hold findings from later in this batch).
+        for k in ctx.book.open_keys_at(t * 60000 + 59999):
             for r in self.key_rows.get((k[1], k[2]), ()):
                 learn[r] = False
         for r, until in list(self.nolearn.items()):
@@ -220,9 +255,16 @@ class CostSpikeDetector:
                 & (rq.run[:n] >= np.maximum(REL_PEAK * rq.peak[:n], REL_MIN_RPM) * run)
                 & (b.age[:n] >= 1440) & (b.hod_n[:n].min(axis=1) > 0))  # a whole day seen: the peak is known
 
+    def __getstate__(self) -> dict:
+        st = dict(self.__dict__)
+        st["_routes"] = st["_routes_levels"] = None
+        return st
+
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._routes = self._routes_levels = None
         self.__dict__.setdefault("rq", RequestRates())  # snapshots from before request counts
+        self.__dict__.setdefault("levels", LEVELS)
 
     @staticmethod
     def _resolve(alert_id: str, ts_ms: int, ctx: Context) -> None:
@@ -262,6 +304,7 @@ class CostSpikeDetector:
                         self.key_rows.pop((skey[1], skey[3]), None)
                 self.bank.remove(r)
                 self.uni.pop(r, None)
+                self._routes = None  # row numbers are reused: the event → rows cache is stale
 
     def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
         if alert.kind != "cost_spike":

@@ -5,7 +5,7 @@ exponentially weighted means and mean absolute deviations, plus an all-hours lev
 first hours of life. One `step` advances every series by one time unit (a minute for spend):
 it scores first (expected value, robust spread, upper band = expected + k·spread), then learns
 with the value winsorised at the band, so a spike never inflates its own baseline. Rows whose
-`learn` flag is off (an incident is open) do not learn at all. Memory: ~2.3 KB per series.
+`learn` flag is off (an incident is open) do not learn at all. Memory: ~1.8 KB per series (counts are one byte per bin).
 
 `TailCalibrator` is the calibration layer: it turns raw deviations into [0, 1] scores by how
 rare a short-term average of them is against their own long-run distribution (in the spirit of
@@ -38,6 +38,11 @@ class SeasonalBank:
         self.a_how = 1.0 / (self.per_hour * week_memory)
         self.a_lvl = 1.0 / (self.per_hour * level_memory_h)
         self.warmup = warmup_units
+        # Visit counts per hour bin only matter up to where the weights and learning rates stop
+        # changing (3 visits' worth of units: 180 for minutes), so they are capped there and fit
+        # one byte per bin — the same forecasts as uncapped counts, 192 bytes less per series.
+        sat = int(self.per_hour * max(3.0, day_memory, week_memory)) + 1
+        self.n_cap = sat if sat <= 255 else 60000
         self.n = 0
         self._alloc(capacity)
         self.free: list[int] = []
@@ -52,8 +57,9 @@ class SeasonalBank:
 
         for name, cols in (("hod_mu", 24), ("hod_dev", 24), ("how_mu", 168), ("how_dev", 168)):
             grow(name, (cap, cols), np.float32)
-        grow("hod_n", (cap, 24), np.uint16)
-        grow("how_n", (cap, 168), np.uint16)
+        ndt = np.uint8 if getattr(self, "n_cap", 60000) <= 255 else np.uint16
+        grow("hod_n", (cap, 24), ndt)
+        grow("how_n", (cap, 168), ndt)
         for name in ("lvl_mu", "lvl_dev", "run_excess", "run_expected"):
             grow(name, (cap,), np.float64)
         for name in ("age", "run_len", "run_start", "last_active"):
@@ -135,7 +141,7 @@ class SeasonalBank:
             d = np.abs(x - mu)
             mu_a[idx, col] = mu + a * (x - mu)
             dev_a[idx, col] = dev_a[idx, col] + a * (np.where(cnt > 0, d, 0.0) - dev_a[idx, col])
-            n_a[idx, col] = np.minimum(cnt + 1, 60000)
+            n_a[idx, col] = np.minimum(cnt + 1, self.n_cap)
         a = np.maximum(1.0 / (self.age[idx] + 0.0), self.a_lvl)
         lvl = self.lvl_mu[idx]
         self.lvl_dev[idx] += a * (np.where(self.age[idx] > 1, np.abs(x - lvl), 0.0) - self.lvl_dev[idx])
@@ -160,6 +166,7 @@ class SeasonalBank:
 
         packed = st.pop("_packed", None)
         self.__dict__.update(st)
+        self.__dict__.setdefault("n_cap", 60000)  # older pickles: uint16 counts, capped at 60000
         if packed is None:  # older pickles hold the arrays themselves
             return
         for k, (dtype, shape, blob) in packed.items():

@@ -36,6 +36,7 @@ from keywatch.models.core import Batch, Context
 from keywatch.models.events import format_ts
 
 GATEWAY, PROVIDER = "gateway", "provider_usage"
+_NEVER = 1 << 62
 
 
 def load_key_map(path: Path | None) -> dict[str, str]:
@@ -70,6 +71,9 @@ class GatewayBypassDetector:
         self.gateway: dict[tuple[str, int], list[int]] = {}  # (key, bucket) → [requests, tokens]
         self.provider: dict[tuple[str, int], dict[str, Any]] = {}
         self.pending: set[tuple[str, int]] = set()
+        self.now = 0  # event-time clock: the highest event time seen
+        self.next_due = _NEVER  # earliest settle time among pending buckets
+        self.last_prune = 0
 
     @classmethod
     def from_settings(cls, settings) -> "GatewayBypassDetector":
@@ -77,31 +81,72 @@ class GatewayBypassDetector:
                    lag_ms=int(settings.gateway_bypass_lag_s * 1000), min_requests=settings.gateway_bypass_min_requests)
 
     def process(self, batch: Batch, ctx: Context) -> None:
+        # Event time, event by event: the clock is the highest event time this detector has seen,
+        # and a bucket is judged at the first event that moves it past the bucket's settle time
+        # (not at batch end), so findings do not depend on how the stream is cut into batches.
+        bucket_ms, gateway, provider, pending = self.bucket_ms, self.gateway, self.provider, self.pending
+        key_map = self.key_map
+        now = self.now
+        late: set[tuple[str, int]] = set()
         for e in batch.usage:
-            if e.source == GATEWAY:
-                key = self.key_map.get(e.key_id, e.key_id)
-                self.fronted.setdefault(key, e.ts_ms)
-                agg = self.gateway.setdefault((key, self._bucket(e.ts_ms)), [0, 0])
+            ts = e.ts_ms
+            if ts > now:
+                now = self.now = ts
+            src = e.source
+            if src == GATEWAY:
+                key = key_map.get(e.key_id, e.key_id)
+                if key not in self.fronted:
+                    self.fronted[key] = ts
+                k = (key, ts - ts % bucket_ms)
+                agg = gateway.get(k)
+                if agg is None:
+                    agg = gateway[k] = [0, 0]
                 agg[0] += e.requests
                 agg[1] += e.input_tokens + e.output_tokens
-            elif e.source == PROVIDER:
-                k = (e.key_id, self._bucket(e.ts_ms))
-                agg = self.provider.setdefault(k, {"requests": 0, "tokens": 0, "cost": 0.0, "provider": e.provider,
-                                                   "project": e.project, "first_ms": e.ts_ms})
+            elif src == PROVIDER:
+                k = (e.key_id, ts - ts % bucket_ms)
+                agg = provider.get(k)
+                if agg is None:
+                    agg = provider[k] = {"requests": 0, "tokens": 0, "cost": 0.0, "provider": e.provider,
+                                         "project": e.project, "first_ms": ts}
                 agg["requests"] += e.requests
                 agg["tokens"] += e.input_tokens + e.output_tokens
                 agg["cost"] += e.cost_usd or 0.0
-                self.pending.add(k)
-        now = ctx.watermark_ms
-        for k in sorted(k for k in self.pending if now >= k[1] + self.bucket_ms + self.lag_ms):
+                due = k[1] + bucket_ms + self.lag_ms
+                if due <= now:  # a late bucket: judged on arrival, once this batch has all of it
+                    late.add(k)
+                    continue
+                pending.add(k)
+                if due < self.next_due:
+                    self.next_due = due
+            else:
+                continue
+            if now >= self.next_due:
+                self._judge_due(now, ctx)
+            if now - self.last_prune >= bucket_ms:
+                self._prune(now)
+        if late:
+            for k in sorted(late):
+                if k in self.provider:  # not pruned meanwhile
+                    self._judge(k, now, ctx)
+
+    def _judge_due(self, now: int, ctx: Context) -> None:
+        settle = self.bucket_ms + self.lag_ms
+        for k in sorted(k for k in self.pending if now >= k[1] + settle):
             self.pending.discard(k)
-            self._judge(k, ctx)
-        self._prune(now)
+            self._judge(k, now, ctx)
+        self.next_due = min((k[1] + settle for k in self.pending), default=_NEVER)
+
+    def __setstate__(self, state: dict) -> None:  # snapshots from before the event-time clock
+        self.__dict__.update(state)
+        self.__dict__.setdefault("now", 0)
+        self.__dict__.setdefault("last_prune", 0)
+        self.__dict__.setdefault("next_due", min((k[1] + self.bucket_ms + self.lag_ms for k in self.pending), default=_NEVER))
 
     def _bucket(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.bucket_ms
 
-    def _judge(self, k: tuple[str, int], ctx: Context) -> None:
+    def _judge(self, k: tuple[str, int], now: int, ctx: Context) -> None:
         key, start = k
         end = start + self.bucket_ms
         first_gw = self.fronted.get(key)
@@ -128,7 +173,7 @@ class GatewayBypassDetector:
         ]
         ctx.report(Finding(
             kind="key_theft", provider=prov["provider"], key_id=key, project=prov["project"],
-            ts_ms=max(ctx.watermark_ms, prov["first_ms"]), started_at_ms=start,
+            ts_ms=max(now, prov["first_ms"]), started_at_ms=start,
             score=min(0.99, 0.6 + 0.35 * frac) if significant else 0.5,
             severity="high" if significant else "medium", reasons=reasons,
             cost_impact_usd=round(prov["cost"] * frac, 4), incident_key="gateway_bypass",
@@ -140,11 +185,12 @@ class GatewayBypassDetector:
 
     def _prune(self, now: int) -> None:
         # Bounded state: buckets far behind the watermark can no longer be judged usefully.
+        self.last_prune = now
         cutoff = now - self.retention_ms
         for d in (self.gateway, self.provider):
             for k in [k for k in d if k[1] < cutoff]:
                 del d[k]
-        self.pending = {k for k in self.pending if k[1] >= cutoff}
+        self.pending.difference_update([k for k in self.pending if k[1] < cutoff])
 
     def describe_key(self, key_id: str) -> dict[str, Any] | None:
         if key_id not in self.fronted:

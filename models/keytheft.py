@@ -36,9 +36,9 @@ from keywatch.models.core import Batch, Context, ScoreRow
 from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
 from keywatch.models.keytheft_signals import Evidence, fuse, identity_risk, identity_signals, reasons, severity
 from keywatch.models.keytheft_state import (PROBE_CODES, KeyState, dump_state, identity_novelty, load_state,
-                                            offhours_signal, pop_learn, volume_signal)
+                                            offhours_signal, pop_learn, volume_signal, why_text)
 from keywatch.models.killchain import CHAIN_ACTIONS, ChainLinks, ChainState
-from keywatch.models.netnovelty import model_info
+from keywatch.models.netnovelty import _MODEL_CACHE, model_info
 
 KIND = "key_theft"
 EVIDENCE_TTL_MS = 3_600_000
@@ -86,9 +86,13 @@ class KeyTheftDetector:
 
     # --- processing --------------------------------------------------------------------------
     def process(self, batch: Batch, ctx: Context) -> None:
+        # Idle keys are swept every 10 minutes of event time, at the first event past the mark
+        # (not at batch end), so the state each event meets does not depend on batch cuts.
         if batch.audit:
             stream = heapq.merge(batch.usage, batch.audit, key=lambda e: e.ts_ms)
             for e in stream:
+                if e.ts_ms - self.last_sweep >= 600_000:
+                    self._sweep(ctx, e.ts_ms)
                 if e.__class__.__name__ == "AuditEvent":
                     self._audit(e, ctx)
                 else:
@@ -96,21 +100,27 @@ class KeyTheftDetector:
         else:
             usage = self._usage
             for e in batch.usage:
+                if e.ts_ms - self.last_sweep >= 600_000:
+                    self._sweep(ctx, e.ts_ms)
                 usage(e, ctx)
-        if ctx.watermark_ms - self.last_sweep >= 600_000:
-            self._sweep(ctx)
 
     def _usage(self, e, ctx: Context) -> None:
         ts = e.ts_ms
-        st = self._state(e.provider, e.key_id, e.project)
+        provider, key_id, project = e.provider, e.key_id, e.project
+        st = self.keys.get((provider, key_id))
+        if st is None:
+            st = self._state(provider, key_id, project)
         base = st.base
-        pop = self._pop(e.project, e.provider)
+        pop = self.pops.get(project or "provider:" + provider)
+        if pop is None:
+            pop = self._pop(project, provider)
         if st.win_min != ts // 60_000:
-            self._close_window(st, e.provider, e.key_id, e.project, ctx, ts)
-        fam = model_info(e.model)
+            self._close_window(st, provider, key_id, project, ctx, ts)
+        fam = _MODEL_CACHE.get(e.model) or model_info(e.model)
         cost = e.cost_usd or 0.0
-        err = e.is_error
-        probe = err and (e.error_code in PROBE_CODES or (e.status in (400, 401, 403, 404)))
+        status = e.status
+        err = e.error_code is not None or (status is not None and status >= 400)  # `e.is_error`, inlined
+        probe = err and (e.error_code in PROBE_CODES or (status in (400, 401, 403, 404)))
         st.count(ts, e.requests, cost, fam[2], probe)
         if e.input_tokens or e.output_tokens:
             st.flags |= 2
@@ -118,7 +128,8 @@ class KeyTheftDetector:
         n_items = ev.n_items if ev is not None else 0
         best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
         ev = st.ev
-        chain = self.chains.get(e.key_id) or (self.chains.get(e.principal) if e.principal else None)
+        chains = self.chains
+        chain = (chains.get(key_id) or (chains.get(e.principal) if e.principal else None)) if chains else None
         if e.principal is not None or (chain is None and best > 0.25 and self.links.by_ip):
             chain = self.links.usage(e, ts, chain, best)  # learn principal → key; a chain from this address
         if chain is not None:
@@ -149,7 +160,7 @@ class KeyTheftDetector:
         st.win_err += 1 if err else 0
         st.win_novel += e.requests if best > 0.25 else 0
         if protected or (st.ev is not None and st.ev.ident >= self.protect_min) or (
-                st.ev is not None and ctx.book.is_open(KIND, e.provider, e.key_id, e.project)):
+                st.ev is not None and ctx.book.is_open(KIND, e.provider, e.key_id, e.project, at_ms=ts)):
             base.skip_to(ts)
             return
         base.learn_event(ts, e.requests, cost, fam[2], err, log_ratio(e.input_tokens, e.output_tokens))
@@ -192,7 +203,7 @@ class KeyTheftDetector:
         ks = base.settled(ts)
         if ks < 0.5:  # a new key borrows its project's rate; with neither, volume means nothing
             exp_rpm = max(exp_rpm, pop.key_rpm)
-        behaviour, detail = st.behaviour(ts, exp_rpm, exp_cpm, base)
+        behaviour, detail = st.behaviour(ts, exp_rpm, exp_cpm, base, text=False)
         trust = max(ks, pop.settled(ts) if pop.key_rpm > 0 else 0.0)
         for name in ("volume", "cost"):
             if name in behaviour:
@@ -217,7 +228,7 @@ class KeyTheftDetector:
         impact = max(ev.novel_cost, ev.cost - exp_cpm * dur_min)
         ctx.report(Finding(
             kind=KIND, provider=provider, key_id=key_id, project=project, ts_ms=ts, started_at_ms=ev.start_ts,
-            score=risk, reasons=reasons(ev, detail, signals), cost_impact_usd=max(0.0, impact), severity=severity(risk),
+            score=risk, reasons=reasons(ev, why_text(detail), signals), cost_impact_usd=max(0.0, impact), severity=severity(risk),
             details={"signals": signals, "coverage": st.coverage(), "settled": round(base.settled(ts), 2)}))
 
     def _close_window(self, st: KeyState, provider: str, key_id: str, project: str | None, ctx: Context, ts: int) -> None:
@@ -247,16 +258,15 @@ class KeyTheftDetector:
                                score=round(st.ev.risk if st.ev is not None else 0.0, 4),
                                details={"hst": round(sig, 3) if sig else 0.0, "requests": st.win_req}))
             ev = st.ev
-            if ev is not None and not ctx.book.is_open(KIND, provider, key_id, project):
+            if ev is not None and not ctx.book.is_open(KIND, provider, key_id, project, at_ms=ts):
                 if ev.reported == 0 and ts - ev.start_ts > ACCEPT_MS:
                     st.accept_evidence(ts)  # unusual but never alarming for an hour: benign drift
                 elif ts - ev.last_ts > EVIDENCE_TTL_MS:
                     st.ev = None
         st.reset_window(ts // 60_000)
 
-    def _sweep(self, ctx: Context) -> None:
+    def _sweep(self, ctx: Context, now: int) -> None:
         """Expire idle keys (their baseline is emitted for `key_baselines`) and stale chains."""
-        now = ctx.watermark_ms
         self.last_sweep = now
         for k in [k for k, s in self.keys.items() if now - s.base.last_ts > self.idle_expire_ms and s.base.last_ts]:
             st = self.keys.pop(k)

@@ -54,6 +54,10 @@ def volume_signal(c5: float, c60: float, exp_rpm: float) -> tuple[float, float]:
     return max(s5, s60), max(r5, r60)
 
 
+def why_text(why: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else v[0].format(*v[1]) for k, v in why.items()}
+
+
 def offhours_signal(c60: float) -> float:
     return _ramp(c60, 1.0, 6.0)
 
@@ -138,23 +142,25 @@ class KeyState:
         self.win_req = self.win_exp = self.win_err = self.win_novel = 0
         self.win_cost = 0.0
 
-    def behaviour(self, ts: int, exp_rpm: float, exp_cpm: float, base: KeyBaseline) -> tuple[dict, dict]:
+    def behaviour(self, ts: int, exp_rpm: float, exp_cpm: float, base: KeyBaseline, text: bool = True) -> tuple[dict, dict]:
+        """(signals, reasons). `text=False`: reasons as (template, args), formatted by `why_text`
+        only when a finding is reported (most assessments report nothing)."""
         sig: dict[str, float] = {}
-        why: dict[str, str] = {}
+        why: dict = {}
         vol, ratio = volume_signal(self.c5, self.c60, exp_rpm)
         if vol > 0:
             sig["volume"] = vol
-            why["volume"] = f"volume {ratio:.1f}× the key's usual for this hour"
+            why["volume"] = ("volume {:.1f}× the key's usual for this hour", (ratio,))
         e_cost = exp_cpm * 60.0
         if self.k60 > 2 * e_cost and self.k60 - e_cost > 0.5:
             sig["cost"] = _ramp(math.log2(self.k60 / e_cost), 1.0, 4.0) * _ramp(self.k60 - e_cost, 0.5, 5.0)
-            why["cost"] = f"spend ${self.k60:.2f} in the last hour vs ${e_cost:.2f} usual"
+            why["cost"] = ("spend ${:.2f} in the last hour vs ${:.2f} usual", (self.k60, e_cost))
         if self.c60 > 0:
             share = min(1.0, self.e60 / self.c60)
             s = _ramp(share - base.exp_share, 0.3, 0.8) * _ramp(self.e60, 1.0, 8.0)
             if s > 0:
                 sig["expensive"] = s
-                why["expensive"] = f"expensive models {share:.0%} of requests (usual {base.exp_share:.0%})"
+                why["expensive"] = ("expensive models {:.0%} of requests (usual {:.0%})", (share, base.exp_share))
         if self.err10 >= 2:
             s = _ramp(self.err10, 2.0, 12.0) * (1.0 if self.err10 > 0.3 * self.c10 else 0.4)
             sig["errors"] = s
@@ -163,13 +169,13 @@ class KeyState:
             s = _ramp(n - base.conc, 1.0, 5.0)
             if s > 0:
                 sig["concurrency"] = s
-                why["concurrency"] = f"used from {n} networks at once (usual {base.conc:.0f})"
+                why["concurrency"] = ("used from {} networks at once (usual {:.0f})", (n, base.conc))
         if self.ev is not None and self.ev.models:
             sig["model"] = self.ev.w.get("model", 0.0)
         if self.hst > 0:
             sig["hst"] = self.hst
-            why["hst"] = f"unusual minute for this key (multivariate score {self.hst:.2f})"
-        return sig, why
+            why["hst"] = ("unusual minute for this key (multivariate score {:.2f})", (self.hst,))
+        return sig, (why_text(why) if text else why)
 
     def learn_items(self, items: tuple, ts: int) -> None:
         hour = ts // 3_600_000

@@ -2,32 +2,113 @@
 
 The streaming worker, `keywatch replay`, benchmarks and evals all call `build_core`, so they run
 the same detection code with the same defaults.
+
+Scopes (the worker splits detection in two, replay and tests run everything in one core):
+
+* ``"all"`` — every enricher and detector in one core (replay, evals, tests; the default).
+* ``"partition"`` — what only needs one key's events: prices enricher, key theft, gateway
+  bypass and key-level cost-spike series. The worker runs one per input partition (messages
+  are keyed by `key_id`), so this state moves with the partition.
+* ``"global"`` — what needs every key of a project or provider: project/provider/model cost
+  spikes (calibrated univariate scorer, projections, unknown models), budgets, billing
+  reconciliation, telemetry health (dead-letter flood). Fed with the enriched, deduplicated
+  events the partition cores output, so it neither enriches (no enrichers) nor keeps a dedupe
+  window (capacity 0: only duplicates inside one batch are dropped, and there are none).
+
+Partition + global detectors are the ``"all"`` set (cost spikes split by level):
+
+>>> from keywatch.settings import Settings
+>>> s = Settings()
+>>> names = lambda c: sorted(d.name for d in c.detectors)
+>>> names(build_core(s, "partition")), names(build_core(s, "global"))
+(['cost_spike', 'gateway_bypass', 'key_theft'], ['billing', 'budget', 'cost_spike', 'telemetry_health'])
 """
 
 from __future__ import annotations
 
 from keywatch.models.core import DetectionCore, Detector, Enricher
 
+SCOPES = ("all", "partition", "global")
+KEY_LEVELS = ("key",)
+SHARED_LEVELS = ("project", "provider", "model")
 
-def build_core(settings) -> DetectionCore:
+
+def build_core(settings, scope: str = "all") -> DetectionCore:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
     detectors: list[Detector] = []
     enrichers: list[Enricher] = []
+    per_key, shared = scope in ("all", "partition"), scope in ("all", "global")
     # --- enrichers (order matters: prices before anything that reads cost_usd) --------------
-    from keywatch.models.prices import PriceEnricher  # issue 4: cost_usd, price_source
-    enrichers.append(PriceEnricher.from_settings(settings))
+    if per_key:  # the global core gets events the partition cores already priced
+        from keywatch.models.prices import PriceEnricher  # issue 4: cost_usd, price_source
+        enrichers.append(PriceEnricher.from_settings(settings))
     # --- detectors ---------------------------------------------------------------------------
-    from keywatch.models.keytheft import KeyTheftDetector; detectors.append(KeyTheftDetector.from_settings(settings))  # issue 3
-    from keywatch.models.gatewaybypass import GatewayBypassDetector; detectors.append(GatewayBypassDetector.from_settings(settings))  # issue 7
-    from keywatch.models.billing import BillingDetector  # issue 4: cost
-    from keywatch.models.budgets import BudgetDetector
-    from keywatch.models.costspike import CostSpikeDetector
-    detectors += [CostSpikeDetector.from_settings(settings), BudgetDetector.from_settings(settings),
-                  BillingDetector.from_settings(settings)]
-    from keywatch.models.health import TelemetryHealthDetector  # dead-letter flood, telemetry gaps
-    detectors.append(TelemetryHealthDetector())
+    if per_key:
+        from keywatch.models.keytheft import KeyTheftDetector; detectors.append(KeyTheftDetector.from_settings(settings))  # issue 3
+        from keywatch.models.gatewaybypass import GatewayBypassDetector; detectors.append(GatewayBypassDetector.from_settings(settings))  # issue 7
+    from keywatch.models.costspike import LEVELS, CostSpikeDetector  # issue 4: cost
+    levels = LEVELS if scope == "all" else KEY_LEVELS if scope == "partition" else SHARED_LEVELS
+    cls = PartitionCostSpikeDetector if scope == "partition" else CostSpikeDetector
+    detectors.append(cls.from_settings(settings, levels=levels))
+    if shared:
+        from keywatch.models.billing import BillingDetector
+        from keywatch.models.budgets import BudgetDetector
+        detectors += [BudgetDetector.from_settings(settings), BillingDetector.from_settings(settings)]
+        from keywatch.models.health import TelemetryHealthDetector  # dead-letter flood, telemetry gaps
+        detectors.append(TelemetryHealthDetector())
     return DetectionCore(
         detectors,
         enrichers,
         quiet_ms=int(settings.incident_quiet_s * 1000),
-        dedupe_capacity=settings.dedupe_window_events,
+        dedupe_capacity=0 if scope == "global" else settings.dedupe_window_events,
     )
+
+
+from keywatch.models.costspike import CostSpikeDetector  # noqa: E402
+
+
+class PartitionCostSpikeDetector(CostSpikeDetector):
+    """Key-level cost spikes in a partition core, timed by the worker's global event clock.
+
+    A cost-spike finding is stamped with the event that closed its minute. One partition sees
+    only its keys' events, so its minute closes at a later event than in a single core and the
+    alert id (which hashes that time) would differ from replay. The worker's pipeline sets
+    `clock` (minute → time of the first event after it, over every partition of the batch);
+    a minute the clock knows is closed at that time. Without a clock it is the plain detector.
+    """
+
+    clock: dict[int, int] | None = None  # set by the pipeline before each batch; not snapshotted
+
+    def _close(self, t: int, ts_ms: int, ctx) -> None:
+        clock = self.clock
+        if clock:
+            ts_ms = clock.get(t, ts_ms)
+        super()._close(t, ts_ms, ctx)
+
+    def __getstate__(self) -> dict:
+        st = dict(self.__dict__)
+        st.pop("clock", None)
+        return st
+
+
+def restrict(core: DetectionCore, scope: str) -> DetectionCore:
+    """An ``"all"`` core (the pre-partition worker snapshot) cut down to `scope`, in place.
+
+    Detectors outside the scope are dropped; the cost-spike detector keeps its rows but only
+    updates the scope's levels from now on.
+    """
+    if scope == "all":
+        return core
+    keep = {"partition": {"key_theft", "gateway_bypass", "cost_spike"},
+            "global": {"cost_spike", "budget", "billing", "telemetry_health"}}[scope]
+    core.detectors = [d for d in core.detectors if d.name in keep]
+    cs = core.detector("cost_spike")
+    if cs is not None:
+        cs.levels = KEY_LEVELS if scope == "partition" else SHARED_LEVELS
+        if scope == "partition":
+            cs.__class__ = PartitionCostSpikeDetector
+    if scope == "global":
+        core.enrichers = []
+        core.dedupe_capacity = 0
+    return core

@@ -118,8 +118,32 @@ class UnivariateAnomalyScorer:
             self.tod_n[b] = min(cnt + 1, 1 << 30)
         self.prev = x
         self.n = n + 1
-        r = (math.log1p(z_level), math.log1p(z_step), math.log1p(z_tod), math.log1p(z_vol), math.log1p(z_slow))
-        e = max([c.step(r[i % 5]) for i, c in enumerate(self.cal)])
+        log1p = math.log1p
+        r = (log1p(z_level), log1p(z_step), log1p(z_tod), log1p(z_vol), log1p(z_slow))
+        # `_Record.step` for the 10 records, inlined (the hot loop of the cost-spike detector).
+        e = 0.0
+        i = 0
+        for c in self.cal:
+            s = c.short + c.a_short * (r[i] - c.short)
+            i = i + 1 if i < 4 else 0
+            c.short = s
+            cn, top, mem = c.n, c.top, c.memory
+            while top and top[0][0] <= cn - mem:
+                top.popleft()
+            out = s - top[0][1] if top and cn > c.warmup else 0.0
+            d = s - c.mu
+            var = c.var
+            if out > 0 and d * d < c.min_sigma * c.min_sigma * var:
+                out = 0.0  # a record within the usual spread is not evidence
+            a = 1.0 / (cn + 1) if cn + 1 < mem else 1.0 / mem
+            c.mu += a * d
+            c.var = var + a * (d * d - var)
+            while top and top[-1][1] <= s:
+                top.pop()
+            top.append((cn, s))
+            c.n = cn + 1
+            if out > e:
+                e = out
         self.evidence = e
         recent = n - self.last_peak <= self.refractory
         out = 0.0 if recent and e <= self.peak else e

@@ -7,13 +7,16 @@ partition and its detector state can live in that partition's core. The worker h
 parked (kept only if the same partition comes back unchanged). So a partition moves between
 workers of one consumer group *with* its per-key state.
 
-Caveat: project-, provider- and model-level series (cost spikes, budgets) are per partition
-too: with more than one partition, a project whose keys hash to several partitions is judged
-per share (a single input partition keeps them whole). Per-key detection — key theft,
-key-level spikes — is unaffected.
+Project-, provider- and model-level detection (cost spikes, budgets, billing, projections,
+telemetry health) needs every key of a project, so it is not per partition: the partition cores
+are built with ``build_core(settings, "partition")`` and one worker-wide `global_core`
+(``build_core(settings, "global")``) is fed each batch's enriched, deduplicated events as the
+partition cores output them (stream/pipeline.py). It is snapshotted with the worker's snapshots
+(scope ``g:<topic>``). With several workers each global core sees its own partitions' share.
 
 HTTP views (stream/api.py) use ``runtime.core``: `PartitionCores` offers the same
-`book` / `feedback` / `describe_key` surface, routed to the core that holds the alert or key.
+`book` / `feedback` / `describe_key` surface, routed to the core that holds the alert or key
+(the global core included).
 
 >>> from keywatch.models.core import DetectionCore
 >>> pc = PartitionCores(lambda: DetectionCore(detectors=[]))
@@ -21,6 +24,8 @@ HTTP views (stream/api.py) use ``runtime.core``: `PartitionCores` offers the sam
 (True, [2])
 >>> pc.describe_key("k")["open_alerts"]
 []
+>>> pc.global_core is None, len(pc.all_cores())
+(True, 1)
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ from keywatch.models.core import CoreOutput, DetectionCore
 
 def scope_for(topic: str, partition: int) -> str:
     return f"p:{topic}:{partition}"
+
+
+def global_scope(topic: str) -> str:
+    """Snapshot scope of the worker's global (project-level) core."""
+    return f"g:{topic}"
 
 
 def merge_outputs(outs: list[CoreOutput]) -> CoreOutput | None:
@@ -62,12 +72,12 @@ class _BookView:
     @property
     def open(self) -> dict[tuple, Alert]:
         merged: dict[tuple, Alert] = {}
-        for core in self._owner.cores.values():
+        for core in self._owner.all_cores():
             merged.update(core.book.open)
         return merged
 
     def _holding(self, alert_id: str) -> DetectionCore | None:
-        return next((c for c in self._owner.cores.values()
+        return next((c for c in self._owner.all_cores()
                      if any(a.alert_id == alert_id for a in c.book.open.values())), None)
 
     def set_status(self, alert_id: str, status: str, now_ms: int) -> Alert | None:
@@ -75,19 +85,30 @@ class _BookView:
         return core.book.set_status(alert_id, status, now_ms) if core is not None else None
 
     def is_open(self, *args, **kwargs) -> bool:
-        return any(c.book.is_open(*args, **kwargs) for c in self._owner.cores.values())
+        return any(c.book.is_open(*args, **kwargs) for c in self._owner.all_cores())
 
     def open_for_key(self, provider: str, key_id: str) -> list[Alert]:
-        return [a for c in self._owner.cores.values() for a in c.book.open_for_key(provider, key_id)]
+        return [a for c in self._owner.all_cores() for a in c.book.open_for_key(provider, key_id)]
 
 
 class PartitionCores:
     """``{partition: DetectionCore}`` plus the read surface of a single core."""
 
-    def __init__(self, factory: Callable[[], DetectionCore]) -> None:
+    def __init__(self, factory: Callable[[], DetectionCore],
+                 global_factory: Callable[[], DetectionCore] | None = None) -> None:
         self.factory = factory
+        self.global_factory = global_factory
         self.cores: dict[int, DetectionCore] = {}
+        # Worker-wide project/provider-level core (None: partition cores run every detector).
+        self.global_core: DetectionCore | None = global_factory() if global_factory is not None else None
         self.book = _BookView(self)
+
+    def all_cores(self) -> list[DetectionCore]:
+        """Every core behind the facade: the partition cores, then the global core."""
+        out = list(self.cores.values())
+        if self.global_core is not None:
+            out.append(self.global_core)
+        return out
 
     def core_for(self, partition: int) -> DetectionCore:
         core = self.cores.get(partition)
@@ -100,11 +121,11 @@ class PartitionCores:
 
     @property
     def watermark_ms(self) -> int:
-        return max((c.watermark_ms for c in self.cores.values()), default=0)
+        return max((c.watermark_ms for c in self.all_cores()), default=0)
 
     @property
     def detectors(self) -> list[Any]:
-        return [d for c in self.cores.values() for d in c.detectors]
+        return [d for c in self.all_cores() for d in c.detectors]
 
     def feedback(self, alert_id: str, label: str, now_ms: int, until_ms: int | None = None) -> Alert | None:
         core = self.book._holding(alert_id)
@@ -112,11 +133,15 @@ class PartitionCores:
 
     def describe_key(self, key_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {"key_id": key_id, "open_alerts": []}
-        for core in self.cores.values():
+        for core in self.all_cores():
             info = core.describe_key(key_id)
             out["open_alerts"] += info.pop("open_alerts", [])
             info.pop("key_id", None)
-            out.update(info)
+            for name, v in info.items():  # the same detector in both scopes (cost_spike): merge
+                if isinstance(out.get(name), dict) and isinstance(v, dict):
+                    out[name] = {**out[name], **v}
+                else:
+                    out[name] = v
         return out
 
     def tracked_keys(self) -> int:

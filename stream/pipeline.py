@@ -28,7 +28,8 @@ from typing import Any
 
 from keywatch.models.core import CoreOutput
 from keywatch.stream.decode import DeadLetter, EventDecoder, Origin
-from keywatch.stream.partitions import PartitionCores, merge_outputs, scope_for
+from keywatch.stream.globalcore import advance_clock, process_global
+from keywatch.stream.partitions import PartitionCores, global_scope, merge_outputs, scope_for
 from keywatch.stream.repair import latest_baselines, repair_rollups, stored_scores
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,23 @@ class Pipeline:
     """Holds per-partition cores and their consistency bookkeeping; every method is synchronous
     (run in the worker's one I/O thread)."""
 
-    def __init__(self, runtime, decoder: EventDecoder, state, *, topic: str, factory=None,
+    def __init__(self, runtime, decoder: EventDecoder, state, *, topic: str, factory=None, global_factory=None,
                  high_water: dict[str, int] | None = None, legacy: tuple[Any, dict[str, int]] | None = None) -> None:
         self.rt = runtime
         self.decoder = decoder
         self.state = state
         self.topic = topic
-        self.cores: PartitionCores = runtime.core if isinstance(runtime.core, PartitionCores) else PartitionCores(factory)
+        self.cores: PartitionCores = runtime.core if isinstance(runtime.core, PartitionCores) else PartitionCores(factory, global_factory)
         runtime.core = self.cores  # HTTP views read this facade
         self.in_state: dict[str, int] = {}  # offsets included in core state, per "topic:partition"
         self.high_water: dict[str, int] = dict(high_water or {})  # offsets whose output may be stored
         self.legacy = legacy  # a pre-partition 'core' snapshot: each partition starts from a copy
+        # Offsets whose events the global core (project-level detection) already holds, per
+        # "topic:partition". It is snapshotted before the partition cores, so after a crash it
+        # may be ahead of a partition's snapshot: those re-read events skip the global core.
+        self.g_in_state: dict[str, int] = {}
+        if self.cores.global_core is not None:
+            self._restore_global()
         # Partitions another worker now holds (revoked, then not assigned back): their buffered
         # messages are skipped and not acked. Between an eager revoke and the new assignment a
         # partition is only parked, and a buffered message of it is processed on the parked core.
@@ -89,6 +96,25 @@ class Pipeline:
 
     def _key(self, p: int) -> str:
         return f"{self.topic}:{p}"
+
+    def _restore_global(self) -> None:
+        loaded = None
+        try:
+            loaded = self.state.load_snapshot(global_scope(self.topic))
+        except Exception as exc:  # a bad snapshot must not stop ingestion
+            log.warning("not restoring the global core's snapshot: %s", exc)
+        if loaded is None and self.legacy is not None:
+            from keywatch.models.registry import restrict
+
+            loaded = restrict(pickle.loads(pickle.dumps(self.legacy[0])), "global"), dict(self.legacy[1])
+        if loaded is not None and loaded[0] is not None:
+            self.cores.global_core = loaded[0]
+            self.g_in_state = {k: int(v) for k, v in loaded[1].items()}
+
+    def forget_offsets(self, key: str) -> None:
+        """The broker lost partition `key` (restart): its offsets start again from 0."""
+        self.in_state.pop(key, None)
+        self.g_in_state.pop(key, None)
 
     # --- partitions: restore on assignment, snapshot on revocation -----------------------------
     def assign(self, partitions: set[int]) -> None:
@@ -113,7 +139,12 @@ class Pipeline:
             except Exception as exc:  # a bad snapshot must not stop ingestion
                 log.warning("not restoring snapshot of partition %d: %s", p, exc)
             if loaded is None and self.legacy is not None:
-                loaded = pickle.loads(pickle.dumps(self.legacy[0])), self.legacy[1]
+                legacy = pickle.loads(pickle.dumps(self.legacy[0]))
+                if self.cores.global_core is not None:  # the global core runs the project level
+                    from keywatch.models.registry import restrict
+
+                    legacy = restrict(legacy, "partition")
+                loaded = legacy, self.legacy[1]
             core, snap = loaded if loaded is not None else (None, {})
             self.cores.cores[p] = core if core is not None else self.cores.factory()
             self.in_state.pop(key, None)
@@ -144,6 +175,8 @@ class Pipeline:
         res = BatchResult(None, [], {}, {}, messages=len(msgs))
         per_part: dict[int, tuple[list, dict[str, int]]] = {}
         recheck_ids: list[str] = []
+        global_has: list[str] = []  # events of messages the global core already holds (recovery)
+        g_state = self.g_in_state if self.cores.global_core is not None else {}
         recheck_msgs = 0
         for m in msgs:
             if m.partition in self.foreign:
@@ -161,6 +194,8 @@ class Pipeline:
                 res.offsets[e.event_id] = (m.partition, m.offset)
                 if again:
                     recheck_ids.append(e.event_id)
+            if g_state and m.offset <= g_state.get(m.key, -1):
+                global_has.extend(e.event_id for e in ok)
             if again:
                 recheck_msgs += 1
             res.dead.extend(bad)
@@ -169,17 +204,37 @@ class Pipeline:
             for d in bad:
                 rejected[d.reason] = rejected.get(d.reason, 0) + 1
         outs = []
+        clock = self._advance_clock(per_part) if self.cores.global_core is not None else None
         for p, (evs, rejected) in sorted(per_part.items()):
             if p not in self.cores.cores:
                 self._restore(p)
             core = self.cores.core_for(p)
+            if clock is not None:
+                det = core.detector("cost_spike")
+                if det is not None and hasattr(det, "clock"):
+                    det.clock = clock
             self._restore_baselines(core, evs)
-            outs.append(core.process(evs, rejected=rejected))
+            outs.append(core.process(evs, rejected=None if self.cores.global_core is not None else rejected))
         res.out = merge_outputs(outs)
+        if self.cores.global_core is not None and per_part:
+            self._process_global(res, outs, per_part, set(global_has))
         if recheck_msgs:
             res.rechecked = True
             self._drop_stored(res, recheck_ids)
         return res
+
+    def _advance_clock(self, per_part: dict) -> dict[int, int]:
+        return advance_clock(self.cores.global_core, per_part)
+
+    def _process_global(self, res: BatchResult, outs: list, per_part: dict, skip: set[str]) -> None:
+        g = process_global(self.cores.global_core, outs, per_part, skip)
+        if res.out is None:
+            res.out = g
+            return
+        res.out.alerts += g.alerts
+        res.out.scores += g.scores
+        for t, rows in g.rows.items():
+            res.out.rows.setdefault(t, []).extend(rows)
 
     def _restore_baselines(self, core, events: list) -> None:
         """Idle keys dropped from memory (`key_baselines`) come back before their next event."""
@@ -240,8 +295,11 @@ class Pipeline:
                 self.no_baseline.discard((r.get("provider"), r.get("key_id")))
         else:
             self.rt.sink.write_dead_letters(res.dead)
+        g = self.cores.global_core is not None
         for k, o in res.last.items():
             self.in_state[k] = max(self.in_state.get(k, -1), o)
+            if g:
+                self.g_in_state[k] = max(self.g_in_state.get(k, -1), o)
             self.dirty.add(int(k.rsplit(":", 1)[1]))
 
     # --- step 3: snapshot (then the caller acks everything written so far) ---------------------
@@ -251,6 +309,10 @@ class Pipeline:
     def snapshot(self) -> int:
         """One snapshot row per partition written since its last one; returns the bytes stored."""
         size = 0
+        if self.dirty and self.cores.global_core is not None:
+            # First: if a partition snapshot below then fails, the global core is ahead of it
+            # and the re-read skips it (see `g_in_state`); the other way round it would miss events.
+            size += self.state.save_snapshot(self.cores.global_core, dict(self.g_in_state), global_scope(self.topic))
         for p in sorted(self.dirty):
             core = self.cores.cores.get(p)
             if core is not None:

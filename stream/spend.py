@@ -2,7 +2,7 @@
 
 `GET /spend/projection` — projected end-of-day and end-of-month spend per project and provider:
 from the live cost-spike detectors' `describe()` (summed across detection cores, since each
-core sees a disjoint share of the events), else the latest `spend_projection` rows.
+core sees a disjoint share of the events; in the worker only the global core projects), else the latest `spend_projection` rows.
 `GET /budgets` — each configured budget's spend in its current period (the UTC day or month
 of the latest usage event: event time, so replays work), % used, last step alerted; spend comes
 from the live budget detectors when the worker runs, else from `usage_events`.
@@ -25,7 +25,7 @@ LEVELS = ("project", "provider")
 
 def detectors(core: Any, name: str) -> list[Any]:
     """Detector `name` of every detection core behind `core` (one core, or a per-partition facade)."""
-    cores = getattr(core, "cores", None)
+    cores = core.all_cores() if hasattr(core, "all_cores") else getattr(core, "cores", None)
     if isinstance(cores, Mapping):
         cores = list(cores.values())
     found = []

@@ -1,8 +1,8 @@
 """Worker state in ClickHouse: detector snapshots, written high-water offsets, re-delivery checks.
 
 A snapshot is the pickled `DetectionCore` of one input partition (scope ``p:<topic>:<n>``,
-see stream/partitions.py; scope ``core`` is the pre-partition format, still read once for an
-upgrade) with the input offsets it already includes, signed
+see stream/partitions.py; ``g:<topic>`` is the worker's global project-level core; scope
+``core`` is the pre-partition format, still read once for an upgrade) with the input offsets it already includes, signed
 with an HMAC (key: `KEYWATCH_KEY_HASH_SECRET`) so that only a snapshot this deployment wrote is
 ever unpickled. Tables come from migration 0002.
 

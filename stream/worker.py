@@ -11,6 +11,8 @@ last snapshot does not hold; `Pipeline` (stream/pipeline.py) makes the re-read e
 State is per input partition (stream/partitions.py): on assignment a partition's core is
 restored from its snapshot, on revocation it is snapshotted, so partitions move between the
 workers of one group (same `KEYWATCH_WORKER_ID`, same ClickHouse) with their per-key state.
+Project/provider-level detection runs in one worker-wide global core fed by the partition
+cores' output (stream/partitions.py), snapshotted with the partition cores.
 
 Delivery guarantees, precisely:
 
@@ -165,7 +167,7 @@ class Consumer:
             if end <= held or (tp in committed and committed[tp] is None):
                 log.warning("%s: log ends at %s, committed %s, state holds offset %d: the broker lost this "
                             "partition (restart?); reading it as new", key, end, committed.get(tp, "?"), held)
-                self.pipeline.in_state.pop(key, None)  # high_water stays: re-read ids are still checked
+                self.pipeline.forget_offsets(key)  # high_water stays: re-read ids are still checked
 
     async def _committed(self, tps) -> dict:
         try:  # faust has no public call for the group's committed offsets
@@ -279,8 +281,9 @@ def build_runtime(settings: Settings):
     # Partition cores are restored from their own snapshots when partitions are assigned.
     high_water = {f"{settings.input_topic}:{p}": o for p, o in state.high_water(settings.input_topic).items()}
     metrics = Metrics()
-    runtime = WorkerRuntime(settings=settings, sink=sink, core=PartitionCores(lambda: build_core(settings)),
-                            metrics=metrics)
+    # Per-key detectors per partition; project/provider-level ones in one worker-wide core.
+    cores = PartitionCores(lambda: build_core(settings, "partition"), lambda: build_core(settings, "global"))
+    runtime = WorkerRuntime(settings=settings, sink=sink, core=cores, metrics=metrics)
     runtime.alert_hooks = build_alert_hooks(settings, sink, metrics)
     pipeline = Pipeline(runtime, EventDecoder.from_settings(settings, streaming=True), state,
                         topic=settings.input_topic, high_water=high_water, legacy=legacy)

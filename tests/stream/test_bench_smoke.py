@@ -1,0 +1,26 @@
+"""`keywatch bench --quick`: every figure of the full bench is measured and lands in the JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_quick_writes_every_figure(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "KEYWATCH_DATA_DIR": str(tmp_path / "data")}
+    subprocess.run([sys.executable, "-m", "keywatch.cli", "bench", "--quick", "--json-out", str(out)],
+                   env=env, check=True, timeout=150, capture_output=True)
+    r = json.loads(out.read_text())
+    for run in ("worker_batched", "worker_single", "baseline"):
+        assert r[run]["events"] > 0 and r[run]["events_per_s"] > 0, run
+    assert r["worker_batched"]["events_per_message"] == 100 and r["worker_single"]["events_per_message"] == 1
+    assert r["ratio"] > 0 and r["ratio_single"] > 0
+    lat = r["latency"]
+    assert lat["alerts"] > 0 and 0 <= lat["p50_s"] <= lat["p99_s"], lat
+    core = r["core"]
+    assert core["state_keys"] > 0 and core["bytes_per_key"] > 0 and core["peak_rss_mb"] > 0
+    assert core["replay_events_per_s"] > 0
