@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from keywatch.stream.api import Reply, check_auth, error
-from keywatch.stream.queries import MAX_LIMIT, QueryError
+from keywatch.stream.queries import MAX_LIMIT, QueryError, parse_limit
 from keywatch.stream.runtime import WorkerRuntime
 
 OUTCOMES = ("started", "executed", "dry_run", "skipped_by_policy", "pending_approval", "rate_limited",
@@ -41,12 +41,7 @@ def list_params(params: Mapping[str, str]) -> tuple[str, int, str | None, str | 
     status = params.get("status") or "pending"
     if status not in ("pending", "all") + OUTCOMES:
         raise QueryError(f"status must be pending, all or one of {', '.join(OUTCOMES)}")
-    try:
-        limit = int(params.get("limit") or 100)
-    except ValueError:
-        raise QueryError("limit must be an integer") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise QueryError(f"limit must be within 1..{MAX_LIMIT}")
+    limit = parse_limit(params, most=MAX_LIMIT)
     return status, limit, params.get("key") or None, params.get("provider") or None
 
 

@@ -49,13 +49,18 @@ def alert_filters(params: Mapping[str, str]) -> tuple[list[str], dict[str, Any],
         except ValueError as exc:
             raise QueryError(f"since: {exc}") from None
         where.append("detected_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
+    return where, bound, parse_limit(params)
+
+
+def parse_limit(params: Mapping[str, str], default: int = 100, most: int = MAX_LIMIT) -> int:
+    """`limit` query parameter: an integer within 1..most (a clear 400 otherwise)."""
     try:
-        limit = int(params.get("limit") or 100)
+        limit = int(params.get("limit") or default)
     except ValueError:
         raise QueryError("limit must be an integer") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise QueryError(f"limit must be within 1..{MAX_LIMIT}")
-    return where, bound, limit
+    if not 1 <= limit <= most:
+        raise QueryError(f"limit must be within 1..{most}")
+    return limit
 
 
 def _alert_dict(row: tuple) -> dict[str, Any]:
