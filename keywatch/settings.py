@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     cost_forecast_key_rows: bool = Field(False, description="also emit per-key spend_forecast rows every minute")
     budget_thresholds_pct: str = Field("50,80,100", description="default budget steps (comma-separated %)")
     billing_divergence_pct: float = Field(10.0, ge=0, description="billed vs computed, per project and day")
-    billing_divergence_min_usd: float = Field(5.0, ge=0)
+    billing_divergence_min_usd: float= Field(5.0, ge=0, description='a billing divergence must also exceed this many dollars')
 
     # --- Grafana -----------------------------------------------------------------------------
     grafana_url: str= Field("http://127.0.0.1:3000", description='Grafana base URL for `keywatch dashboards push`')
@@ -107,55 +107,55 @@ class Settings(BaseSettings):
     revocation_max_attempts: int = Field(3, ge=1, le=10, description="tries on 429/5xx/timeouts")
     revocation_max_retry_wait_s: float = Field(30.0, ge=0, le=600, description="longest Retry-After honoured")
     revocation_approval_ttl_s: float = Field(86400.0, gt=0, description="pending approvals expire after this")
-    revocation_openai_base_url: str = "https://api.openai.com"
-    revocation_openai_admin_key: SecretStr | None = None
-    revocation_anthropic_base_url: str = "https://api.anthropic.com"
-    revocation_anthropic_admin_key: SecretStr | None = None
-    revocation_anthropic_version: str = "2023-06-01"
+    revocation_openai_base_url: str= Field("https://api.openai.com", description='OpenAI Admin API base URL (revocation)')
+    revocation_openai_admin_key: SecretStr | None= Field(None, description='OpenAI admin key used to delete project API keys')
+    revocation_anthropic_base_url: str= Field("https://api.anthropic.com", description='Anthropic Admin API base URL (revocation)')
+    revocation_anthropic_admin_key: SecretStr | None= Field(None, description='Anthropic admin key used to deactivate API keys')
+    revocation_anthropic_version: str= Field("2023-06-01", description='anthropic-version header sent to the Admin API')
     revocation_aws_endpoint_url: str | None = Field(None, description="IAM endpoint (moto in tests); unset = AWS")
-    revocation_aws_region: str = "us-east-1"
+    revocation_aws_region: str= Field("us-east-1", description='AWS region for IAM calls')
     revocation_aws_access_key_id: SecretStr | None = Field(None, description="unset = boto3's default credential chain")
-    revocation_aws_secret_access_key: SecretStr | None = None
-    revocation_litellm_base_url: str | None = None
-    revocation_litellm_master_key: SecretStr | None = None
+    revocation_aws_secret_access_key: SecretStr | None= Field(None, description='AWS secret access key for IAM calls (unset = default chain)')
+    revocation_litellm_base_url: str | None= Field(None, description='LiteLLM proxy base URL (block virtual keys)')
+    revocation_litellm_master_key: SecretStr | None= Field(None, description='LiteLLM master key')
     revocation_webhook_url: str | None = Field(None, description="in-house key manager; signed with HMAC-SHA256")
-    revocation_webhook_secret: SecretStr | None = None
+    revocation_webhook_secret: SecretStr | None= Field(None, description='HMAC-SHA256 secret for the revocation webhook')
     # --- section: channels (issue 4) ---------------------------------------------------------
     # Routes and destinations live in `channels_file` (see infra/channels.example.yaml); the
     # secrets a destination names with `*_setting:` come from here (or `KEYWATCH_<NAME>_FILE`).
     smtp_host: str | None = Field(None, description="SMTP server for email channels")
-    smtp_port: int = Field(587, ge=1, le=65535)
-    smtp_user: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_from: str = "keywatch@localhost"
+    smtp_port: int= Field(587, ge=1, le=65535, description='SMTP port')
+    smtp_user: str | None= Field(None, description='SMTP login user (unset = no login)')
+    smtp_password: SecretStr | None= Field(None, description='SMTP login password')
+    smtp_from: str= Field("keywatch@localhost", description='From address of alert emails')
     smtp_starttls: bool = Field(True, description="upgrade with STARTTLS when the server offers it")
     smtp_ssl: bool = Field(False, description="implicit TLS (port 465)")
     slack_webhook_url: SecretStr | None = Field(None, description="default Slack incoming-webhook URL (it is a secret)")
-    pagerduty_routing_key: SecretStr | None = None
-    pagerduty_url: str = "https://events.pagerduty.com"
+    pagerduty_routing_key: SecretStr | None= Field(None, description='PagerDuty Events API v2 routing key')
+    pagerduty_url: str= Field("https://events.pagerduty.com", description='PagerDuty Events API base URL')
     webhook_secret: SecretStr | None = Field(None, description="default HMAC-SHA256 secret for signed JSON webhooks")
     channels_link_template: str | None = Field(None, description="alert link, e.g. https://grafana/d/kw?var-alert={alert_id}")
     channels_timeout_s: float = Field(10.0, gt=0, le=300, description="per delivery attempt")
-    channels_max_attempts: int = Field(5, ge=1, le=20)
+    channels_max_attempts: int= Field(5, ge=1, le=20, description='tries per delivery (429/5xx/timeouts are retried)')
     channels_backoff_s: float = Field(1.0, ge=0, le=60, description="first retry delay; doubles, with jitter")
-    channels_backoff_max_s: float = Field(60.0, ge=0, le=3600)
-    channels_concurrency: int = Field(8, ge=1, le=256)
+    channels_backoff_max_s: float= Field(60.0, ge=0, le=3600, description='longest delay between delivery retries')
+    channels_concurrency: int= Field(8, ge=1, le=256, description='deliveries in flight at once')
     # --- section: connectors (issue 7) -------------------------------------------------------
     openai_admin_key: SecretStr | None = Field(None, description="OpenAI admin key for `keywatch poll openai`")
-    openai_base_url: str = "https://api.openai.com"
+    openai_base_url: str= Field("https://api.openai.com", description='OpenAI API base URL for `keywatch poll openai`')
     anthropic_admin_key: SecretStr | None = Field(None, description="Anthropic admin key for `keywatch poll anthropic`")
-    anthropic_base_url: str = "https://api.anthropic.com"
-    poll_bucket_width: Literal["1m", "1h", "1d"] = "1m"
+    anthropic_base_url: str= Field("https://api.anthropic.com", description='Anthropic API base URL for `keywatch poll anthropic`')
+    poll_bucket_width: Literal["1m", "1h", "1d"]= Field("1m", description='bucket width requested from the usage APIs')
     poll_settle_s: float = Field(300.0, ge=0, description="poll only buckets that ended this long ago (still filling before)")
     poll_lookback_s: float = Field(86400.0, gt=0, description="first poll (no cursor) starts this far back")
-    poll_interval_s: float = Field(60.0, gt=0)
-    poll_max_retries: int = Field(6, ge=0, le=50)
-    poll_timeout_s: float = Field(30.0, gt=0)
+    poll_interval_s: float= Field(60.0, gt=0, description='seconds between polls')
+    poll_max_retries: int= Field(6, ge=0, le=50, description='retries of a failing poll request (429 Retry-After honoured)')
+    poll_timeout_s: float= Field(30.0, gt=0, description='per poll request')
     connector_join_wait_s: float = Field(900.0, ge=0, description="Bedrock log ⋈ CloudTrail: wait this long for the partner record")
     gateway_key_map_file: Path | None = Field(None, description="YAML: gateway key hash → provider key_id")
-    gateway_bypass_bucket_s: int = Field(3600, ge=60)
+    gateway_bypass_bucket_s: int= Field(3600, ge=60, description='bucket width in which provider usage is matched to gateway traffic')
     gateway_bypass_lag_s: float = Field(1800.0, ge=0, description="wait this long past a bucket for late gateway logs")
-    gateway_bypass_min_requests: int = Field(5, ge=1)
+    gateway_bypass_min_requests: int= Field(5, ge=1, description='unmatched provider requests in a bucket before a gateway-bypass alert')
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
