@@ -34,8 +34,8 @@ from keywatch.models.alerts import Finding
 from keywatch.models.calibration import WindowModel, squash_log2
 from keywatch.models.core import Batch, Context, ScoreRow
 from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
-from keywatch.models.keytheft_signals import Evidence, fuse, identity_risk, identity_signals, reasons, severity
-from keywatch.models.keytheft_state import (PROBE_CODES, KeyState, dump_state, identity_novelty, load_state,
+from keywatch.models.keytheft_signals import Evidence, _fuse, identity_signals, reasons, severity
+from keywatch.models.keytheft_state import (PROBE_CODES, T5, T10, T60, KeyState, dump_state, identity_novelty, load_state,
                                             offhours_signal, pop_learn, volume_signal, why_text)
 from keywatch.models.killchain import CHAIN_ACTIONS, ChainLinks, ChainState
 from keywatch.models.netnovelty import _MODEL_CACHE, model_info
@@ -43,6 +43,7 @@ from keywatch.models.netnovelty import _MODEL_CACHE, model_info
 KIND = "key_theft"
 EVIDENCE_TTL_MS = 3_600_000
 HST_MIN_REQUESTS = 3
+_exp = math.exp
 ACCEPT_MS = 3_600_000  # a novelty that raised no alert within this time becomes part of the baseline
 
 
@@ -121,7 +122,29 @@ class KeyTheftDetector:
         status = e.status
         err = e.error_code is not None or (status is not None and status >= 400)  # `e.is_error`, inlined
         probe = err and (e.error_code in PROBE_CODES or (status in (400, 401, 403, 404)))
-        st.count(ts, e.requests, cost, fam[2], probe)
+        requests = e.requests
+        t_last = st.t_last  # `st.count(ts, requests, cost, fam[2], probe)`, inlined
+        dt = ts - t_last
+        if dt > 0 and t_last:
+            f10, f60 = _exp(-dt / T10), _exp(-dt / T60)
+            st.c5 = st.c5 * _exp(-dt / T5) + requests
+            st.c10 = st.c10 * f10 + requests
+            st.err10 *= f10
+            st.c60 = st.c60 * f60 + requests
+            st.k60 = st.k60 * f60 + cost
+            st.e60 *= f60
+            st.t_last = ts
+        else:
+            if ts > t_last:
+                st.t_last = ts
+            st.c5 += requests
+            st.c10 += requests
+            st.c60 += requests
+            st.k60 += cost
+        if fam[2]:
+            st.e60 += requests
+        if probe:
+            st.err10 += 1
         if e.input_tokens or e.output_tokens:
             st.flags |= 2
         ev = st.ev
@@ -140,10 +163,10 @@ class KeyTheftDetector:
             ev = st.open_evidence(ts)
         protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0)
         if ev is not None:
-            ev.req += e.requests
+            ev.req += requests
             ev.cost += cost
             if best > 0.25:
-                ev.novel_req += e.requests
+                ev.novel_req += requests
                 ev.novel_cost += cost
                 ev.last_ts = ts
             code = ""
@@ -153,20 +176,24 @@ class KeyTheftDetector:
                 ev.last_ts = ts
             # Assess on new evidence, on the first errors, else at most every 5 s of event time.
             if ev.n_items != n_items or (probe and ev.errors[code] <= 5) or ts - ev.last_calc >= 5_000 or not ev.last_calc:
-                self._assess(st, e.provider, e.key_id, e.project, ts, ctx, chain)
-        st.win_req += e.requests
+                self._assess(st, provider, key_id, project, ts, ctx, chain)
+        st.win_req += requests
         st.win_cost += cost
-        st.win_exp += e.requests if fam[2] else 0
-        st.win_err += 1 if err else 0
-        st.win_novel += e.requests if best > 0.25 else 0
-        if protected or (st.ev is not None and st.ev.ident >= self.protect_min) or (
-                st.ev is not None and ctx.book.is_open(KIND, e.provider, e.key_id, e.project, at_ms=ts)):
+        if fam[2]:
+            st.win_exp += requests
+        if err:
+            st.win_err += 1
+        if best > 0.25:
+            st.win_novel += requests
+        ev = st.ev
+        if protected or (ev is not None and (ev.ident >= self.protect_min or (
+                ctx.book.open and ctx.book.is_open(KIND, provider, key_id, project, at_ms=ts)))):
             base.skip_to(ts)
             return
-        base.learn_event(ts, e.requests, cost, fam[2], err, log_ratio(e.input_tokens, e.output_tokens))
-        if st.ev is None or st.ev.ident == 0.0:  # new callers are quarantined until accepted
+        base.learn_event(ts, requests, cost, fam[2], err, log_ratio(e.input_tokens, e.output_tokens))
+        if ev is None or ev.ident == 0.0:  # new callers are quarantined until accepted
             st.learn_items(items, ts)
-        pop_learn(pop, items, ts, e.requests)
+        pop_learn(pop, items, ts, requests)
 
     def _audit(self, e, ctx: Context) -> None:
         who = e.key_id or self.links.key_for(e.provider, e.principal) or e.principal
@@ -215,9 +242,8 @@ class KeyTheftDetector:
         ev.chain_reason = c_reason
         ident = identity_signals(ev)
         dur_min = max(1.0, (ts - ev.start_ts) / 60_000)
-        risk, signals = fuse(ident, behaviour, c_score, ev, not st.flags & 1, exp_rpm, dur_min)
+        risk, signals, ev.ident = _fuse(ident, behaviour, c_score, ev, not st.flags & 1, exp_rpm, dur_min)
         ev.risk = risk
-        ev.ident = identity_risk(ident, c_score)
         ev.sig = signals
         if risk < self.alert_min or ts < st.suppress_until:
             return
@@ -232,38 +258,52 @@ class KeyTheftDetector:
             details={"signals": signals, "coverage": st.coverage(), "settled": round(base.settled(ts), 2)}))
 
     def _close_window(self, st: KeyState, provider: str, key_id: str, project: str | None, ctx: Context, ts: int) -> None:
-        if st.win_min >= 0 and st.win_req > 0:
+        # Hot (once per busy key-minute): helpers are inlined here with the same arithmetic.
+        win_req = st.win_req
+        if st.win_min >= 0 and win_req > 0:
             base = st.base
             end = (st.win_min + 1) * 60_000
             exp = base.expected_rpm(end - 1)
-            protected = st.ev is not None and (st.ev.ident >= self.protect_min or st.ev.reported > 0)
+            ev = st.ev
+            protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0)
             sig = 0.0
-            if st.win_req >= HST_MIN_REQUESTS:  # one multivariate score per busy key-minute
-                n = st.win_req
+            nets = -1
+            if win_req >= HST_MIN_REQUESTS:  # one multivariate score per busy key-minute
+                n = win_req
+                nets = st.nets_active(end)
                 x = {"req": squash_log2(n / exp), "cost": squash_log2(st.win_cost / base.expected_cpm(end - 1)),
                      "expensive": st.win_exp / n, "errors": min(1.0, st.win_err / n), "novel": st.win_novel / n,
-                     "nets": min(1.0, st.nets_active(end) / 8.0), "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0,
+                     "nets": min(1.0, nets / 8.0), "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0,
                      "ratio": squash_log2(math.exp(base.log_ratio))}
                 sig = self.model.score_learn(x, learn=not protected and base.settled(end) > 0.2)[1]
             st.hst = sig
             if not protected:
-                base.learn_conc(st.nets_active(end))
-                if base.settled(end) >= 0.5 and project is not None:
+                if nets < 0:
+                    nets = st.nets_active(end)
+                conc = base.conc * 0.995
+                base.conc = conc if conc >= nets else float(nets)  # `learn_conc`, inlined
+                if project is not None and base.settled(end) >= 0.5:
                     pop = self._pop(project, provider)
                     pop.key_rpm += 0.02 * (2.0 * base.mean_rpm - pop.key_rpm)
-            vol, _ = volume_signal(st.c5, st.c60, exp)
-            if st.ev is None and (sig > 0.5 or vol > 0.5):
-                st.open_evidence(end - 1)
-            ctx.score(ScoreRow(ts_ms=end - 1, provider=provider, key_id=key_id, project=project, detector=self.name,
-                               score=round(st.ev.risk if st.ev is not None else 0.0, 4),
-                               details={"hst": round(sig, 3) if sig else 0.0, "requests": st.win_req}))
-            ev = st.ev
-            if ev is not None and not ctx.book.is_open(KIND, provider, key_id, project, at_ms=ts):
+            if ev is None:
+                c5, c60 = st.c5, st.c60
+                if c5 < 2.0 * (exp * 5.0) and c60 < 2.0 * (exp * 60.0):  # `volume_signal`'s quiet case
+                    vol = 0.0
+                else:
+                    vol = volume_signal(c5, c60, exp)[0]
+                if sig > 0.5 or vol > 0.5:
+                    ev = st.open_evidence(end - 1)
+            ctx.scores.append(ScoreRow(end - 1, provider, key_id, project, self.name,
+                                       round(ev.risk, 4) if ev is not None else 0.0,
+                                       {"hst": round(sig, 3) if sig else 0.0, "requests": win_req}))
+            if ev is not None and not (ctx.book.open and ctx.book.is_open(KIND, provider, key_id, project, at_ms=ts)):
                 if ev.reported == 0 and ts - ev.start_ts > ACCEPT_MS:
                     st.accept_evidence(ts)  # unusual but never alarming for an hour: benign drift
                 elif ts - ev.last_ts > EVIDENCE_TTL_MS:
                     st.ev = None
-        st.reset_window(ts // 60_000)
+        st.win_min = ts // 60_000  # `reset_window`, inlined
+        st.win_req = st.win_exp = st.win_err = st.win_novel = 0
+        st.win_cost = 0.0
 
     def _sweep(self, ctx: Context, now: int) -> None:
         """Expire idle keys (their baseline is emitted for `key_baselines`) and stale chains."""

@@ -136,7 +136,13 @@ def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float, 
     >>> fuse({}, {"model": 1.0, "expensive": 0.9, "cost": 0.8}, 0.0, None, blind=True)[0] >= 0.7
     True
     """
-    i = identity_risk(identity, chain)
+    return _fuse(identity, behaviour, chain, ev, blind, exp_rpm, dur_min)[:2]
+
+
+def _fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float, ev: Evidence | None,
+          blind: bool, exp_rpm: float, dur_min: float) -> tuple[float, dict[str, float], float]:
+    """`fuse` + the identity risk it starts from (`identity_risk`), for the detector's hot path."""
+    i = ident_risk = identity_risk(identity, chain)
     b = noisy_or(behaviour, BEHAVIOUR_W)
     risk = 1.0 - (1.0 - i) * (1.0 - b)
     i = noisy_or(identity, IDENTITY_W)
@@ -165,7 +171,7 @@ def fuse(identity: dict[str, float], behaviour: dict[str, float], chain: float, 
     signals = {**{k: round(v * IDENTITY_W[k], 3) for k, v in identity.items()},
                **{k: round(v * BEHAVIOUR_W[k], 3) for k, v in behaviour.items() if v > 0},
                **({"kill_chain": round(chain, 3)} if chain > 0 else {})}
-    return risk, signals
+    return risk, signals, ident_risk
 
 
 def identity_risk(identity: dict[str, float], chain: float) -> float:

@@ -184,8 +184,12 @@ class KeyState:
             return
         self.last_items = (hour, items)
         ids = self.base.ids
-        for attr, v in items:
-            getattr(ids, attr).add(v, hour)
+        for attr, v in items:  # `SeenSet.add`, inlined for the common case: already known
+            seen = getattr(ids, attr)
+            try:
+                seen.last[seen.vals.index(v)] = hour
+            except ValueError:
+                seen.add(v, hour)
 
     def accept_evidence(self, ts: int) -> None:
         """Analyst said benign: what was new becomes known."""
@@ -273,28 +277,32 @@ def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: in
     if hit is None:
         hit = _ident_items(*k)
     net, checks, items = hit
-    ids = st.base.ids
+    base = st.base
+    ids = base.ids
     best = 0.0
     ks = ps = -1.0
     if net is not None:
         a, n24, n16 = net
         st.flags |= 1
-        st.touch_net(n16, ts)
-        if a not in ids.ips and n24 not in ids.n24 and n16 not in ids.n16:
-            ks, ps = st.base.settled(ts), pop.settled(ts)
+        r = st.recent16  # `touch_net`, inlined
+        r[n16] = ts
+        if len(r) > 16:
+            del r[min(r, key=r.__getitem__)]
+        if a not in ids.ips.vals and n24 not in ids.n24.vals and n16 not in ids.n16.vals:
+            ks, ps = base.settled(ts), pop.settled(ts)
             # A key never seen with network data (usage-API buckets so far) has no history of its
             # own to compare with: like a new key, it borrows its project's.
-            w = novelty(ks if len(ids.n16) else 0.0, ps, n16 in pop.ids.n16)
+            w = novelty(ks if len(ids.n16.vals) else 0.0, ps, n16 in pop.ids.n16.vals)
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note_net(n16, a, w)
                 best = w
     for attr, hv, ev_attr, label, pw, scale in checks:
-        if hv not in (known := getattr(ids, attr)):
+        if hv not in (known := getattr(ids, attr).vals):
             if ks < 0:
-                ks, ps = st.base.settled(ts), pop.settled(ts)
+                ks, ps = base.settled(ts), pop.settled(ts)
             # A new key may well use another SDK, region or model than its project: `pw`.
-            w = novelty(ks if len(known) else 0.0, ps, hv in getattr(pop.ids, attr), pw) * scale
+            w = novelty(ks if len(known) else 0.0, ps, hv in getattr(pop.ids, attr).vals, pw) * scale
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note(ev_attr, label, w)

@@ -16,7 +16,7 @@ Design (all features are scale-free: divided by running robust spreads):
    (EWMA over ~5 and ~15 rows: sharp spikes and slower episodes); the calibrated evidence is how
    far a smoothed surprise exceeds its own maximum over the previous `memory` rows (a "new
    record": scale- and tail-free, so noisy series do not fire all the time), kept only when it
-   is also ≥ 3 σ above its running mean. The evidence is the max over the 10 records.
+   is also ≥ `min_sigma` (3.2) σ above its running mean. The evidence is the max over the 10 records.
 3. Refractory post-processing: after a detection, for `refractory` rows only evidence stronger
    than that detection's is reported (one alert per episode; NAB rewards the earliest detection
    in a window and charges for every later one).
@@ -75,7 +75,7 @@ class _Record:
 class UnivariateAnomalyScorer:
     def __init__(self, a_level: float = 0.001, a_step: float = 0.01, short_n: float = 5.0, memory: int = 5000,
                  refractory: int = 120, warmup: int = 100, tod_bins: int = 48, a_tod: float = 0.05,
-                 min_sigma: float = 3.0, long_n: float = 15.0) -> None:
+                 min_sigma: float = 3.2, long_n: float = 15.0) -> None:
         self.a_level, self.a_step, self.a_tod, self.refractory = a_level, a_step, a_tod, refractory
         self.cal = [_Record(sn, memory, warmup, min_sigma) for sn in (short_n, long_n) for _ in range(5)]
         self.nb = tod_bins
@@ -121,22 +121,38 @@ class UnivariateAnomalyScorer:
         log1p = math.log1p
         r = (log1p(z_level), log1p(z_step), log1p(z_tod), log1p(z_vol), log1p(z_slow))
         # `_Record.step` for the 10 records, inlined (the hot loop of the cost-spike detector).
+        # All records of one scorer share `memory`, `warmup`, `min_sigma` and step together, so
+        # the per-row constants are computed once (again only if a record's count differs).
+        cal = self.cal
+        c0 = cal[0]
+        mem, warmup = c0.memory, c0.warmup
+        ms2 = c0.min_sigma * c0.min_sigma
         e = 0.0
-        i = 0
-        for c in self.cal:
-            s = c.short + c.a_short * (r[i] - c.short)
-            i = i + 1 if i < 4 else 0
+        cn = lim = -1
+        a = 0.0
+        warm = False
+        for c, ri in zip(cal, r + r):
+            short = c.short
+            s = short + c.a_short * (ri - short)
             c.short = s
-            cn, top, mem = c.n, c.top, c.memory
-            while top and top[0][0] <= cn - mem:
-                top.popleft()
-            out = s - top[0][1] if top and cn > c.warmup else 0.0
-            d = s - c.mu
+            if c.n != cn:
+                cn = c.n
+                lim = cn - mem
+                a = 1.0 / (cn + 1) if cn + 1 < mem else 1.0 / mem
+                warm = cn > warmup
+            top = c.top
+            if top:
+                while top and top[0][0] <= lim:
+                    top.popleft()
+                out = s - top[0][1] if top and warm else 0.0
+            else:
+                out = 0.0
+            mu = c.mu
+            d = s - mu
             var = c.var
-            if out > 0 and d * d < c.min_sigma * c.min_sigma * var:
+            if out > 0 and d * d < ms2 * var:
                 out = 0.0  # a record within the usual spread is not evidence
-            a = 1.0 / (cn + 1) if cn + 1 < mem else 1.0 / mem
-            c.mu += a * d
+            c.mu = mu + a * d
             c.var = var + a * (d * d - var)
             while top and top[-1][1] <= s:
                 top.pop()
