@@ -5,8 +5,10 @@ its project's (a new key borrows the project's), decayed request/spend/error cou
 compared with the key's seasonal baseline, audit calls advance the kill chain. Only keys with
 something unusual carry `Evidence`; their risk is fused and reported as a `key_theft` finding.
 Once per key-minute the window's features go through a HalfSpaceTrees model (calibrated by
-tail probability) and a score row is emitted. Nothing is learned from a key while it is
-suspicious or has an open incident, so the attacker's traffic never becomes "normal".
+tail probability) and a score row is emitted (`keytheft_window`). Nothing is learned from a key
+while it is suspicious or has an open incident, so the attacker's traffic never becomes "normal";
+what is accepted for lack of alerts stays on probation (`keytheft_probation`): low trust, and a
+surge it carries is new-caller evidence, so a trickle cannot train the baseline to hide an attack.
 
 >>> from keywatch.models.core import DetectionCore
 >>> from keywatch.models.events import UsageEvent
@@ -30,21 +32,17 @@ import heapq
 import math
 from typing import Any
 
-from keywatch.models.alerts import Finding
-from keywatch.models.calibration import WindowModel, squash_log2
-from keywatch.models.core import Batch, Context, ScoreRow
+from keywatch.models.calibration import WindowModel
+from keywatch.models.core import Batch, Context
 from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
-from keywatch.models.keytheft_signals import Evidence, _fuse, identity_signals, reasons, severity
-from keywatch.models.keytheft_state import (PROBE_CODES, T5, T10, T60, KeyState, dump_state, identity_novelty, load_state,
-                                            offhours_signal, pop_learn, volume_signal, why_text)
+from keywatch.models.keytheft_identity import identity_novelty, pop_learn
+from keywatch.models.keytheft_signals import Evidence, reasons  # noqa: F401  (Evidence: re-exported)
+from keywatch.models.keytheft_state import PROBE_CODES, T5, T10, T60, KeyState, dump_state, load_state  # noqa: F401
+from keywatch.models.keytheft_window import ACCEPT_MS, EVIDENCE_TTL_MS, HST_MIN_REQUESTS, KIND, assess, close_window  # noqa: F401
 from keywatch.models.killchain import CHAIN_ACTIONS, ChainLinks, ChainState
 from keywatch.models.netnovelty import _MODEL_CACHE, model_info
 
-KIND = "key_theft"
-EVIDENCE_TTL_MS = 3_600_000
-HST_MIN_REQUESTS = 3
 _exp = math.exp
-ACCEPT_MS = 3_600_000  # a novelty that raised no alert within this time becomes part of the baseline
 
 
 class KeyTheftDetector:
@@ -151,6 +149,10 @@ class KeyTheftDetector:
         n_items = ev.n_items if ev is not None else 0
         best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
         ev = st.ev
+        if st.prob is not None:  # networks on probation: count their share of the key's traffic
+            st.prob.observe(ts, items[2][1] if items and items[0][0] == "ips" else -1, requests, base.ids.n16.vals)
+            if not len(st.prob):
+                st.prob = None
         chains = self.chains
         chain = (chains.get(key_id) or (chains.get(e.principal) if e.principal else None)) if chains else None
         if e.principal is not None or (chain is None and best > 0.25 and self.links.by_ip):
@@ -220,90 +222,8 @@ class KeyTheftDetector:
         if st.ev is None or st.ev.ident == 0.0:
             st.learn_items(items, ts)
 
-    def _assess(self, st: KeyState, provider: str, key_id: str, project: str | None, ts: int, ctx: Context,
-                chain: ChainState | None) -> None:
-        ev = st.ev
-        base = st.base
-        ev.last_calc = ts
-        exp_rpm, exp_cpm = base.expected_rpm(ts), base.expected_cpm(ts)
-        pop = self._pop(project, provider)
-        ks = base.settled(ts)
-        if ks < 0.5:  # a new key borrows its project's rate; with neither, volume means nothing
-            exp_rpm = max(exp_rpm, pop.key_rpm)
-        behaviour, detail = st.behaviour(ts, exp_rpm, exp_cpm, base, text=False)
-        trust = max(ks, pop.settled(ts) if pop.key_rpm > 0 else 0.0)
-        for name in ("volume", "cost"):
-            if name in behaviour:
-                behaviour[name] *= trust
-        if base.quiet_hour(ts):
-            behaviour["off_hours"] = offhours_signal(st.c60)
-            detail["off_hours"] = "activity outside the key's usual working hours"
-        c_score, c_reason = chain.score(ts) if chain is not None else (0.0, "")
-        ev.chain_reason = c_reason
-        ident = identity_signals(ev)
-        dur_min = max(1.0, (ts - ev.start_ts) / 60_000)
-        risk, signals, ev.ident = _fuse(ident, behaviour, c_score, ev, not st.flags & 1, exp_rpm, dur_min)
-        ev.risk = risk
-        ev.sig = signals
-        if risk < self.alert_min or ts < st.suppress_until:
-            return
-        if risk < ev.reported + 0.03 and ts - ev.last_report < 600_000:
-            return
-        ev.reported = max(ev.reported, risk)
-        ev.last_report = ts
-        impact = max(ev.novel_cost, ev.cost - exp_cpm * dur_min)
-        ctx.report(Finding(
-            kind=KIND, provider=provider, key_id=key_id, project=project, ts_ms=ts, started_at_ms=ev.start_ts,
-            score=risk, reasons=reasons(ev, why_text(detail), signals), cost_impact_usd=max(0.0, impact), severity=severity(risk),
-            details={"signals": signals, "coverage": st.coverage(), "settled": round(base.settled(ts), 2)}))
-
-    def _close_window(self, st: KeyState, provider: str, key_id: str, project: str | None, ctx: Context, ts: int) -> None:
-        # Hot (once per busy key-minute): helpers are inlined here with the same arithmetic.
-        win_req = st.win_req
-        if st.win_min >= 0 and win_req > 0:
-            base = st.base
-            end = (st.win_min + 1) * 60_000
-            exp = base.expected_rpm(end - 1)
-            ev = st.ev
-            protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0)
-            sig = 0.0
-            nets = -1
-            if win_req >= HST_MIN_REQUESTS:  # one multivariate score per busy key-minute
-                n = win_req
-                nets = st.nets_active(end)
-                x = {"req": squash_log2(n / exp), "cost": squash_log2(st.win_cost / base.expected_cpm(end - 1)),
-                     "expensive": st.win_exp / n, "errors": min(1.0, st.win_err / n), "novel": st.win_novel / n,
-                     "nets": min(1.0, nets / 8.0), "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0,
-                     "ratio": squash_log2(math.exp(base.log_ratio))}
-                sig = self.model.score_learn(x, learn=not protected and base.settled(end) > 0.2)[1]
-            st.hst = sig
-            if not protected:
-                if nets < 0:
-                    nets = st.nets_active(end)
-                conc = base.conc * 0.995
-                base.conc = conc if conc >= nets else float(nets)  # `learn_conc`, inlined
-                if project is not None and base.settled(end) >= 0.5:
-                    pop = self._pop(project, provider)
-                    pop.key_rpm += 0.02 * (2.0 * base.mean_rpm - pop.key_rpm)
-            if ev is None:
-                c5, c60 = st.c5, st.c60
-                if c5 < 2.0 * (exp * 5.0) and c60 < 2.0 * (exp * 60.0):  # `volume_signal`'s quiet case
-                    vol = 0.0
-                else:
-                    vol = volume_signal(c5, c60, exp)[0]
-                if sig > 0.5 or vol > 0.5:
-                    ev = st.open_evidence(end - 1)
-            ctx.scores.append(ScoreRow(end - 1, provider, key_id, project, self.name,
-                                       round(ev.risk, 4) if ev is not None else 0.0,
-                                       {"hst": round(sig, 3) if sig else 0.0, "requests": win_req}))
-            if ev is not None and not (ctx.book.open and ctx.book.is_open(KIND, provider, key_id, project, at_ms=ts)):
-                if ev.reported == 0 and ts - ev.start_ts > ACCEPT_MS:
-                    st.accept_evidence(ts)  # unusual but never alarming for an hour: benign drift
-                elif ts - ev.last_ts > EVIDENCE_TTL_MS:
-                    st.ev = None
-        st.win_min = ts // 60_000  # `reset_window`, inlined
-        st.win_req = st.win_exp = st.win_err = st.win_novel = 0
-        st.win_cost = 0.0
+    _assess = assess
+    _close_window = close_window
 
     def _sweep(self, ctx: Context, now: int) -> None:
         """Expire idle keys (their baseline is emitted for `key_baselines`) and stale chains."""
@@ -345,5 +265,5 @@ class KeyTheftDetector:
         st = self.keys.get((alert.provider, alert.key_id))
         if st is None:
             return
-        st.accept_evidence(alert.detected_at_ms)
+        st.accept_evidence(alert.detected_at_ms, probation=False)  # vetted by an analyst: trusted
         st.suppress_until = max(st.suppress_until, until_ms or alert.detected_at_ms + 86_400_000)

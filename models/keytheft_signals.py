@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from keywatch.models.alerts import Severity, severity_for
 
-IDENTITY_W = {"network": 1.0, "country": 1.0, "user_agent": 0.45, "region": 0.35}
+IDENTITY_W = {"network": 1.0, "country": 1.0, "user_agent": 0.45, "region": 0.35,
+              "probation": 0.9}  # a surge carried by networks accepted without alerts, not yet trusted
 BEHAVIOUR_W = {"volume": 0.45, "cost": 0.35, "expensive": 0.45, "errors": 0.6, "concurrency": 0.5,
                "off_hours": 0.3, "model": 0.3, "hst": 0.3}
 VOLUME_ONLY = ("volume", "cost")

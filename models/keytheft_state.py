@@ -3,15 +3,15 @@
 `KeyState` = the learned `KeyBaseline` + what is happening now: requests, spend, expensive
 requests and probe errors in exponentially decayed counters (5 min, 10 min, 60 min time
 constants, so a surge is visible on every event without keeping the events), the networks
-active in the last 5 minutes, the current key-minute window, and `Evidence` when suspicious.
+active in the last 5 minutes, the current key-minute window, `Evidence` when suspicious, and
+the networks on probation (`Probation`: accepted from evidence, still low-trust). Identity
+novelty lives in `keytheft_identity`, the probation rules in `keytheft_probation`.
 
 >>> st = KeyState(KeyBaseline("openai", "p"))
 >>> for i in range(30): st.count(1_000 + i * 1_000, 1, 0.5, True, False)
 >>> sig, why = st.behaviour(31_000, 0.1, 0.01, st.base)
 >>> sig["volume"] > 0.5, why["volume"].startswith("volume")
 (True, True)
->>> novelty(1.0, 1.0, False), novelty(0.0, 1.0, True), novelty(0.0, 1.0, False)
-(1.0, 0.0, 1.0)
 """
 
 from __future__ import annotations
@@ -22,21 +22,16 @@ import pickle
 import zlib
 from array import array
 
-from keywatch.models.features import KeyBaseline, PopBaseline
+from keywatch.models.features import KeyBaseline
+from keywatch.models.keytheft_probation import Probation
 from keywatch.models.keytheft_signals import Evidence
-from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
+from keywatch.models.netnovelty import country_code, h32
 
 PROBE_CODES = frozenset({
     "ValidationException", "AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "ResourceNotFoundException",
     "model_not_found", "invalid_api_key", "permission_denied", "insufficient_quota", "invalid_request_error",
     "not_found_error", "permission_error", "authentication_error", "DeploymentNotFound"})
 T5, T10, T60 = 300_000.0, 600_000.0, 3_600_000.0
-
-
-def novelty(key_settled: float, pop_settled: float, in_pop: bool, pop_weight: float = 1.0) -> float:
-    """How unusual a value new to the key is: trust the key's own history as far as it is
-    settled, and the project's for the rest (a new key used from the project's networks is fine)."""
-    return key_settled * (0.35 if in_pop else 1.0) + (1.0 - key_settled) * (0.0 if in_pop else pop_settled * pop_weight)
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -65,7 +60,7 @@ def offhours_signal(c60: float) -> float:
 class KeyState:
     __slots__ = ("base", "ev", "flags", "c5", "c10", "c60", "k60", "e60", "err10", "t_last", "recent16",
                  "win_min", "win_req", "win_cost", "win_exp", "win_err", "win_novel", "hst", "suppress_until",
-                 "last_items")
+                 "last_items", "prob")
 
     def __init__(self, base: KeyBaseline) -> None:
         self.base = base
@@ -80,6 +75,7 @@ class KeyState:
         self.hst = 0.0
         self.suppress_until = 0
         self.last_items: tuple = ()
+        self.prob: Probation | None = None  # networks accepted from evidence, still low-trust
 
     # Pickled as one packed record (field names and value headers cost more than the values);
     # `last_items` is a cache, not stored: at worst one call re-learns what is already known.
@@ -88,15 +84,18 @@ class KeyState:
 
     def __getstate__(self):
         return (self.base, self.ev, self.recent16 or None,
-                array("d", [getattr(self, f) for f in self._D]).tobytes() + array("q", [getattr(self, f) for f in self._I]).tobytes())
+                array("d", [getattr(self, f) for f in self._D]).tobytes() + array("q", [getattr(self, f) for f in self._I]).tobytes(),
+                self.prob)
 
     def __setstate__(self, state) -> None:
         self.last_items = ()
+        self.prob = None
         if len(state) == 2 and state[0] is None:  # older pickles: (None, {slot: value})
             for k, v in state[1].items():
                 setattr(self, k, v)
             return
-        self.base, self.ev, recent, packed = state
+        self.base, self.ev, recent, packed = state[:4]
+        self.prob = state[4] if len(state) > 4 else None  # snapshots from before probation have none
         self.recent16 = recent or {}
         nd = 8 * len(self._D)
         for f, v in zip(self._D, array("d", packed[:nd])):
@@ -191,16 +190,24 @@ class KeyState:
             except ValueError:
                 seen.add(v, hour)
 
-    def accept_evidence(self, ts: int) -> None:
-        """Analyst said benign: what was new becomes known."""
+    def accept_evidence(self, ts: int, probation: bool = True) -> None:
+        """What was new becomes known. `probation`: accepted for lack of alerts, not vetted by an
+        analyst: the networks are rate-limited and stay low-trust (`Probation`) until they earn it."""
         ev = self.ev
         if ev is None:
             return
         hour = ts // 3_600_000
         ids = self.base.ids
-        for v in ev.ips:
-            ids.ips.add(v, hour)
-        for v in ev.new16:
+        nets = ev.new16
+        if probation and nets:
+            prob = self.prob if self.prob is not None else Probation()
+            nets = prob.admit(sorted(nets), ts, ev.novel_req, ev.req)
+            if len(prob):
+                self.prob = prob
+        for v in ev.ips:  # a refused network's addresses stay new too (IPv4: address >> 16 is its /16)
+            if nets is ev.new16 or (v >> 16) in nets:
+                ids.ips.add(v, hour)
+        for v in nets:
             ids.n16.add(v, hour)
         for c in ev.countries:
             ids.countries.add(country_code(c), hour)
@@ -216,98 +223,9 @@ class KeyState:
         return {"network": bool(self.flags & 1), "volume": True, "content": bool(self.flags & 2)}
 
 
-_IDENT: dict[tuple, tuple] = {}
-
-
-def _ident_items(ip, country, ua, region, model) -> tuple:
-    """(network parts, novelty checks, items to learn) for one identity; cached: few distinct."""
-    net = net_parts(ip) if ip else None
-    checks, items = [], []
-    if net is not None:
-        items += [("ips", net[0]), ("n24", net[1]), ("n16", net[2])]
-    if country:
-        checks.append(("countries", country_code(country), "countries", country, 1.0, 1.0))
-    if ua:
-        fam, ver = ua_parts(ua)
-        checks.append(("ua_fam", h32(fam), "uas", fam, 0.5, 1.0))
-        items.append(("ua_ver", h32(fam + "/" + ver)))
-    if region:
-        checks.append(("regions", h32(region), "regions", region, 0.5, 1.0))
-    if model:
-        mh, mfam, expensive = model_info(model)
-        checks.append(("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
-    items += [(c[0], c[1]) for c in checks]
-    out = (net, tuple(checks), tuple(items))
-    if len(_IDENT) > 100_000:
-        _IDENT.clear()
-    _IDENT[(ip, country, ua, region, model)] = out
-    return out
-
-
-def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
-    if not pop.first_ts:
-        pop.first_ts = ts
-    pop.learned += requests
-    hour = ts // 3_600_000
-    if pop.recent_hour != hour:
-        pop.recent_hour = hour
-        pop.recent.clear()
-    elif id(items) in pop.recent:  # this caller was learned this hour already
-        return
-    pop.recent.add(id(items))
-    ids = pop.ids
-    for attr, v in items:
-        if attr != "ips" and attr != "ua_ver":
-            getattr(ids, attr).add(v, hour)
-
-
 def dump_state(st: KeyState) -> str:
     return base64.b64encode(zlib.compress(pickle.dumps(st, protocol=5))).decode()
 
 
 def load_state(blob: str) -> KeyState:
     return pickle.loads(zlib.decompress(base64.b64decode(blob)))
-
-
-def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: int, ip: str | None,
-              country: str | None, ua: str | None, region: str | None, model: str | None) -> tuple[float, tuple]:
-    """Novelty of one call's identity; returns (strongest novelty, items to learn)."""
-    k = (ip, country, ua, region, model)
-    hit = _IDENT.get(k)
-    if hit is None:
-        hit = _ident_items(*k)
-    net, checks, items = hit
-    base = st.base
-    ids = base.ids
-    best = 0.0
-    ks = ps = -1.0
-    if net is not None:
-        a, n24, n16 = net
-        st.flags |= 1
-        r = st.recent16  # `touch_net`, inlined
-        r[n16] = ts
-        if len(r) > 16:
-            del r[min(r, key=r.__getitem__)]
-        if a not in ids.ips.vals and n24 not in ids.n24.vals and n16 not in ids.n16.vals:
-            ks, ps = base.settled(ts), pop.settled(ts)
-            # A key never seen with network data (usage-API buckets so far) has no history of its
-            # own to compare with: like a new key, it borrows its project's.
-            w = novelty(ks if len(ids.n16.vals) else 0.0, ps, n16 in pop.ids.n16.vals)
-            if w > 0.1:
-                ev = ev or st.open_evidence(ts)
-                ev.note_net(n16, a, w)
-                best = w
-    for attr, hv, ev_attr, label, pw, scale in checks:
-        if hv not in (known := getattr(ids, attr).vals):
-            if ks < 0:
-                ks, ps = base.settled(ts), pop.settled(ts)
-            # A new key may well use another SDK, region or model than its project: `pw`.
-            w = novelty(ks if len(known) else 0.0, ps, hv in getattr(pop.ids, attr).vals, pw) * scale
-            if w > 0.1:
-                ev = ev or st.open_evidence(ts)
-                ev.note(ev_attr, label, w)
-                if attr != "models" and w > best:
-                    best = w
-    if checks and (country or ua):
-        st.flags |= 1
-    return best, items

@@ -1,0 +1,124 @@
+"""Caller identity against a key's history: how new is this network, country, SDK, region, model?
+
+Each call's identity is reduced once (cached: a stream has few distinct callers) to its network
+parts, the novelty checks to run and the items to learn. A value new to the key is weighed by
+how settled the key's own history is, and for the rest by its project's (`novelty`): a new key
+used from its project's networks is fine, a settled key used from a network nobody in the
+project uses is not. What is new is noted on the key's `Evidence` (quarantined, not learned).
+
+>>> novelty(1.0, 1.0, False), novelty(0.0, 1.0, True), novelty(0.0, 1.0, False)
+(1.0, 0.0, 1.0)
+>>> from keywatch.models.features import KeyBaseline, PopBaseline
+>>> from keywatch.models.keytheft_state import KeyState
+>>> st, pop = KeyState(KeyBaseline("openai", "p")), PopBaseline()
+>>> best, items = identity_novelty(st, pop, None, 1_000, "34.1.2.3", "US", "openai-python/1.50.0", None, "gpt-4o")
+>>> best, st.ev is None, [a for a, _ in items][:3]        # a brand-new key: nothing to compare with yet
+(0.0, True, ['ips', 'n24', 'n16'])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from keywatch.models.features import PopBaseline
+from keywatch.models.keytheft_signals import Evidence
+from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
+
+if TYPE_CHECKING:
+    from keywatch.models.keytheft_state import KeyState
+
+
+def novelty(key_settled: float, pop_settled: float, in_pop: bool, pop_weight: float = 1.0) -> float:
+    """How unusual a value new to the key is: trust the key's own history as far as it is
+    settled, and the project's for the rest (a new key used from the project's networks is fine)."""
+    return key_settled * (0.35 if in_pop else 1.0) + (1.0 - key_settled) * (0.0 if in_pop else pop_settled * pop_weight)
+
+
+_IDENT: dict[tuple, tuple] = {}
+
+
+def _ident_items(ip, country, ua, region, model) -> tuple:
+    """(network parts, novelty checks, items to learn) for one identity; cached: few distinct."""
+    net = net_parts(ip) if ip else None
+    checks, items = [], []
+    if net is not None:
+        items += [("ips", net[0]), ("n24", net[1]), ("n16", net[2])]
+    if country:
+        checks.append(("countries", country_code(country), "countries", country, 1.0, 1.0))
+    if ua:
+        fam, ver = ua_parts(ua)
+        checks.append(("ua_fam", h32(fam), "uas", fam, 0.5, 1.0))
+        items.append(("ua_ver", h32(fam + "/" + ver)))
+    if region:
+        checks.append(("regions", h32(region), "regions", region, 0.5, 1.0))
+    if model:
+        mh, mfam, expensive = model_info(model)
+        checks.append(("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
+    items += [(c[0], c[1]) for c in checks]
+    out = (net, tuple(checks), tuple(items))
+    if len(_IDENT) > 100_000:
+        _IDENT.clear()
+    _IDENT[(ip, country, ua, region, model)] = out
+    return out
+
+
+def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
+    if not pop.first_ts:
+        pop.first_ts = ts
+    pop.learned += requests
+    hour = ts // 3_600_000
+    if pop.recent_hour != hour:
+        pop.recent_hour = hour
+        pop.recent.clear()
+    elif id(items) in pop.recent:  # this caller was learned this hour already
+        return
+    pop.recent.add(id(items))
+    ids = pop.ids
+    for attr, v in items:
+        if attr != "ips" and attr != "ua_ver":
+            getattr(ids, attr).add(v, hour)
+
+
+
+def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: int, ip: str | None,
+              country: str | None, ua: str | None, region: str | None, model: str | None) -> tuple[float, tuple]:
+    """Novelty of one call's identity; returns (strongest novelty, items to learn)."""
+    k = (ip, country, ua, region, model)
+    hit = _IDENT.get(k)
+    if hit is None:
+        hit = _ident_items(*k)
+    net, checks, items = hit
+    base = st.base
+    ids = base.ids
+    best = 0.0
+    ks = ps = -1.0
+    if net is not None:
+        a, n24, n16 = net
+        st.flags |= 1
+        r = st.recent16  # `touch_net`, inlined
+        r[n16] = ts
+        if len(r) > 16:
+            del r[min(r, key=r.__getitem__)]
+        if a not in ids.ips.vals and n24 not in ids.n24.vals and n16 not in ids.n16.vals:
+            ks, ps = base.settled(ts), pop.settled(ts)
+            # A key never seen with network data (usage-API buckets so far) has no history of its
+            # own to compare with: like a new key, it borrows its project's.
+            w = novelty(ks if len(ids.n16.vals) else 0.0, ps, n16 in pop.ids.n16.vals)
+            if w > 0.1:
+                ev = ev or st.open_evidence(ts)
+                ev.note_net(n16, a, w)
+                best = w
+    for attr, hv, ev_attr, label, pw, scale in checks:
+        if hv not in (known := getattr(ids, attr).vals):
+            if ks < 0:
+                ks, ps = base.settled(ts), pop.settled(ts)
+            # A new key may well use another SDK, region or model than its project: `pw`.
+            w = novelty(ks if len(known) else 0.0, ps, hv in getattr(pop.ids, attr).vals, pw) * scale
+            if w > 0.1:
+                ev = ev or st.open_evidence(ts)
+                ev.note(ev_attr, label, w)
+                if attr != "models" and w > best:
+                    best = w
+    if checks and (country or ua):
+        st.flags |= 1
+    return best, items
