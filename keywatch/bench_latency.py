@@ -2,8 +2,12 @@
 
 A simulated stream (keys with a day of history, then attacks and a runaway loop spread over
 the paced part) is split at the end of the warm-up day. The warm-up is produced at full speed
-and the worker catches up; then the rest is produced at a paced `rate` events/s, one event per
-message, recording the wall time each event was handed to the producer. The worker publishes
+and the worker catches up; then the rest is produced at a paced `rate` events/s the way log
+shippers do it: every `FLUSH_S` the events of that interval go out as one JSON-array message per
+input partition (at 5k events/s and 4 partitions ≈ 25 events/message; each message is keyed by
+one of its keys, and all its keys hash to that partition, so a key's events stay on one
+partition as with per-key messages), recording the wall time each event was handed to the
+producer. The worker publishes
 every new alert on its alerts topic only after the batch is stored in ClickHouse, so the wall
 time an alert record arrives there is when the alert is stored and visible. Latency of an
 alert = that time − produce time of the event it was detected at (same key and event time as
@@ -26,6 +30,7 @@ from keywatch.models.events import format_ts
 
 KINDS = ("loud_burst", "probe_only", "runaway_loop", "new_key_abuse")
 WARM_DAYS = 1.05  # a day of history: key baselines and the runaway loop's busiest-hour rate
+FLUSH_S = 0.02  # a shipper's flush interval: 100 events per flush at 5k events/s
 
 
 def percentile(xs: list[float], q: float) -> float | None:
@@ -36,6 +41,24 @@ def percentile(xs: list[float], q: float) -> float | None:
     lo = int(k)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def partition_messages(events: list[dict], partitions: int) -> list[tuple[bytes | None, list[dict]]]:
+    """(key, events) per input partition, as Kafka's default partitioner would place each event's key.
+
+    >>> [len(g) for _, g in partition_messages([{"key_id": "a"}, {"key_id": "a"}, {"project": None}], 4)]
+    [2, 1]
+    """
+    from kafka.partitioner.default import murmur2
+
+    from keywatch.stream.produce import _key
+
+    groups: dict[int | None, tuple[bytes | None, list[dict]]] = {}
+    for e in events:
+        k = _key(e)
+        p = (murmur2(k) & 0x7FFFFFFF) % partitions if k is not None else None  # the producer's own choice
+        groups.setdefault(p, (k, []))[1].append(e)
+    return list(groups.values())
 
 
 def latency_events(rate: float, seconds: float, keys: int, seed: int = 1) -> tuple[list[dict], list[dict]]:
@@ -101,14 +124,16 @@ def run_latency(settings, bootstrap: str, data_dir: Path, *, rate: float, second
         sent: dict[tuple[str | None, str], float] = {}
         started = time.time()
         with EventProducer(bootstrap, topic, linger_ms=1) as p:
-            for chunk in paced(live, rate, chunk=max(1, int(rate / 200))):
+            for chunk in paced(live, rate, chunk=max(1, int(rate * FLUSH_S))):
                 now = time.time()
                 for e in chunk:
                     when = format_ts(e["ts"])
                     sent.setdefault((e.get("key_id"), when), now)
                     sent.setdefault((None, when), now)
-                p.send_events(chunk, batch_size=1)
+                for key, group in partition_messages(chunk, settings.topic_partitions):
+                    p.send_raw(orjson.dumps(group), key)
             p.flush()
+            messages = p.messages
         produce_s = time.time() - started
         st = wait_events(proc, data_dir, len(warm) + len(live), timeout=max(60.0, seconds * 4))
         time.sleep(1.0)  # the last batch's alerts reach the topic after its status update
@@ -122,6 +147,7 @@ def run_latency(settings, bootstrap: str, data_dir: Path, *, rate: float, second
         if t0 is not None:
             lat.append(max(0.0, arrived - t0))
     return {"rate_target": rate, "rate_achieved": round(len(live) / produce_s, 1), "events": len(live),
+            "events_per_message": round(len(live) / max(1, messages), 1),
             "warmup_events": len(warm), "alerts": len(lat),
             "p50_s": _r(percentile(lat, 50)), "p99_s": _r(percentile(lat, 99)), "max_s": _r(max(lat, default=None)),
             "worker_batches": st.get("batches")}

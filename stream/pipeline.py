@@ -90,6 +90,9 @@ class Pipeline:
         self.parked: dict[int, Any] = {}  # revoked cores, reused if the partition comes back unchanged
         self.dirty: set[int] = set()  # partitions written since their last snapshot
         self.no_baseline: set[tuple[str, str]] = set()  # negative cache of key_baselines lookups
+        # key_baselines rows of batches detected but not yet written (the worker detects batch N+1
+        # while batch N is written): a key evicted in N and seen in N+1 is restored from here.
+        self.unwritten_baselines: dict[tuple[str, str], dict] = {}
         self.last_snapshot = time.monotonic()
         chaos = getattr(runtime.settings, "chaos_sink_fail_file", None)
         self.chaos_file = Path(chaos) if chaos else None
@@ -221,6 +224,9 @@ class Pipeline:
         if recheck_msgs:
             res.rechecked = True
             self._drop_stored(res, recheck_ids)
+        if res.out is not None:
+            for r in res.out.rows.get("key_baselines", ()):
+                self.unwritten_baselines[(r.get("provider"), r.get("key_id"))] = r
         return res
 
     def _advance_clock(self, per_part: dict) -> dict[int, int]:
@@ -243,7 +249,13 @@ class Pipeline:
             return
         known, restored = getattr(det, "keys", {}), getattr(det, "restored", {})
         unknown = {(e.provider, e.key_id) for e in events if getattr(e, "key_id", None)}
-        unknown = [k for k in unknown if k not in known and k not in restored and k not in self.no_baseline]
+        unknown = [k for k in unknown if k not in known and k not in restored]
+        # one read per key: the io thread removes written rows concurrently
+        held = [(k, self.unwritten_baselines.get(k)) for k in unknown]
+        mem = [r for _, r in held if r is not None]
+        unknown = [k for k, r in held if r is None and k not in self.no_baseline]
+        if mem:
+            det.restore(mem)
         if not unknown:
             return
         rows = latest_baselines(self.state.client, self.state.db, unknown)
@@ -292,7 +304,10 @@ class Pipeline:
         if res.out is not None:
             self.rt.sink.write(res.out, res.dead, res.offsets)
             for r in res.out.rows.get("key_baselines", ()):
-                self.no_baseline.discard((r.get("provider"), r.get("key_id")))
+                k = (r.get("provider"), r.get("key_id"))
+                self.no_baseline.discard(k)
+                if self.unwritten_baselines.get(k) is r:
+                    del self.unwritten_baselines[k]
         else:
             self.rt.sink.write_dead_letters(res.dead)
         g = self.cores.global_core is not None

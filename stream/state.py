@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from keywatch.sinks.clickhouse import dt
+from keywatch.sinks.clickhouse import dt, insert_rows
 
 SNAPSHOT_COLUMNS = ["worker_id", "scope", "taken_at", "offsets", "watermark_ms", "size_bytes", "digest", "state"]
 
@@ -88,7 +88,7 @@ class StreamState:
     def mark_high_water(self, topic: str, offsets: dict[int, int]) -> None:
         if offsets:
             rows = [[topic, p, o, self.worker_id] for p, o in offsets.items()]
-            self.client.insert(f"{self.db}.stream_offsets", rows, column_names=["topic", "partition", "offset", "worker_id"])
+            insert_rows(self.client, f"{self.db}.stream_offsets", rows, ["topic", "partition", "offset", "worker_id"])
 
     def high_water(self, topic: str) -> dict[int, int]:
         rows = self.client.query(

@@ -7,6 +7,8 @@ failed batch would be committed). A batch is acked only after (1) its output is 
 ClickHouse (retried with backoff, never skipped) and (2) a detector snapshot covering it is
 stored; faust then commits acked offsets. So a crash loses nothing and re-reads only what the
 last snapshot does not hold; `Pipeline` (stream/pipeline.py) makes the re-read exactly-once.
+Batch N+1 is decoded and detected (detect thread) while batch N is written (io thread, the only
+thread that touches chDB); snapshots wait for a quiescent point (see `Consumer.handle`).
 
 State is per input partition (stream/partitions.py): on assignment a partition's core is
 restored from its snapshot, on revocation it is snapshotted, so partitions move between the
@@ -54,6 +56,7 @@ from typing import Any
 import orjson
 
 from keywatch.settings import Settings
+from keywatch.stream.ioclient import IoClient
 from keywatch.stream.pipeline import Msg, Pipeline
 from keywatch.stream.status import StatusFile
 
@@ -77,29 +80,65 @@ class Consumer:
         self.settings: Settings = runtime.settings
         self.m = runtime.metrics
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-io")  # chDB: one thread
+        # Decode + detect runs here, so it overlaps the previous batch's ClickHouse write on the
+        # io thread; its few lookups are sent to the io thread (`IoClient`).
+        self.detect = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-detect")
+        pipeline.state.client = IoClient(pipeline.state.client, self.io)
         self.lock = asyncio.Lock()  # one batch, snapshot or ack at a time
         self.pending: list[Any] = []  # faust events stored in ClickHouse, acked at the next snapshot
+        self.inflight: asyncio.Task | None = None  # the previous batch's write + publish
         self.stream = None
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     async def handle(self, events: list) -> None:
+        """Batch N+1 is decoded and detected while batch N is written (one write in flight).
+
+        Acks still follow writes (`pending` grows only in `_finish`, after the write), and a
+        snapshot is taken only at a quiescent point — no write in flight and no batch detected
+        but unwritten — so it never holds state of a batch whose output is not stored.
+        """
         msgs = [Msg(e.message.topic, e.message.partition, e.message.offset, e.message.value or b"", e.message.timestamp)
                 for e in events]
         async with self.lock:
+            if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+                await self._drain()
+                await self._snapshot_and_ack()
             started = time.perf_counter()
             async with self.rt.core_lock:  # HTTP views read the core under this lock
-                res = await self._run(self.pipeline.process, msgs)
-            await self._write(res)
-            await self._publish(res)
-            # A message of a partition revoked while it was buffered is not acked: the partition's
-            # next owner (maybe us again) reads it from the committed offset.
-            foreign = self.pipeline.foreign
-            self.pending.extend(e for e in events if e.message.partition not in foreign)
-            self._observe(res, msgs, time.perf_counter() - started)
-            if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
-                await self._snapshot_and_ack()
+                res = await asyncio.get_running_loop().run_in_executor(self.detect, self.pipeline.process, msgs)
+            self._spent("detect", started)
+            t = time.perf_counter()
+            await self._drain()
+            self._spent("wait_write", t)  # batch N stored (and published) before batch N+1 is written
+            self.inflight = asyncio.ensure_future(self._finish(res, events, msgs, started))
+
+    async def _drain(self) -> None:
+        """Wait for the write in flight (a failure surfaces here, as it did inline)."""
+        task, self.inflight = self.inflight, None
+        if task is not None:
+            await task
+
+    def _spent(self, stage: str, since: float) -> None:
+        """Seconds per stage, summed in the status file (`stage_seconds`): where a batch's time goes."""
+        acc = self.status.data.setdefault("stage_seconds", {})
+        acc[stage] = round(acc.get(stage, 0.0) + time.perf_counter() - since, 4)
+
+    async def _finish(self, res, events: list, msgs: list[Msg], started: float) -> None:
+        t = time.perf_counter()
+        await self._write(res)
+        self._spent("write", t)
+        t = time.perf_counter()
+        await self._publish(res)
+        self._spent("publish", t)
+        # A message of a partition revoked while it was buffered is not acked: the partition's
+        # next owner (maybe us again) reads it from the committed offset.
+        foreign = self.pipeline.foreign
+        self.pending.extend(e for e in events if e.message.partition not in foreign)
+        t = time.perf_counter()
+        self._observe(res, msgs, t - started)
+        self._spent("observe", t)
 
     async def _write(self, res) -> None:
         attempt = 0
@@ -134,6 +173,7 @@ class Consumer:
     async def assigned(self, tps) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.settings.input_topic}
         async with self.lock:
+            await self._drain()
             async with self.rt.core_lock:
                 await self._run(self.pipeline.assign, parts)
             await self._check_log_ends(parts)
@@ -141,6 +181,7 @@ class Consumer:
     async def revoked(self, tps) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.settings.input_topic}
         async with self.lock:
+            await self._drain()
             async with self.rt.core_lock:
                 await self._run(self.pipeline.revoke, parts)
 
@@ -192,28 +233,34 @@ class Consumer:
             self.hooks.submit(alerts)
 
     async def _snapshot_and_ack(self) -> None:
+        t = time.perf_counter()
         try:
             async with self.rt.core_lock:
                 size = await self._run(self.pipeline.snapshot)
         except Exception as exc:  # not acking keeps the data safe; try again next time
             log.warning("snapshot failed (offsets not committed yet): %s", exc)
             return
+        self._spent("snapshot", t)
         events, self.pending = self.pending, []
+        t = time.perf_counter()
         for ev in events:
             await self.stream.ack(ev)
+        self._spent("ack", t)
         self.status.update(snapshots=self.status.data.get("snapshots", 0) + 1, snapshot_bytes=size)
 
     async def tick(self) -> None:
         """Timer: snapshot and ack even when no new batch arrives."""
-        if self.pending and self.stream is not None and not self.lock.locked():
+        if (self.pending or self.inflight is not None) and self.stream is not None and not self.lock.locked():
             async with self.lock:
                 if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+                    await self._drain()
                     await self._snapshot_and_ack()
         self.status.update(ready=self.rt.ready)
 
     async def final_snapshot(self) -> None:
         try:
             async with self.lock:
+                await self._drain()
                 if self.pipeline.dirty:
                     async with self.rt.core_lock:
                         await self._run(self.pipeline.snapshot)
