@@ -12,6 +12,10 @@ The faust agent (stream/worker.py) hands each batch here as `Msg`s and acks offs
 * A failed write is retried (see `write_with_retry`); a retry re-checks ids, so a partly
   written batch is completed, never duplicated.
 
+Step 1 (decode and detect) and partition restore/revoke are here; the re-read checks are in
+stream/recheck.py, steps 2 and 3 (store, snapshot) in stream/writestep.py, and the batch types
+(`Msg`, `BatchResult`, `describe`) in stream/batch.py — all importable from here.
+
 >>> m = Msg("t", 0, 5, b'{"kind":"usage"}')
 >>> m.key
 't:0'
@@ -22,47 +26,20 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keywatch.models.core import CoreOutput
-from keywatch.stream.decode import DeadLetter, EventDecoder, Origin
+from keywatch.stream.batch import BatchResult, Msg, describe  # noqa: F401  (public here too)
+from keywatch.stream.decode import EventDecoder, Origin
 from keywatch.stream.globalcore import advance_clock, process_global
 from keywatch.stream.partitions import PartitionCores, global_scope, merge_outputs, scope_for
-from keywatch.stream.repair import latest_baselines, repair_rollups, stored_scores
+from keywatch.stream.recheck import RecheckSteps
+from keywatch.stream.writestep import WriteSteps
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Msg:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    timestamp: float | None = None  # producer time, epoch seconds
-
-    @property
-    def key(self) -> str:
-        return f"{self.topic}:{self.partition}"
-
-
-@dataclass
-class BatchResult:
-    out: CoreOutput | None
-    dead: list[DeadLetter]
-    offsets: dict[str, tuple[int, int]]  # event_id → (partition, offset)
-    last: dict[str, int]  # "topic:partition" → highest offset in the batch
-    rechecked: bool = False  # part of the batch may already be stored
-    skipped_messages: int = 0
-    redelivered_rows: int = 0  # rows not written again because they were already stored
-    messages: int = 0
-    oldest_ts: float | None = None
-    started: float = field(default_factory=time.perf_counter)
-
-
-class Pipeline:
+class Pipeline(RecheckSteps, WriteSteps):
     """Holds per-partition cores and their consistency bookkeeping; every method is synchronous
     (run in the worker's one I/O thread)."""
 
@@ -242,109 +219,5 @@ class Pipeline:
         for t, rows in g.rows.items():
             res.out.rows.setdefault(t, []).extend(rows)
 
-    def _restore_baselines(self, core, events: list) -> None:
-        """Idle keys dropped from memory (`key_baselines`) come back before their next event."""
-        det = core.detector("key_theft")
-        if det is None or not hasattr(det, "restore"):
-            return
-        known, restored = getattr(det, "keys", {}), getattr(det, "restored", {})
-        unknown = {(e.provider, e.key_id) for e in events if getattr(e, "key_id", None)}
-        unknown = [k for k in unknown if k not in known and k not in restored]
-        # one read per key: the io thread removes written rows concurrently
-        held = [(k, self.unwritten_baselines.get(k)) for k in unknown]
-        mem = [r for _, r in held if r is not None]
-        unknown = [k for k, r in held if r is None and k not in self.no_baseline]
-        if mem:
-            det.restore(mem)
-        if not unknown:
-            return
-        rows = latest_baselines(self.state.client, self.state.db, unknown)
-        det.restore(rows)
-        if len(self.no_baseline) > 1_000_000:
-            self.no_baseline.clear()
-        self.no_baseline.update(set(unknown) - {(r["provider"], r["key_id"]) for r in rows})
-
-    def _drop_stored(self, res: BatchResult, ids: list[str]) -> None:
-        stored = self.state.existing_usage_ids(ids) if ids else set()
-        if stored and res.out is not None:
-            before = len(res.out.usage)
-            again = [e for e in res.out.usage if e.event_id in stored]
-            res.out.usage = [e for e in res.out.usage if e.event_id not in stored]
-            res.redelivered_rows += before - len(res.out.usage)
-            # raw rows stored by an interrupted insert may lack their materialized-view rollups
-            repair_rollups(self.state.client, self.state.db, again)
-        if res.out is not None and res.out.scores:
-            seen = stored_scores(self.state.client, self.state.db, res.out.scores)
-            if seen:
-                res.out.scores = [s for s in res.out.scores if (s.key_id or "", s.detector, s.ts_ms) not in seen]
-        if res.dead:
-            seen = self.state.existing_dead_letters(res.dead[0].topic, [(d.partition, d.offset) for d in res.dead])
-            if seen:
-                before = len(res.dead)
-                res.dead = [d for d in res.dead if (d.partition, d.offset, d.index) not in seen]
-                res.redelivered_rows += before - len(res.dead)
-
-    # --- step 2: store -----------------------------------------------------------------------
-    def write(self, res: BatchResult, attempt: int = 0) -> None:
-        """Record intent, then write everything. Raises on failure (caller retries, never acks)."""
-        if self.chaos_file is not None and self.chaos_file.exists():
-            raise ConnectionError(f"chaos: ClickHouse writes fail while {self.chaos_file} exists")
-        if attempt:
-            # A failed attempt may have stored part of the batch: look again before rewriting.
-            self._drop_stored(res, [e.event_id for e in res.out.usage] if res.out is not None else [])
-        intent = {k: o for k, o in res.last.items() if o > self.high_water.get(k, -1)}
-        if intent:
-            by_topic: dict[str, dict[int, int]] = {}
-            for k, o in intent.items():
-                t, p = k.rsplit(":", 1)
-                by_topic.setdefault(t, {})[int(p)] = o
-            for t, offs in by_topic.items():
-                self.state.mark_high_water(t, offs)
-            self.high_water.update(intent)
-        if res.out is not None:
-            self.rt.sink.write(res.out, res.dead, res.offsets)
-            for r in res.out.rows.get("key_baselines", ()):
-                k = (r.get("provider"), r.get("key_id"))
-                self.no_baseline.discard(k)
-                if self.unwritten_baselines.get(k) is r:
-                    del self.unwritten_baselines[k]
-        else:
-            self.rt.sink.write_dead_letters(res.dead)
-        g = self.cores.global_core is not None
-        for k, o in res.last.items():
-            self.in_state[k] = max(self.in_state.get(k, -1), o)
-            if g:
-                self.g_in_state[k] = max(self.g_in_state.get(k, -1), o)
-            self.dirty.add(int(k.rsplit(":", 1)[1]))
-
-    # --- step 3: snapshot (then the caller acks everything written so far) ---------------------
-    def snapshot_due(self, interval_s: float) -> bool:
-        return time.monotonic() - self.last_snapshot >= interval_s
-
-    def snapshot(self) -> int:
-        """One snapshot row per partition written since its last one; returns the bytes stored."""
-        size = 0
-        if self.dirty and self.cores.global_core is not None:
-            # First: if a partition snapshot below then fails, the global core is ahead of it
-            # and the re-read skips it (see `g_in_state`); the other way round it would miss events.
-            size += self.state.save_snapshot(self.cores.global_core, dict(self.g_in_state), global_scope(self.topic))
-        for p in sorted(self.dirty):
-            core = self.cores.cores.get(p)
-            if core is not None:
-                key = self._key(p)
-                size += self.state.save_snapshot(core, {key: self.in_state.get(key, -1)}, scope_for(self.topic, p))
-            self.dirty.discard(p)
-        self.last_snapshot = time.monotonic()
-        return size
-
     def tracked_keys(self) -> int:
         return self.cores.tracked_keys()
-
-
-def describe(res: BatchResult) -> dict[str, Any]:
-    out = res.out
-    return {
-        "messages": res.messages, "skipped_messages": res.skipped_messages,
-        "events": (len(out.usage) + len(out.audit) + len(out.billing)) if out else 0,
-        "dead_letters": len(res.dead), "alerts": len(out.alerts) if out else 0,
-    }

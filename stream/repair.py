@@ -3,7 +3,7 @@
 Rollups (`usage_minute`, `spend_minute_by_project`) are filled by materialized views *during*
 the `usage_events` INSERT, but not atomically with it: a worker killed inside that INSERT can
 leave raw rows stored without their rollup rows. After a restart the re-read finds those rows
-already stored (stream/pipeline.py) and calls `repair_rollups` for the minutes they touch:
+already stored (stream/recheck.py) and calls `repair_rollups` for the minutes they touch:
 truth (grouped `usage_events FINAL`) minus the current rollup sums is inserted as extra rows
 into the SummingMergeTree tables — a no-op when nothing was missing, so it is idempotent. It
 runs before the batch's own rows are written, so both sides exclude those.

@@ -1,6 +1,6 @@
 """What a running worker holds, shared by the consumer loop and the HTTP API views.
 
-The consumer loop (stream/worker.py) owns the core and the sink; HTTP views (stream/web.py)
+The consumer loop (stream/consumer.py) owns the core and the sink; HTTP views (stream/web.py)
 read through this object. Access to `core` from a view must hold `core_lock`, because the
 consumer mutates it between awaits.
 """

@@ -1,0 +1,213 @@
+"""The batch consumer loop behind the faust agent: handle → write → publish → snapshot → ack.
+
+`Consumer` runs one batch at a time through `Pipeline` (stream/pipeline.py), retries ClickHouse
+writes with backoff, publishes dead letters and alerts, and acks offsets only after a snapshot
+covering them is stored. Why acks follow writes and snapshots (commit-after-write) and what
+that guarantees is explained at the top of stream/worker.py, which wires this into faust.
+Rebalance callbacks (`assigned`, `revoked`) live in stream/rebalance.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from keywatch.settings import Settings
+from keywatch.stream.ioclient import IoClient
+from keywatch.stream.pipeline import Msg, Pipeline
+from keywatch.stream.rebalance import RebalanceHandler, _tp
+from keywatch.stream.status import StatusFile
+
+log = logging.getLogger("keywatch.worker")
+
+
+def dead_letter_record(d) -> bytes:
+    return orjson.dumps({
+        "reason": d.reason, "error": d.error, "topic": d.topic, "partition": d.partition, "offset": d.offset,
+        "index": d.index, "payload": d.payload.decode("utf-8", "replace"), "payload_size": d.payload_size,
+        "received_at_ms": d.received_at_ms,
+    })
+
+
+class Consumer(RebalanceHandler):
+    """The agent's body: one batch at a time through the pipeline, with retries and acks."""
+
+    def __init__(self, app, runtime, pipeline: Pipeline, hooks, status: StatusFile, dlq_topic, alerts_topic) -> None:
+        self.app, self.rt, self.pipeline, self.hooks, self.status = app, runtime, pipeline, hooks, status
+        self.dlq_topic, self.alerts_topic = dlq_topic, alerts_topic
+        self.settings: Settings = runtime.settings
+        self.m = runtime.metrics
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-io")  # chDB: one thread
+        # Decode + detect runs here, so it overlaps the previous batch's ClickHouse write on the
+        # io thread; its few lookups are sent to the io thread (`IoClient`).
+        self.detect = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-detect")
+        pipeline.state.client = IoClient(pipeline.state.client, self.io)
+        self.lock = asyncio.Lock()  # one batch, snapshot or ack at a time
+        self.pending: list[Any] = []  # faust events stored in ClickHouse, acked at the next snapshot
+        self.inflight: asyncio.Task | None = None  # the previous batch's write + publish
+        self.stream = None
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    async def handle(self, events: list) -> None:
+        """Batch N+1 is decoded and detected while batch N is written (one write in flight).
+
+        Acks still follow writes (`pending` grows only in `_finish`, after the write), and a
+        snapshot is taken only at a quiescent point — no write in flight and no batch detected
+        but unwritten — so it never holds state of a batch whose output is not stored.
+        """
+        msgs = [Msg(e.message.topic, e.message.partition, e.message.offset, e.message.value or b"", e.message.timestamp)
+                for e in events]
+        async with self.lock:
+            if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+                await self._drain()
+                await self._snapshot_and_ack()
+            started = time.perf_counter()
+            async with self.rt.core_lock:  # HTTP views read the core under this lock
+                res = await asyncio.get_running_loop().run_in_executor(self.detect, self.pipeline.process, msgs)
+            self._spent("detect", started)
+            t = time.perf_counter()
+            await self._drain()
+            self._spent("wait_write", t)  # batch N stored (and published) before batch N+1 is written
+            self.inflight = asyncio.ensure_future(self._finish(res, events, msgs, started))
+
+    async def _drain(self) -> None:
+        """Wait for the write in flight (a failure surfaces here, as it did inline)."""
+        task, self.inflight = self.inflight, None
+        if task is not None:
+            await task
+
+    def _spent(self, stage: str, since: float) -> None:
+        """Seconds per stage, summed in the status file (`stage_seconds`): where a batch's time goes."""
+        acc = self.status.data.setdefault("stage_seconds", {})
+        acc[stage] = round(acc.get(stage, 0.0) + time.perf_counter() - since, 4)
+
+    async def _finish(self, res, events: list, msgs: list[Msg], started: float) -> None:
+        t = time.perf_counter()
+        await self._write(res)
+        self._spent("write", t)
+        t = time.perf_counter()
+        await self._publish(res)
+        self._spent("publish", t)
+        # A message of a partition revoked while it was buffered is not acked: the partition's
+        # next owner (maybe us again) reads it from the committed offset.
+        foreign = self.pipeline.foreign
+        self.pending.extend(e for e in events if e.message.partition not in foreign)
+        t = time.perf_counter()
+        self._observe(res, msgs, t - started)
+        self._spent("observe", t)
+
+    async def _write(self, res) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._run(self.pipeline.write, res, attempt)
+                break
+            except Exception as exc:  # a sink failure: retry the same batch, never ack past it
+                self.m.sink_errors.inc()
+                self.m.backpressure.set(1)
+                if attempt == 0:
+                    self._pause(True)
+                delay = min(self.settings.sink_retry_max_s, 0.2 * 2 ** min(attempt, 10))
+                log.warning("ClickHouse write failed (attempt %d), retrying in %.1fs: %s", attempt + 1, delay, exc)
+                self.status.update(backpressure=1, sink_errors=self.status.data.get("sink_errors", 0) + 1)
+                attempt += 1
+                await asyncio.sleep(delay)
+        if attempt:
+            self._pause(False)
+        self.m.backpressure.set(0)
+        self.status.data["backpressure"] = 0
+
+    def _pause(self, pause: bool) -> None:
+        """Stop (or restart) fetching the input while ClickHouse is failing; best effort."""
+        try:
+            consumer = self.app.consumer
+            tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic]
+            (consumer.pause_partitions if pause else consumer.resume_partitions)(tps)
+        except Exception as exc:  # rebalancing: the blocked agent still holds everything back
+            log.debug("could not %s partitions: %s", "pause" if pause else "resume", exc)
+
+    async def _publish(self, res) -> None:
+        """Dead letters to the DLQ topic, alerts to the alerts topic (awaited before any ack), hooks."""
+        futs = [await self.dlq_topic.send(key=f"{d.topic}:{d.partition}:{d.offset}".encode(), value=dead_letter_record(d))
+                for d in res.dead]
+        alerts = res.out.alerts if res.out is not None else []
+        for a in alerts:
+            futs.append(await self.alerts_topic.send(key=(a.key_id or a.project or a.alert_id).encode(),
+                                                     value=orjson.dumps(a.to_contract())))
+        for f in futs:
+            await f
+        if alerts:
+            self.hooks.submit(alerts)
+
+    async def _snapshot_and_ack(self) -> None:
+        t = time.perf_counter()
+        try:
+            async with self.rt.core_lock:
+                size = await self._run(self.pipeline.snapshot)
+        except Exception as exc:  # not acking keeps the data safe; try again next time
+            log.warning("snapshot failed (offsets not committed yet): %s", exc)
+            return
+        self._spent("snapshot", t)
+        events, self.pending = self.pending, []
+        t = time.perf_counter()
+        for ev in events:
+            await self.stream.ack(ev)
+        self._spent("ack", t)
+        self.status.update(snapshots=self.status.data.get("snapshots", 0) + 1, snapshot_bytes=size)
+
+    async def tick(self) -> None:
+        """Timer: snapshot and ack even when no new batch arrives."""
+        if (self.pending or self.inflight is not None) and self.stream is not None and not self.lock.locked():
+            async with self.lock:
+                if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+                    await self._drain()
+                    await self._snapshot_and_ack()
+        self.status.update(ready=self.rt.ready)
+
+    async def final_snapshot(self) -> None:
+        try:
+            async with self.lock:
+                await self._drain()
+                if self.pipeline.dirty:
+                    async with self.rt.core_lock:
+                        await self._run(self.pipeline.snapshot)
+        except Exception as exc:
+            log.warning("final snapshot failed: %s", exc)
+
+    def _observe(self, res, msgs: list[Msg], seconds: float) -> None:
+        m, out = self.m, res.out
+        m.messages_in.inc(len(msgs))
+        n = 0
+        if out is not None:
+            for kind, evs in (("usage", out.usage), ("audit", out.audit), ("billing", out.billing)):
+                if evs:
+                    m.events_in.labels(kind).inc(len(evs))
+                    n += len(evs)
+            m.duplicates.inc(out.duplicates + res.redelivered_rows)
+            now = time.time()
+            for a in out.alerts:
+                m.alerts.labels(a.kind, a.severity).inc()
+                if res.oldest_ts:
+                    m.event_to_alert.observe(max(0.0, now - res.oldest_ts))
+        for d in res.dead:
+            m.events_rejected.labels(d.reason).inc()
+        m.batch_latency.observe(seconds)
+        m.batch_size.observe(n)
+        for key, off in res.last.items():
+            topic, p = key.rsplit(":", 1)
+            try:
+                hw = self.app.consumer.highwater(_tp(topic, int(p)))
+                if hw is not None:
+                    m.consumer_lag.labels(topic, p).set(max(0, hw - off - 1))
+            except Exception:  # the consumer may be rebalancing; lag is best effort
+                pass
+        m.tracked_keys.set(self.pipeline.tracked_keys())
+        self.status.data["offsets"] = dict(self.pipeline.in_state)
+        self.status.batch(res, n, [a.to_contract() for a in out.alerts] if out is not None else [])

@@ -1,0 +1,70 @@
+"""Steps 2 and 3 of `Pipeline` (stream/pipeline.py): store a detected batch, then snapshot.
+
+`write` records the intent mark (`stream_offsets`) before writing, so a re-read knows what may
+already be stored; a retry re-checks ids first. `snapshot` stores one row per partition
+written since its last snapshot (the global core first); the worker acks only after it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from keywatch.stream.batch import BatchResult
+from keywatch.stream.partitions import global_scope, scope_for
+
+
+class WriteSteps:
+    """Mixed into `Pipeline`: uses its `rt`, `state`, `cores`, offsets and bookkeeping sets."""
+
+    # --- step 2: store -----------------------------------------------------------------------
+    def write(self, res: BatchResult, attempt: int = 0) -> None:
+        """Record intent, then write everything. Raises on failure (caller retries, never acks)."""
+        if self.chaos_file is not None and self.chaos_file.exists():
+            raise ConnectionError(f"chaos: ClickHouse writes fail while {self.chaos_file} exists")
+        if attempt:
+            # A failed attempt may have stored part of the batch: look again before rewriting.
+            self._drop_stored(res, [e.event_id for e in res.out.usage] if res.out is not None else [])
+        intent = {k: o for k, o in res.last.items() if o > self.high_water.get(k, -1)}
+        if intent:
+            by_topic: dict[str, dict[int, int]] = {}
+            for k, o in intent.items():
+                t, p = k.rsplit(":", 1)
+                by_topic.setdefault(t, {})[int(p)] = o
+            for t, offs in by_topic.items():
+                self.state.mark_high_water(t, offs)
+            self.high_water.update(intent)
+        if res.out is not None:
+            self.rt.sink.write(res.out, res.dead, res.offsets)
+            for r in res.out.rows.get("key_baselines", ()):
+                k = (r.get("provider"), r.get("key_id"))
+                self.no_baseline.discard(k)
+                if self.unwritten_baselines.get(k) is r:
+                    del self.unwritten_baselines[k]
+        else:
+            self.rt.sink.write_dead_letters(res.dead)
+        g = self.cores.global_core is not None
+        for k, o in res.last.items():
+            self.in_state[k] = max(self.in_state.get(k, -1), o)
+            if g:
+                self.g_in_state[k] = max(self.g_in_state.get(k, -1), o)
+            self.dirty.add(int(k.rsplit(":", 1)[1]))
+
+    # --- step 3: snapshot (then the caller acks everything written so far) ---------------------
+    def snapshot_due(self, interval_s: float) -> bool:
+        return time.monotonic() - self.last_snapshot >= interval_s
+
+    def snapshot(self) -> int:
+        """One snapshot row per partition written since its last one; returns the bytes stored."""
+        size = 0
+        if self.dirty and self.cores.global_core is not None:
+            # First: if a partition snapshot below then fails, the global core is ahead of it
+            # and the re-read skips it (see `g_in_state`); the other way round it would miss events.
+            size += self.state.save_snapshot(self.cores.global_core, dict(self.g_in_state), global_scope(self.topic))
+        for p in sorted(self.dirty):
+            core = self.cores.cores.get(p)
+            if core is not None:
+                key = self._key(p)
+                size += self.state.save_snapshot(core, {key: self.in_state.get(key, -1)}, scope_for(self.topic, p))
+            self.dirty.discard(p)
+        self.last_snapshot = time.monotonic()
+        return size
