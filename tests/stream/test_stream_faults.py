@@ -21,24 +21,9 @@ from keywatch.settings import Settings
 from keywatch.stream.broker import EmbeddedBroker, ensure_topics, topic_specs
 from keywatch.stream.produce import group_messages, produce_events
 
+from stream_helpers import end_offsets as _end_offsets, prepare as _prepare  # noqa: E402
+
 pytestmark = pytest.mark.integration
-
-
-def _prepare(w) -> Settings:
-    s = Settings.from_env(w.env)
-    ensure_topics(w.env["KEYWATCH_KAFKA_BOOTSTRAP"], topic_specs(s))
-    return s
-
-
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        ends = c.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {f"{tp.topic}:{tp.partition}": o - 1 for tp, o in ends.items() if o > 0}
-    finally:
-        c.close()
 
 
 def _all_ends(bootstrap: str, topic: str, partitions: int, messages: int) -> dict[str, int]:

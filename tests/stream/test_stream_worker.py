@@ -12,6 +12,8 @@ from keywatch.settings import Settings
 from keywatch.stream.broker import ensure_topics, topic_specs
 from keywatch.stream.produce import EventProducer, produce_events
 
+from stream_helpers import end_offsets as _end_offsets, prepare as _prepare  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 BAD = [
@@ -20,23 +22,6 @@ BAD = [
     b'\xff\xfe{"kind":"usage"}',
     b"[" + b'{"kind":"usage","event_id":"x","ts":1,"provider":"p","key_id":"k","model":"m"},' * 400 + b"{}]",  # oversized (> 16384)
 ]
-
-
-def _prepare(w) -> Settings:
-    s = Settings.from_env(w.env)
-    ensure_topics(w.env["KEYWATCH_KAFKA_BOOTSTRAP"], topic_specs(s))
-    return s
-
-
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        ends = c.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {f"{tp.topic}:{tp.partition}": o - 1 for tp, o in ends.items() if o > 0}
-    finally:
-        c.close()
 
 
 def _caught_up(ends: dict[str, int]):
