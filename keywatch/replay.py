@@ -9,6 +9,7 @@ order first raised, carrying its final state (later evidence updates it; no copi
 from __future__ import annotations
 
 import gzip
+import zlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import orjson
 
 from keywatch.models.alerts import Alert
 from keywatch.models.core import CoreOutput, DetectionCore
-from keywatch.stream.decode import DeadLetter, EventDecoder, Origin
+from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
 
 
 @dataclass
@@ -42,12 +43,18 @@ def open_text(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def read_lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, bytes]]:
+def read_lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, bytes | None]]:
+    """(file, line number, line) for every non-blank line; `None` marks a file whose compressed
+    stream broke off at that line (the caller records it; the next file is still read)."""
     for path in paths:
-        with open_text(path) as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    yield str(path), n, line
+        n = 0
+        try:
+            with open_text(path) as fh:
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        yield str(path), n, line
+        except (gzip.BadGzipFile, EOFError, zlib.error):
+            yield str(path), n, None
 
 
 def replay(
@@ -88,6 +95,11 @@ def replay(
             dead.clear()
 
         for name, lineno, line in read_lines(paths):
+            if line is None:
+                dead.append(DeadLetter(reason=Reason.CORRUPT_FILE, error=f"cannot decompress after line {lineno}",
+                                       topic=name, partition=-1, offset=lineno, index=-1, payload=b"",
+                                       payload_size=0, received_at_ms=int(time.time() * 1000)))
+                continue
             summary.lines += 1
             ok, bad = decoder.decode(line.rstrip(b"\r\n"), Origin(name, -1, lineno))
             chunk.extend(ok)

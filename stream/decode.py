@@ -64,6 +64,7 @@ class Reason:
     FUTURE_TS = "future_ts"
     EMPTY = "empty"
     TOO_DEEP = "too_deep"
+    CORRUPT_FILE = "corrupt_file"  # a compressed file that stops decompressing part-way
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import gzip
 import io
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -47,6 +48,8 @@ FORMATS: dict[str, Normaliser | None] = {
 }
 # Formats whose usage records are joined on request id (invocation log ⋈ CloudTrail).
 JOINED_FORMATS = frozenset({"bedrock-invocation", "cloudtrail"})
+# What a damaged gzip stream raises part-way through reading.
+CORRUPT_INPUT = (gzip.BadGzipFile, EOFError, zlib.error)
 _CHUNK = 1000  # dicts validated per decoder call (well under max_events_per_message)
 
 
@@ -103,19 +106,24 @@ class Ingester:
 
     def feed_file(self, path: str | Path) -> Iterator[tuple[list[Event], list[DeadLetter]]]:
         name = str(path)
-        with open_input(path) as fh:
-            if self.normaliser is None:  # canonical: each line is a message, as in replay
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
+        lineno = 0
+        try:
+            with open_input(path) as fh:
+                if self.normaliser is None:  # canonical: each line is a message, as in replay
+                    for lineno, line in enumerate(fh, 1):
+                        if line.strip():
+                            self.records += 1
+                            yield self._count(*self.decoder.decode(line.rstrip(b"\r\n"), Origin(name, -1, lineno)))
+                    return
+                for lineno, doc, raw in documents(fh, name):
+                    if raw is not None:
                         self.records += 1
-                        yield self._count(*self.decoder.decode(line.rstrip(b"\r\n"), Origin(name, -1, n)))
-                return
-            for n, doc, raw in documents(fh, name):
-                if raw is not None:
-                    self.records += 1
-                    yield self._count([], [self._dead(Reason.NOT_JSON, "not JSON", raw, name, n)])
-                else:
-                    yield self.feed_document(doc, name, n)
+                        yield self._count([], [self._dead(Reason.NOT_JSON, "not JSON", raw, name, lineno)])
+                    else:
+                        yield self.feed_document(doc, name, lineno)
+        except CORRUPT_INPUT as exc:  # a damaged .gz: what was read stands; the rest is one dead letter
+            self.records += 1
+            yield self._count([], [self._dead(Reason.CORRUPT_FILE, f"cannot decompress after line {lineno}: {exc}", b"", name, lineno)])
 
     def feed_document(self, doc: Any, name: str = "", lineno: int = -1) -> tuple[list[Event], list[DeadLetter]]:
         """One parsed provider document → (events, dead letters)."""

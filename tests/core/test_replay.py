@@ -42,3 +42,17 @@ def test_replay_fails_on_unreadable_file_and_bad_settings(tmp_path):
     f.write_bytes(orjson.dumps(GOOD) + b"\n")
     r = run([str(f), "--alerts-out", str(out)], tmp_path, {"KEYWATCH_INCIDENT_QUIET_S": "-5"})
     assert r.returncode != 0 and "KEYWATCH_INCIDENT_QUIET_S" in r.stderr
+
+
+def test_a_damaged_gzip_file_is_a_dead_letter_and_the_next_file_is_still_read(tmp_path):
+    good = gzip.compress(orjson.dumps(GOOD) + b"\n")
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(good + b"\x1f\x8bjunk that is not a gzip member")
+    f2 = tmp_path / "next.jsonl"
+    f2.write_bytes(orjson.dumps({**GOOD, "event_id": "e9"}) + b"\n")
+    out = tmp_path / "alerts.jsonl"
+    r = run([str(broken), str(f2), "--alerts-out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    dead = [orjson.loads(l) for l in (tmp_path / "alerts.jsonl.dead_letters.jsonl").read_bytes().splitlines()]
+    assert [d["reason"] for d in dead] == ["corrupt_file"]
+    assert "events" in r.stderr and "2" in r.stderr
