@@ -8,6 +8,7 @@ a run of `cost_spike_min_minutes` minutes above the upper band whose excess is a
 series also run the `UnivariateAnomalyScorer` (the detector benchmarked by `keywatch eval nab`);
 its calibrated score is extra evidence on project findings (`details["anomaly_score"]`, score). Forecast rows feed
 `spend_forecast`; projections feed `spend_projection`. Unknown models raise `unknown_model`.
+Finding construction and explicit resolves live in `costspike_findings` (mixed in).
 
 >>> from keywatch.models.events import UsageEvent
 >>> from keywatch.models.core import DetectionCore
@@ -23,26 +24,23 @@ its calibrated score is extra evidence on project findings (`details["anomaly_sc
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from keywatch.models.alerts import Finding
 from keywatch.models.core import Batch, Context
-from keywatch.models.events import format_ts
+from keywatch.models.costspike_findings import (  # noqa: F401  (re-exported)
+    REL_MIN_RPM, REL_MINUTES, REL_PEAK, REL_RATIO, RESOLVE_AFTER_MIN, SpikeFindings)
 from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.projection import Projector
 from keywatch.models.reqrate import RequestRates
-from keywatch.models.rootcause import RootCause, summary
+from keywatch.models.rootcause import RootCause
 from keywatch.models.univariate import UnivariateAnomalyScorer
 
 LEVELS = ("key", "project", "provider", "model")
 MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
-RESOLVE_AFTER_MIN = 30  # explicit resolve after this many normal minutes
-REL_MINUTES, REL_RATIO, REL_PEAK, REL_MIN_RPM = 3, 3.0, 5.0, 3.0  # relative spikes (see `_relative`)
 
 
-class CostSpikeDetector:
+class CostSpikeDetector(SpikeFindings):
     name = "cost_spike"
 
     def __init__(self, min_usd: float = 5.0, min_pct: float = 50.0, k: float = 4.0, min_minutes: int = 2,
@@ -203,58 +201,6 @@ class CostSpikeDetector:
         if t % 1440 == 0:
             self._expire_idle(t)
 
-    def _findings(self, t, ts_ms, x, exp, upper, calib, ctx: Context) -> None:
-        b = self.bank
-        n = b.n
-        hit = np.nonzero((b.run_len[:n] >= self.min_minutes) & ((b.run_excess[:n] >= self.min_usd) | self._relative(x, exp, upper))
-                         & (b.run_excess[:n] * 100 >= self.min_pct * b.run_expected[:n]) & (b.age[:n] >= b.warmup))[0]
-        for r in hit:
-            r = int(r)
-            skey = self.series[r]
-            if skey[0] not in ("key", "project") or self.suppress.get(r, -1) > t:
-                continue
-            excess, expected = float(b.run_excess[r]), float(b.run_expected[r])
-            start, length = int(b.run_start[r]), int(b.run_len[r])
-            pct = 100 * excess / expected if expected > 0 else math.inf
-            key = skey[3] if skey[0] == "key" else None
-            rc = self.rc.explain((skey[1], skey[2]), start, t, expected, key=key)
-            impact = 1 - 0.5 ** (excess / max(self.min_usd, 0.01) / 2)
-            uni = self.uni[r].recent_peak if r in self.uni else 0.0
-            score = 0.3 + 0.7 * impact * (0.5 + 0.5 * max(float(calib[r]), uni))
-            pct_txt = f"+{pct:.0f}%" if math.isfinite(pct) else "from ~$0"
-            reasons = [f"spend ${excess + expected:.2f} vs expected ${expected:.2f} over {length} min: "
-                       f"+${excess:.2f} ({pct_txt}) above the forecast band"] + summary(rc)
-            alert = ctx.report(Finding(
-                kind="cost_spike", provider=skey[1], key_id=key, project=skey[2], ts_ms=ts_ms,
-                started_at_ms=start * 60000, score=score, reasons=reasons, cost_impact_usd=excess,
-                details={"series": "|".join(str(s) for s in skey), "level": skey[0], "root_cause": rc,
-                         "expected_usd": round(expected, 4), "actual_usd": round(excess + expected, 4),
-                         "excess_pct": round(pct, 1) if math.isfinite(pct) else None, "minutes": length,
-                         "anomaly_score": round(uni, 4),
-                         "last_minute": format_ts(t * 60000), "upper_usd_per_min": round(float(upper[r]), 4)}))
-            aid = alert.alert_id if alert is not None else self.incidents.get(r, ("", 0))[0]
-            if aid:
-                self.incidents[r] = (aid, 0)
-                self.last_spike = {"series": skey, "alert_id": aid, "minute": t}
-        for r, (aid, quiet) in list(self.incidents.items()):
-            if b.run_len[r] > 0:
-                self.incidents[r] = (aid, 0)
-            elif quiet + 1 >= RESOLVE_AFTER_MIN:
-                del self.incidents[r]
-                self._resolve(aid, ts_ms, ctx)
-            else:
-                self.incidents[r] = (aid, quiet + 1)
-
-    def _relative(self, x, exp, upper) -> np.ndarray:
-        """Key spikes cheap in dollars but huge in calls (≥ REL_PEAK × the busiest hour's rate): runaway loops."""
-        b, rq = self.bank, self.rq
-        n = b.n
-        run = b.run_len[:n]
-        return ((run >= max(self.min_minutes, REL_MINUTES)) & (x > upper) & (b.run_excess[:n] > 0)
-                & (b.run_excess[:n] >= REL_RATIO * b.run_expected[:n]) & (self.level[:n] == 0)
-                & (rq.run[:n] >= np.maximum(REL_PEAK * rq.peak[:n], REL_MIN_RPM) * run)
-                & (b.age[:n] >= 1440) & (b.hod_n[:n].min(axis=1) > 0))  # a whole day seen: the peak is known
-
     def __getstate__(self) -> dict:
         st = dict(self.__dict__)
         st["_routes"] = st["_routes_levels"] = None
@@ -265,17 +211,6 @@ class CostSpikeDetector:
         self._routes = self._routes_levels = None
         self.__dict__.setdefault("rq", RequestRates())  # snapshots from before request counts
         self.__dict__.setdefault("levels", LEVELS)
-
-    @staticmethod
-    def _resolve(alert_id: str, ts_ms: int, ctx: Context) -> None:
-        """Spend is back to normal: resolve explicitly (the book would only after its quiet time)."""
-        book = ctx.book
-        for k, a in list(book.open.items()):
-            if a.alert_id == alert_id:
-                done = book.set_status(alert_id, "resolved", ts_ms)
-                book.open.pop(k, None)
-                book.last_seen_ms.pop(k, None)
-                ctx.alerts.append(done)
 
     def _emit(self, t, x, exp, upper, ctx: Context) -> None:
         minute = t * 60
