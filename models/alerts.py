@@ -88,16 +88,22 @@ class Alert(msgspec.Struct, kw_only=True):
         return msgspec.to_builtins(self)
 
 
+_IES = re.compile(r"ies\b")
+_PLURAL = re.compile(r"(?<=[A-Za-z])s\b")
 _NUMBERS = re.compile(r"[$€]?[-+]?\d[\d,]*(?:\.\d+)?[%×]?")
 
 
 def reason_shape(reason: str) -> str:
     """A reason with its numbers blanked: "spend $5.99 …" and "spend $6.10 …" are one kind of evidence.
 
-    >>> reason_shape("spend $77.78 vs expected $0.01 (+543063%)")
-    'spend # vs expected # (#)'
+    >>> reason_shape("spend $77.78 vs expected $0.01 (+543063%)") == reason_shape("spend $6 vs expected $1 (+500%)")
+    True
+    >>> reason_shape("12 requests from 3 new IPs") == reason_shape("1 request from 1 new IP")
+    True
     """
-    return _NUMBERS.sub("#", reason)
+    # "1 request from 1 new IP" and "12 requests from 3 new IPs" are the same evidence too: the
+    # shape is a comparison key, never shown, so crude singulars are fine.
+    return _PLURAL.sub("", _IES.sub("y", _NUMBERS.sub("#", reason)))
 
 
 def merge_reasons(new: list[str], old: list[str], limit: int = 12) -> list[str]:
