@@ -6,6 +6,10 @@ that needs ClickHouse gets its own throwaway database in it, migrated to the cur
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import threading
+
 import uuid
 from pathlib import Path
 
@@ -48,3 +52,55 @@ def ch_db(chdb_client, make_settings):
     migrate(chdb_client, migration_params(settings))
     yield chdb_client, settings
     chdb_client.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+@pytest.fixture
+def serve():
+    """serve(runtime) → port of the worker's faust views on 127.0.0.1, served from a background
+    thread with its own event loop (like the worker); stopped after the test."""
+    import faust
+    from aiohttp import web as aioweb
+
+    from keywatch.stream.web import register_views
+
+    servers = []
+
+    def start(rt) -> int:
+        app = faust.App(f"kw-api-test-{len(servers)}", broker="memory://", web_enabled=True, web_in_thread=False)
+        register_views(app, rt)
+        loop = asyncio.new_event_loop()
+        started, state = threading.Event(), {}
+
+        async def up():
+            runner = aioweb.AppRunner(app.web.web_app)
+            await runner.setup()
+            site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            state["runner"], state["port"] = runner, site._server.sockets[0].getsockname()[1]
+            started.set()
+
+        t = threading.Thread(target=lambda: (loop.run_until_complete(up()), loop.run_forever()), daemon=True)
+        t.start()
+        assert started.wait(10)
+        servers.append((loop, t, state["runner"]))
+        return state["port"]
+
+    yield start
+    for loop, t, runner in servers:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
+
+
+@pytest.fixture
+def provider():
+    """A local server speaking the provider admin APIs that revocation calls (OpenAI, Anthropic,
+    LiteLLM, webhook; tests/revocation/revocation_servers.py), stopped after the test."""
+    helpers = str(Path(__file__).resolve().parent / "revocation")
+    if helpers not in sys.path:
+        sys.path.insert(0, helpers)
+    from revocation_servers import ProviderServer
+
+    srv = ProviderServer().start()
+    yield srv
+    srv.stop()

@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "revocation"))
 
-from revocation_servers import ANTHROPIC_ADMIN_KEY, ProviderServer, make_alert  # noqa: E402
+from revocation_servers import ANTHROPIC_ADMIN_KEY, make_alert  # noqa: E402
 
 from api_helpers import AUTH, BUDGETS, POLICY, TOKEN, cost_core, traffic  # noqa: E402,F401
-
-
-@pytest.fixture
-def provider():
-    srv = ProviderServer().start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
@@ -51,40 +43,3 @@ def api_rt(ch_db, make_settings, provider, tmp_path):
     assert [d.outcome for d in decided] == ["pending_approval"] * 2
     rt.pending = {d.key_id: d.decision_id for d in decided}
     return rt
-
-
-@pytest.fixture
-def serve():
-    """serve(runtime) → port of the faust views on 127.0.0.1, served from a background thread."""
-    import faust
-    from aiohttp import web as aioweb
-
-    from keywatch.stream.web import register_views
-
-    servers = []
-
-    def start(rt) -> int:
-        app = faust.App(f"kw-api-test-{len(servers)}", broker="memory://", web_enabled=True, web_in_thread=False)
-        register_views(app, rt)
-        loop = asyncio.new_event_loop()
-        started, state = threading.Event(), {}
-
-        async def up():
-            runner = aioweb.AppRunner(app.web.web_app)
-            await runner.setup()
-            site = aioweb.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            state["runner"], state["port"] = runner, site._server.sockets[0].getsockname()[1]
-            started.set()
-
-        t = threading.Thread(target=lambda: (loop.run_until_complete(up()), loop.run_forever()), daemon=True)
-        t.start()
-        assert started.wait(10)
-        servers.append((loop, t, state["runner"]))
-        return state["port"]
-
-    yield start
-    for loop, t, runner in servers:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(10)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import subprocess
-import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -36,37 +34,12 @@ def test_collect_and_render(filled_db):
 
 
 @pytest.fixture
-def api_server(filled_db, make_settings):
-    """The faust views on a real port, in a thread with its own event loop (like the worker)."""
-    import faust
-    from aiohttp import web as aioweb
-
-    from keywatch.stream.web import register_views
-
+def api_server(filled_db, serve):
+    """The faust views on a real port (see `serve` in tests/conftest.py)."""
     client, settings = filled_db
     rt = WorkerRuntime(settings=settings, sink=ClickHouseSink(client, settings.clickhouse_database),
                        core=build_core(settings), metrics=Metrics())
-    app = faust.App("kw-report-test", broker="memory://", web_enabled=True, web_in_thread=False)
-    register_views(app, rt)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    state = {}
-
-    async def start():
-        runner = aioweb.AppRunner(app.web.web_app)
-        await runner.setup()
-        site = aioweb.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        state["runner"], state["port"] = runner, site._server.sockets[0].getsockname()[1]
-        started.set()
-
-    t = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    t.start()
-    assert started.wait(10)
-    yield state["port"]
-    asyncio.run_coroutine_threadsafe(state["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
+    return serve(rt)
 
 
 def test_cli_goes_through_the_api_in_embedded_mode(api_server, tmp_path, monkeypatch):

@@ -26,13 +26,6 @@ class FakeClock:
         self.t += seconds
 
 
-@pytest.fixture
-def provider():
-    srv = ProviderServer().start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(scope="session")
 def moto_url():
     from moto.server import ThreadedMotoServer

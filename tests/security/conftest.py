@@ -13,12 +13,3 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "revocation"))
-
-
-@pytest.fixture
-def provider():
-    from revocation_servers import ProviderServer
-
-    srv = ProviderServer().start()
-    yield srv
-    srv.stop()
