@@ -45,11 +45,6 @@ class Batch:
     billing: list[BillingEvent]
     rejected: dict[str, int] = field(default_factory=dict)  # dead letters in this batch, by reason
 
-    @property
-    def first_ts_ms(self) -> int | None:
-        ts = [lst[0].ts_ms for lst in (self.usage, self.audit, self.billing) if lst]
-        return min(ts) if ts else None
-
 
 class Context:
     """What a detector may do while processing a batch."""
