@@ -209,7 +209,9 @@ def test_no_secret_in_logs_or_table(make_engine, provider, ch_db, caplog, iam):
     [failed] = run(bad.handle([make_alert("key_z", provider="openai", project="proj_z")]))
     assert failed.outcome == "failed" and failed.status_code == 401 and "<redacted>" in failed.error
     table = rows(ch_db, final=False)
-    assert {r["outcome"] for r in table} >= {"started", "executed", "pending_approval", "failed"}
+    # `started` rows may already be merged away (ReplacingMergeTree by decision id); that the audit
+    # row is written before the call is asserted in test_stolen_key_is_disabled_live_and_audited.
+    assert {r["outcome"] for r in table} >= {"executed", "pending_approval", "failed"}
     dump = repr(table) + caplog.text
     for secret in ALL_SECRETS + (ALL_SECRETS[0] + "x",):
         assert secret not in dump
