@@ -60,7 +60,8 @@ def get_revocation(rt: WorkerRuntime, decision_id: str) -> Reply:
     from keywatch.sinks.revocation.service import RevocationError
 
     try:
-        return Reply(200, service(rt).get(decision_id).to_dict())
+        svc = service(rt)
+        return Reply(200, {**svc.get(decision_id).to_dict(), "history": svc.history(decision_id)})
     except RevocationError as exc:
         return error(exc.status, str(exc))
 

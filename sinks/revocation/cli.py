@@ -38,6 +38,9 @@ class _Direct:
     def get(self, decision_id: str):
         return self.svc.get(decision_id)
 
+    def history(self, decision_id: str) -> list[dict]:
+        return self.svc.history(decision_id)
+
     def approve(self, decision_id: str, actor: str):
         return asyncio.run(self.svc.approve(decision_id, actor))
 
@@ -58,7 +61,7 @@ class _Api:
     def _decision(d: dict):
         from keywatch.sinks.revocation.store import Decision
 
-        return Decision(**d)
+        return Decision(**{k: v for k, v in d.items() if k != "history"})
 
     def list(self, status: str, limit: int, key_id: str | None, provider: str | None):
         rows = self.api.revocations({"status": status, "limit": limit, "key": key_id, "provider": provider})
@@ -66,6 +69,9 @@ class _Api:
 
     def get(self, decision_id: str):
         return self._decision(self.api.revocation(decision_id))
+
+    def history(self, decision_id: str) -> list[dict]:
+        return self.api.revocation(decision_id).get("history", [])
 
     def approve(self, decision_id: str, actor: str):
         return self._decision(self.api.revocation_action(decision_id, "approve", {"actor": actor}))
@@ -153,9 +159,14 @@ def list_cmd(
 
 @revoke_app.command("show")
 def show_cmd(decision_id: str) -> None:
-    """One decision's current state."""
+    """One decision's current state and its audit trail."""
+    from keywatch.models.events import format_ts
+
     b = _backend()
     _show(_run(lambda: b.get(decision_id)))
+    for h in _run(lambda: b.history(decision_id)):
+        out.print(f"  v{h['version']} {format_ts(h['requested_ms'])} {h['outcome']} actor={h['actor']} "
+                  f"status={h['status_code'] or '-'} {h['error'] or h['reason']}")
 
 
 @revoke_app.command("approve")

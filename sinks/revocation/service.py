@@ -79,6 +79,10 @@ class RevocationService:
             raise RevocationError(f"no revocation decision {decision_id_}", 404)
         return d
 
+    def history(self, decision_id_: str) -> list[dict]:
+        """The decision's audit trail, oldest first (compact rows for the API and the CLI)."""
+        return [_history_row(d) for d in self.store.history(decision_id_)]
+
     def _pending(self, decision_id_: str) -> Decision:
         d = self.get(decision_id_)
         if d.outcome not in APPROVABLE:
@@ -169,3 +173,9 @@ def replay_callback(settings) -> Callable:
             asyncio.run(engine.handle(list(out.alerts)))
 
     return on_output
+
+
+def _history_row(d: Decision) -> dict:
+    return {"version": d.version, "outcome": d.outcome, "actor": d.actor, "dry_run": d.dry_run,
+            "requested_ms": d.requested_ms, "completed_ms": d.completed_ms, "status_code": d.status_code,
+            "reason": d.reason, "error": d.error}

@@ -89,6 +89,7 @@ class RevocationStore:
     def __init__(self, client, database: str) -> None:
         self.client = client
         self.table = f"{database}.revocations"
+        self.audit_table = f"{database}.revocation_audit"  # append-only copy (migration 0010)
         self._lock = threading.Lock()
         self._last_version = 0
 
@@ -113,8 +114,10 @@ class RevocationStore:
         self.client.insert(self.table, [row], column_names=_COLUMNS)
         return d
 
-    def _select(self, where: str, params: dict[str, Any], limit: int = 1000, order: str = "requested_at DESC") -> list[Decision]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM {self.table} FINAL WHERE {where} ORDER BY {order} LIMIT {int(limit)}"
+    def _select(self, where: str, params: dict[str, Any], limit: int = 1000, order: str = "requested_at DESC",
+                source: str | None = None) -> list[Decision]:
+        source = source or f"{self.table} FINAL"
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM {source} WHERE {where} ORDER BY {order} LIMIT {int(limit)}"
         rows = self.client.query(sql, parameters=params).result_rows
         names = {f.name for f in fields(Decision)}
         out = []
@@ -131,6 +134,12 @@ class RevocationStore:
     def get(self, decision_id: str) -> Decision | None:
         found = self._select("decision_id = {id:String}", {"id": decision_id}, limit=1)
         return found[0] if found else None
+
+    def history(self, decision_id: str) -> list[Decision]:
+        """Every state the decision went through (`started` before the provider call, then its
+        outcome, approvals, undo), oldest first — from the append-only `revocation_audit`."""
+        return self._select("decision_id = {id:String}", {"id": decision_id}, limit=10_000, order="version",
+                            source=self.audit_table)
 
     def list(self, outcomes: tuple[str, ...] | None = None, *, since_ms: int | None = None, key_id: str | None = None,
              limit: int = 100) -> list[Decision]:

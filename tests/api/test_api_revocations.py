@@ -93,3 +93,7 @@ def test_over_http(api_rt, serve, provider):
         r = c.post(f"/revocations/{a}/undo", json={"actor": "eve"}, headers={"Authorization": AUTH, "X-Keywatch-Actor": "x"})
         assert r.status_code == 200 and r.json()["actor"] == "eve"  # the body's actor wins
         assert c.post(f"/revocations/{a}/reject", json={"actor": "eve"}, headers={"Authorization": AUTH}).status_code == 409
+        # The whole audit trail, oldest first: queued, approved by dee (started, executed), undone by eve.
+        trail = [(h["outcome"], h["actor"]) for h in c.get(f"/revocations/{a}").json()["history"]]
+        assert trail[0][0] == "pending_approval" and trail[-1] == ("undone", "eve")
+        assert trail.index(("started", "dee")) < trail.index(("executed", "dee"))
