@@ -95,6 +95,19 @@ def db_migrate() -> None:
     console.print(f"applied: {', '.join(applied) if applied else 'nothing (schema is current)'}")
 
 
+@db_app.command("serve")
+def db_serve(
+    host: Optional[str] = typer.Option(None, "--host", help="default: KEYWATCH_CHSERVER_HOST (127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, "--port", help="default: KEYWATCH_CHSERVER_PORT (8123); 0 = a free port"),
+    path: Optional[Path] = typer.Option(None, "--path", help="chDB data path; default: the embedded one, KEYWATCH_DATA_DIR/chdb"),
+) -> None:
+    """Serve the embedded chDB over ClickHouse's HTTP interface, so several processes share it
+    (KEYWATCH_CLICKHOUSE_DSN=http://127.0.0.1:8123). Stops on SIGTERM/Ctrl-C."""
+    from keywatch.sinks.chserver import serve
+
+    serve(load_settings(), host=host, port=port, path=path)
+
+
 # --- sub-commands of other areas are registered below (one line each) ------------------------
 from keywatch.sinks.revocation.cli import revoke_app, replay_on_output as _revocation_callback; app.add_typer(revoke_app, name="revoke")  # noqa: E402,E702  (issue 5)
 from keywatch.cli_eval import eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702  (issue 3; cost adds `eval nab`)

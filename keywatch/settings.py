@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     alerts_ttl_days: int= Field(730, ge=1, description='days alerts are kept')
     dead_letters_ttl_days: int= Field(30, ge=1, description='days dead letters are kept')
     scores_ttl_days: int= Field(90, ge=1, description='days per-key scores are kept')
+    # `keywatch db serve`: the embedded chDB behind ClickHouse's HTTP interface, so several
+    # processes (workers, CLI) share it with KEYWATCH_CLICKHOUSE_DSN=http://host:port
+    chserver_host: str = Field("127.0.0.1", description="`keywatch db serve`: address to listen on")
+    chserver_port: int = Field(8123, ge=0, le=65535, description="`keywatch db serve`: port (0 = a free port, printed at start)")
+    chserver_user: str = Field("default", description="`keywatch db serve`: user clients must send when a password is set")
+    chserver_password: SecretStr | None = Field(None, description="`keywatch db serve`: password clients must send (basic auth or X-ClickHouse-Key); unset = no authentication, so listen on 127.0.0.1 only")
 
     # --- secrets and identity ----------------------------------------------------------------
     key_hash_secret: SecretStr = Field(

@@ -71,6 +71,7 @@ class Pipeline(RecheckSteps, WriteSteps):
         # while batch N is written): a key evicted in N and seen in N+1 is restored from here.
         self.unwritten_baselines: dict[tuple[str, str], dict] = {}
         self.last_snapshot = time.monotonic()
+        self.restores: list[dict[str, Any]] = []  # where assigned partitions' state came from (`_restored`)
         chaos = getattr(runtime.settings, "chaos_sink_fail_file", None)
         self.chaos_file = Path(chaos) if chaos else None
 
@@ -108,10 +109,11 @@ class Pipeline(RecheckSteps, WriteSteps):
 
     def _restore(self, p: int) -> None:
         key, scope = self._key(p), scope_for(self.topic, p)
-        offs = self.state.snapshot_offsets(scope)
+        offs, source = self.state.snapshot_offsets(scope), "new"
         parked = self.parked.pop(p, None)
         if parked is not None and (offs or {}).get(key, -1) == self.in_state.get(key, -1):
             self.cores.cores[p] = parked  # nobody processed it meanwhile: no need to unpickle
+            source = "parked"
         else:
             loaded = None
             try:
@@ -124,8 +126,11 @@ class Pipeline(RecheckSteps, WriteSteps):
                     from keywatch.models.registry import restrict
 
                     legacy = restrict(legacy, "partition")
-                loaded = legacy, self.legacy[1]
+                loaded, source = (legacy, self.legacy[1]), "legacy"
+            elif loaded is not None:
+                source = "snapshot"
             core, snap = loaded if loaded is not None else (None, {})
+            source = source if core is not None else "new"
             self.cores.cores[p] = core if core is not None else self.cores.factory()
             self.in_state.pop(key, None)
             if key in snap:
@@ -133,6 +138,21 @@ class Pipeline(RecheckSteps, WriteSteps):
         hw = self.state.high_water(self.topic).get(p)
         if hw is not None:
             self.high_water[key] = max(self.high_water.get(key, -1), hw)
+        self._restored(p, source)
+
+    def _restored(self, p: int, source: str) -> None:
+        """Say where a partition's state came from: log, `keywatch_partition_restores_total`,
+        and `restores` (the worker's status file): snapshot, parked (our own), legacy or new."""
+        offset = self.in_state.get(self._key(p), -1)
+        self.restores.append({"partition": p, "source": source, "offset": offset, "at": round(time.time(), 3)})
+        del self.restores[:-100]
+        metrics = getattr(self.rt, "metrics", None)
+        if metrics is not None:
+            metrics.partition_restores.labels(source).inc()
+        if source == "snapshot":
+            log.info("restored snapshot %s at offset %d", scope_for(self.topic, p), offset)
+        else:
+            log.info("partition %s:%d starts from %s state (offset %d)", self.topic, p, source, offset)
 
     def revoke(self, partitions: set[int]) -> None:
         """Snapshot (when written since the last one) and park the cores of revoked partitions."""

@@ -155,7 +155,8 @@ def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: St
     async def on_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
         await consumer.assigned(assigned)
         runtime.ready = True
-        status.update(ready=True, partitions=sorted(tp.partition for tp in assigned if tp.topic == settings.input_topic))
+        status.update(ready=True, partitions=sorted(tp.partition for tp in assigned if tp.topic == settings.input_topic),
+                      restores=pipeline.restores)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kwargs) -> None:  # noqa: ARG001
