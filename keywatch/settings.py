@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="bearer token for mutating HTTP API endpoints")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]= Field("INFO", description='logging level')
     snapshot_interval_s: float = Field(10.0, gt=0, le=3600, description="worker: snapshot detector state (and commit offsets) this often")
+    global_order_idle_s: float = Field(5.0, gt=0, le=3600, description="worker: project-level detection waits for every input partition's events up to the same event time; a partition that sent nothing for this many seconds no longer holds it back")
+    global_order_max_pending: int = Field(1_000_000, ge=1000, description="worker: most events waiting for that cross-partition event-time order (the oldest go on beyond it)")
     sink_retry_max_s: float = Field(30.0, gt=0, description="worker: longest backoff between ClickHouse write retries")
     hook_queue_max: int = Field(10_000, ge=1, description="worker: alert batches queued for hooks before new ones are dropped")
     chaos_sink_fail_file: Path | None = Field(None, description="fault injection (tests, drills) only: while this file exists every ClickHouse write of the worker fails, as if the server were down")

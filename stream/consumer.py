@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from keywatch.settings import Settings
+from keywatch.stream.globalcore import has_pending
 from keywatch.stream.ioclient import IoClient
 from keywatch.stream.pipeline import Msg, Pipeline
 from keywatch.stream.rebalance import RebalanceHandler, _tp
@@ -163,7 +164,10 @@ class Consumer(RebalanceHandler):
         self.status.update(snapshots=self.status.data.get("snapshots", 0) + 1, snapshot_bytes=size)
 
     async def tick(self) -> None:
-        """Timer: snapshot and ack even when no new batch arrives."""
+        """Timer: snapshot and ack even when no new batch arrives; release project-level events
+        waiting for partitions that went quiet (`EventTimeOrder`)."""
+        if has_pending(self.pipeline.cores.global_core) and self.stream is not None and not self.lock.locked():
+            await self.handle([])
         if (self.pending or self.inflight is not None) and self.stream is not None and not self.lock.locked():
             async with self.lock:
                 if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):

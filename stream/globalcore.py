@@ -23,7 +23,9 @@ lives on the global core object, so it is snapshotted with it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+from operator import itemgetter
 from typing import Any
 
 from keywatch.models.core import CoreOutput, DetectionCore
@@ -62,18 +64,99 @@ def advance_clock(g: DetectionCore, per_part: dict[int, tuple[list, Any]]) -> di
     return clock
 
 
+class EventTimeOrder:
+    """A worker's partitions merged into one event-time order for the global core.
+
+    Partitions are consumed unevenly (a restart, a rebalance, one partition with a backlog): fed
+    straight through, a partition far ahead would close the project's minutes before a lagging
+    partition's events for them arrive, and those would be summed into a later minute — a false
+    project-level spike, and a missed one. So, as stream processors do with watermarks, events
+    wait here until every *active* partition has reached their time: a partition's mark is the
+    highest event time it sent; events at or before the lowest mark of the partitions that sent
+    something in the last `idle_s` wall seconds are released, oldest first. An idle or revoked
+    partition holds nothing back; when none is active everything goes. At most `max_pending`
+    events wait (the oldest are released beyond that). Kept on the global core object, so it is
+    snapshotted with it: `g_in_state` ("events the global core holds") stays true.
+
+    >>> from keywatch.models.events import UsageEvent
+    >>> ev = lambda i, s: UsageEvent(event_id=f"e{i}", ts=1795622400000 + s * 1000, provider="openai", key_id="k", model="m")
+    >>> o = EventTimeOrder()
+    >>> o.add(0, [ev(1, 0), ev(2, 300)], now=100.0); o.add(1, [ev(3, 60)], now=100.0)
+    >>> [e.event_id for e in o.release(now=100.0, idle_s=2.0)]  # partition 1 is at 60 s
+    ['e1', 'e3']
+    >>> [e.event_id for e in o.release(now=103.0, idle_s=2.0)]  # both idle: the rest goes
+    ['e2']
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, int, Any]] = []  # (ts_ms, partition, event), arrival order
+        self.marks: dict[int, int] = {}  # partition → highest event time seen
+        self.seen: dict[int, float] = {}  # partition → wall time it last sent events
+
+    def add(self, partition: int, events: list, now: float) -> None:
+        if not events:
+            return
+        self.pending += [(e.ts_ms, partition, e) for e in events]
+        top = max(e.ts_ms for e in events)
+        self.marks[partition] = max(self.marks.get(partition, top), top)
+        self.seen[partition] = now
+
+    def assign(self, partitions, now: float) -> None:
+        """Assigned partitions hold the order back until they send events or go idle (also after a
+        restore: `seen` times of another process's clock mean nothing here)."""
+        for p in partitions:
+            self.marks.setdefault(p, -1)
+            self.seen[p] = now
+
+    def forget(self, partitions) -> None:
+        """Revoked partitions: their buffered events stay (the core holds them), their mark goes."""
+        for p in partitions:
+            self.marks.pop(p, None)
+            self.seen.pop(p, None)
+
+    def release(self, now: float, idle_s: float, max_pending: int = 1_000_000) -> list:
+        if not self.pending:
+            return []
+        active = [m for p, m in self.marks.items() if now - self.seen.get(p, 0.0) < idle_s]
+        self.pending.sort(key=_first)  # stable: equal times keep arrival order
+        if not active:
+            n = len(self.pending)
+        else:
+            n = bisect.bisect_right(self.pending, min(active), key=_first)
+            n = max(n, len(self.pending) - max_pending)
+        out = [x[2] for x in self.pending[:n]]
+        del self.pending[:n]
+        return out
+
+
+_first = itemgetter(0)
+
+
+def order_of(g: DetectionCore) -> EventTimeOrder:
+    """The global core's `EventTimeOrder` (created on first use; older snapshots have none)."""
+    o = g.__dict__.get("event_order")
+    if o is None:
+        o = g.__dict__["event_order"] = EventTimeOrder()
+    return o
+
+
 def process_global(g: DetectionCore, outs: list[CoreOutput], per_part: dict[int, tuple[list, dict[str, int]]],
-                   skip: set[str]) -> CoreOutput:
-    """The partition cores' events (minus `skip`: already in `g`, a re-read) through `g`."""
-    events: list = []
-    for o in outs:
-        events += o.usage
-        events += o.audit
-        events += o.billing
-    if skip:
-        events = [e for e in events if e.event_id not in skip]
+                   skip: set[str], *, now: float, idle_s: float, max_pending: int = 1_000_000) -> CoreOutput:
+    """The partition cores' events (minus `skip`: already in `g`, a re-read) through `g`, in
+    event-time order across partitions (`EventTimeOrder`). `outs` are in sorted partition order."""
+    order = order_of(g)
+    for p, o in zip(sorted(per_part), outs):
+        events = o.usage + o.audit + o.billing
+        if skip:
+            events = [e for e in events if e.event_id not in skip]
+        order.add(p, events, now)
     rejected: dict[str, int] = {}
     for _evs, rej in per_part.values():
         for reason, n in rej.items():
             rejected[reason] = rejected.get(reason, 0) + n
-    return g.process(events, rejected=rejected)
+    return g.process(order.release(now, idle_s, max_pending), rejected=rejected)
+
+
+def has_pending(g: DetectionCore | None) -> bool:
+    o = g.__dict__.get("event_order") if g is not None else None
+    return bool(o is not None and o.pending)

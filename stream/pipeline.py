@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from keywatch.models.core import CoreOutput
 from keywatch.stream.batch import BatchResult, Msg, describe  # noqa: F401  (public here too)
 from keywatch.stream.decode import EventDecoder, Origin
-from keywatch.stream.globalcore import advance_clock, process_global
+from keywatch.stream.globalcore import advance_clock, has_pending, order_of, process_global
 from keywatch.stream.partitions import PartitionCores, global_scope, merge_outputs, scope_for
 from keywatch.stream.recheck import RecheckSteps
 from keywatch.stream.writestep import WriteSteps
@@ -71,6 +72,7 @@ class Pipeline(RecheckSteps, WriteSteps):
         # while batch N is written): a key evicted in N and seen in N+1 is restored from here.
         self.unwritten_baselines: dict[tuple[str, str], dict] = {}
         self.last_snapshot = time.monotonic()
+        self.now = time.monotonic  # wall clock of the cross-partition event-time order (tests set it)
         self.restores: list[dict[str, Any]] = []  # where assigned partitions' state came from (`_restored`)
         chaos = getattr(runtime.settings, "chaos_sink_fail_file", None)
         self.chaos_file = Path(chaos) if chaos else None
@@ -99,6 +101,8 @@ class Pipeline(RecheckSteps, WriteSteps):
 
     # --- partitions: restore on assignment, snapshot on revocation -----------------------------
     def assign(self, partitions: set[int]) -> None:
+        if self.cores.global_core is not None:  # a new partition holds the order back until it speaks or idles
+            order_of(self.cores.global_core).assign(partitions, self.now())
         for p in sorted(partitions):
             if p not in self.cores.cores:
                 self._restore(p)
@@ -156,6 +160,8 @@ class Pipeline(RecheckSteps, WriteSteps):
 
     def revoke(self, partitions: set[int]) -> None:
         """Snapshot (when written since the last one) and park the cores of revoked partitions."""
+        if self.cores.global_core is not None:  # they no longer hold back the event-time order
+            order_of(self.cores.global_core).forget(partitions)
         for p in sorted(partitions):
             core = self.cores.cores.pop(p, None)
             if core is None:
@@ -216,7 +222,7 @@ class Pipeline(RecheckSteps, WriteSteps):
             self._restore_baselines(core, evs)
             outs.append(core.process(evs, rejected=None if self.cores.global_core is not None else rejected))
         res.out = merge_outputs(outs)
-        if self.cores.global_core is not None and per_part:
+        if self.cores.global_core is not None and (per_part or has_pending(self.cores.global_core)):
             self._process_global(res, outs, per_part, set(global_has))
         if recheck_msgs:
             res.rechecked = True
@@ -230,9 +236,11 @@ class Pipeline(RecheckSteps, WriteSteps):
         return advance_clock(self.cores.global_core, per_part)
 
     def _process_global(self, res: BatchResult, outs: list, per_part: dict, skip: set[str]) -> None:
-        g = process_global(self.cores.global_core, outs, per_part, skip)
-        if res.out is None:
-            res.out = g
+        s = self.rt.settings
+        g = process_global(self.cores.global_core, outs, per_part, skip, now=self.now(),
+                           idle_s=s.global_order_idle_s, max_pending=s.global_order_max_pending)
+        if res.out is None:  # nothing new from partitions, only released events: their rows are stored
+            res.out = CoreOutput([], [], [], g.alerts, g.scores, g.rows)
             return
         res.out.alerts += g.alerts
         res.out.scores += g.scores
