@@ -5,10 +5,12 @@ When event time passes a minute, every series steps once in a `SeasonalBank` (sc
 a run of `cost_spike_min_minutes` minutes above the upper band whose excess is at least
 `cost_spike_min_usd` and `cost_spike_min_pct` % of expected raises a `cost_spike` (key level:
 `key_id` set; project level: `key_id` null) with a ranked root cause. Project and provider
-series also run the `UnivariateAnomalyScorer` (the detector benchmarked by `keywatch eval nab`);
-its calibrated score is extra evidence on project findings (`details["anomaly_score"]`, score). Forecast rows feed
+series also run the `UnivariateAnomalyScorer` (the detector benchmarked by `keywatch eval nab`; all
+series in one `UnivariateBank`, the same values in one numpy step per minute); its calibrated
+score is extra evidence on project findings (`details["anomaly_score"]`, score). Forecast rows feed
 `spend_forecast`; projections feed `spend_projection`. Unknown models raise `unknown_model`.
-Finding construction and explicit resolves live in `costspike_findings` (mixed in).
+Finding construction and explicit resolves live in `costspike_findings`; series rows (routes,
+`spend_forecast` rows, idle expiry, snapshots) in `costspike_rows` (both mixed in).
 
 >>> from keywatch.models.events import UsageEvent
 >>> from keywatch.models.core import DetectionCore
@@ -30,17 +32,17 @@ from keywatch.models.alerts import Finding
 from keywatch.models.core import Batch, Context
 from keywatch.models.costspike_findings import (  # noqa: F401  (re-exported)
     REL_MIN_RPM, REL_MINUTES, REL_PEAK, REL_RATIO, RESOLVE_AFTER_MIN, SpikeFindings)
+from keywatch.models.costspike_rows import LEVELS, RowMap, SeriesRows
 from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.projection import Projector
 from keywatch.models.reqrate import RequestRates
 from keywatch.models.rootcause import RootCause
-from keywatch.models.univariate import UnivariateAnomalyScorer
+from keywatch.models.univariate_bank import UnivariateBank
 
-LEVELS = ("key", "project", "provider", "model")
 MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
 
 
-class CostSpikeDetector(SpikeFindings):
+class CostSpikeDetector(SpikeFindings, SeriesRows):
     name = "cost_spike"
 
     def __init__(self, min_usd: float = 5.0, min_pct: float = 50.0, k: float = 4.0, min_minutes: int = 2,
@@ -68,39 +70,19 @@ class CostSpikeDetector(SpikeFindings):
         self.unknown: dict[tuple[str, str], int] = {}
         self.last_spike: dict | None = None
         self.rq = RequestRates()  # requests per row: run size and busiest-hour rate (relative spikes)
-        self.uni: dict[int, UnivariateAnomalyScorer] = {}  # project/provider row → scorer
+        # Project/provider rows run a `UnivariateAnomalyScorer` each, all in one bank (its own
+        # rows: key rows never need one); `uni_row`: series row → bank row, −1 until first used.
+        self.uni = UnivariateBank()
+        self.uni_row = RowMap()
         self._routes: dict | None = None  # event → series rows cache (not pickled)
         self._routes_levels: tuple | None = None
+        self._tags: dict | None = None  # row → `spend_forecast` row template (a cache, not pickled)
 
     @classmethod
     def from_settings(cls, s, levels: tuple[str, ...] = LEVELS) -> "CostSpikeDetector":
         return cls(s.cost_spike_min_usd, s.cost_spike_min_pct, s.cost_spike_band_k, s.cost_spike_min_minutes,
                    int(s.cost_spike_warmup_s // 60), s.cost_forecast_key_rows, int(s.key_idle_expire_s // 60),
                    levels=levels)
-
-    def _row(self, skey: tuple) -> int:
-        r = self.rows.get(skey)
-        if r is None:
-            r = self.rows[skey] = self.bank.add()
-            self.series[r] = skey
-            self.rq.reset(r)
-            if len(self.level) < self.bank.cap:
-                self.level = np.concatenate([self.level, np.zeros(self.bank.cap - len(self.level), np.int8)])
-            self.level[r] = LEVELS.index(skey[0])
-            if skey[0] == "key":
-                self.key_rows.setdefault((skey[1], skey[3]), []).append(r)
-        return r
-
-    def _route(self, rk: tuple) -> tuple:
-        """(series rows of this instance's levels, key row or −1, root-cause group) for one
-        (provider, project, key, model): rows created in level order, as each event would."""
-        p, proj, key_id, model = rk
-        out = []
-        for skey in (("key", p, proj, key_id), ("project", p, proj), ("provider", p), ("model", p, model)):
-            if skey[0] in self.levels:
-                out.append(self.rows.get(skey) if skey in self.rows else self._row(skey))
-        key_row = self.rows[("key", p, proj, key_id)] if "key" in self.levels else -1
-        return tuple(out), key_row, (p, proj)
 
     def process(self, batch: Batch, ctx: Context) -> None:
         # One cached route per (provider, project, key, model) instead of four series tuples and
@@ -109,7 +91,8 @@ class CostSpikeDetector(SpikeFindings):
         if routes is None or self._routes_levels is not self.levels:
             routes = self._routes = {}
             self._routes_levels = self.levels
-        cur, rc_add = self.cur, self.rc.add
+        cur, rc_minute = self.cur, self.rc.minute
+        rc_per = None  # this minute's root-cause spend (`RootCause.add` inlined), got at its first event
         rq_cur = self.rq.cur
         report_unknown = "project" in self.levels  # reported once, by the project level
         cur_minute = self.cur_minute
@@ -121,7 +104,7 @@ class CostSpikeDetector(SpikeFindings):
             elif m > cur_minute:
                 self._advance(m, ts, ctx)
                 cur_minute = m
-                cur, rq_cur = self.cur, self.rq.cur
+                cur, rq_cur, rc_per = self.cur, self.rq.cur, None
                 if self._routes is not routes:  # rows were freed
                     routes = self._routes = {}
             usd = e.cost_usd or 0.0
@@ -133,7 +116,13 @@ class CostSpikeDetector(SpikeFindings):
                 rt = routes[rk] = self._route(rk)
             for r in rt[0]:
                 cur[r] = cur.get(r, 0.0) + usd
-            rc_add(cur_minute, rt[2], (e.key_id, e.model, e.region), usd)
+            if rc_per is None:
+                rc_per = rc_minute(cur_minute)
+            g = rc_per.get(rt[2])
+            if g is None:
+                g = rc_per[rt[2]] = {}
+            c = (e.key_id, e.model, e.region)
+            g[c] = g.get(c, 0.0) + usd
             kr = rt[1]
             if kr >= 0:
                 rq_cur[kr] = rq_cur.get(kr, 0.0) + e.requests
@@ -165,8 +154,8 @@ class CostSpikeDetector(SpikeFindings):
             x[np.fromiter(self.cur.keys(), np.int64, len(self.cur))] = np.fromiter(self.cur.values(), np.float64, len(self.cur))
         self.cur = {}
         learn = np.ones(n, bool)
-        for r in self.incidents:
-            learn[r] = False
+        if self.incidents:
+            learn[list(self.incidents)] = False
         # Other detectors' incidents open on a key at the end of minute t stop learning too (asked
         # in event time: the book may already hold findings from later in this batch).
         for k in ctx.book.open_keys_at(t * 60000 + 59999):
@@ -189,57 +178,23 @@ class CostSpikeDetector(SpikeFindings):
         calib = self.cal.step(z)
         active = x != 0
         bank.last_active[:n][active] = t
-        for r in np.nonzero(((self.level[:n] == 1) | (self.level[:n] == 2)) & (active | (exp > 1e-6)))[0]:
-            u = self.uni.get(int(r)) or self.uni.setdefault(int(r), UnivariateAnomalyScorer())
-            u.update(t * 60000, float(x[r]), learn=bool(learn[r]))
-        for r in np.nonzero(active & learn & (self.level[:n] == 1))[0]:
-            skey = self.series[int(r)]
-            self.rc.learn(t, (skey[1], skey[2]))
+        lv = self.level[:n]
+        shared = (lv == 1) | (lv == 2)  # project and provider rows
+        live = active | (exp > 1e-6)
+        sel = np.nonzero(shared & live)[0]
+        if len(sel):
+            ur = self.uni_row[sel]
+            if ur.min() < 0:  # a series' first value: its scorer starts
+                for k in np.nonzero(ur < 0)[0].tolist():
+                    ur[k] = self.uni_row[sel[k]] = self.uni.add()
+            self.uni.step(ur, t * 60000, x[sel], learn[sel], scores=False)  # findings read `recent_peak`
+        series = self.series
+        self.rc.learn_many(t, [series[r][1:3] for r in np.nonzero(active & learn & (lv == 1))[0].tolist()])
         self._findings(t, ts_ms, x, exp, upper, calib, ctx)
-        self._emit(t, x, exp, upper, ctx)
-        self.proj.observe(self, t, x, ctx)
+        self._emit(t, x, exp, upper, ctx, (self.bank.used[:n] if self.key_level_rows else shared) & live)
+        self.proj.observe(self, t, x, ctx, shared & bank.used[:n])
         if t % 1440 == 0:
             self._expire_idle(t)
-
-    def __getstate__(self) -> dict:
-        st = dict(self.__dict__)
-        st["_routes"] = st["_routes_levels"] = None
-        return st
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._routes = self._routes_levels = None
-        self.__dict__.setdefault("rq", RequestRates())  # snapshots from before request counts
-        self.__dict__.setdefault("levels", LEVELS)
-
-    def _emit(self, t, x, exp, upper, ctx: Context) -> None:
-        minute = t * 60
-        n = self.bank.n
-        want = (self.level[:n] == 1) | (self.level[:n] == 2) if not self.key_level_rows else self.bank.used[:n]
-        for r in np.nonzero(want & self.bank.used[:n] & ((x != 0) | (exp > 1e-6)))[0]:
-            skey = self.series[int(r)]
-            lvl = skey[0]
-            ctx.emit("spend_forecast", {
-                "minute": minute, "level": lvl, "provider": skey[1],
-                "project": (skey[2] or "") if lvl in ("project", "key") else "",
-                "key_id": skey[3] if lvl == "key" else "", "model": skey[2] if lvl == "model" else "",
-                "actual_usd": float(x[r]), "expected_usd": float(exp[r]), "upper_usd": float(upper[r])})
-
-    def _expire_idle(self, t: int) -> None:
-        """Bounded memory: forget series idle longer than `key_idle_expire_s`."""
-        for skey, r in list(self.rows.items()):
-            if t - self.bank.last_active[r] > self.idle_expire_min and r not in self.incidents:
-                del self.rows[skey]
-                del self.series[r]
-                if skey[0] == "key":
-                    lst = self.key_rows.get((skey[1], skey[3]), [])
-                    if r in lst:
-                        lst.remove(r)
-                    if not lst:
-                        self.key_rows.pop((skey[1], skey[3]), None)
-                self.bank.remove(r)
-                self.uni.pop(r, None)
-                self._routes = None  # row numbers are reused: the event → rows cache is stale
 
     def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
         if alert.kind != "cost_spike":

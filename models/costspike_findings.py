@@ -30,11 +30,13 @@ class SpikeFindings:
 
     def _findings(self, t, ts_ms, x, exp, upper, calib, ctx: Context) -> None:
         b = self.bank
-        n = b.n
-        hit = np.nonzero((b.run_len[:n] >= self.min_minutes) & ((b.run_excess[:n] >= self.min_usd) | self._relative(x, exp, upper))
-                         & (b.run_excess[:n] * 100 >= self.min_pct * b.run_expected[:n]) & (b.age[:n] >= b.warmup))[0]
-        for r in hit:
-            r = int(r)
+        # Most minutes no series has a long enough run: test the other conditions on those that do.
+        c = np.nonzero(b.run_len[: b.n] >= self.min_minutes)[0]
+        if len(c):
+            ok = (((b.run_excess[c] >= self.min_usd) | self._relative(x, exp, upper, c))
+                  & (b.run_excess[c] * 100 >= self.min_pct * b.run_expected[c]) & (b.age[c] >= b.warmup))
+            c = c[ok]
+        for r in c.tolist():
             skey = self.series[r]
             if skey[0] not in ("key", "project") or self.suppress.get(r, -1) > t:
                 continue
@@ -44,7 +46,8 @@ class SpikeFindings:
             key = skey[3] if skey[0] == "key" else None
             rc = self.rc.explain((skey[1], skey[2]), start, t, expected, key=key)
             impact = 1 - 0.5 ** (excess / max(self.min_usd, 0.01) / 2)
-            uni = self.uni[r].recent_peak if r in self.uni else 0.0
+            ur = int(self.uni_row[r])
+            uni = self.uni.recent_peak(ur) if ur >= 0 else 0.0
             score = 0.3 + 0.7 * impact * (0.5 + 0.5 * max(float(calib[r]), uni))
             pct_txt = f"+{pct:.0f}%" if math.isfinite(pct) else "from ~$0"
             reasons = [f"spend ${excess + expected:.2f} vs expected ${expected:.2f} over {length} min: "
@@ -70,15 +73,15 @@ class SpikeFindings:
             else:
                 self.incidents[r] = (aid, quiet + 1)
 
-    def _relative(self, x, exp, upper) -> np.ndarray:
-        """Key spikes cheap in dollars but huge in calls (≥ REL_PEAK × the busiest hour's rate): runaway loops."""
+    def _relative(self, x, exp, upper, rows: np.ndarray) -> np.ndarray:
+        """Key spikes cheap in dollars but huge in calls (≥ REL_PEAK × the busiest hour's rate):
+        runaway loops. One flag per row of `rows`."""
         b, rq = self.bank, self.rq
-        n = b.n
-        run = b.run_len[:n]
-        return ((run >= max(self.min_minutes, REL_MINUTES)) & (x > upper) & (b.run_excess[:n] > 0)
-                & (b.run_excess[:n] >= REL_RATIO * b.run_expected[:n]) & (self.level[:n] == 0)
-                & (rq.run[:n] >= np.maximum(REL_PEAK * rq.peak[:n], REL_MIN_RPM) * run)
-                & (b.age[:n] >= 1440) & (b.hod_n[:n].min(axis=1) > 0))  # a whole day seen: the peak is known
+        run = b.run_len[rows]
+        return ((run >= max(self.min_minutes, REL_MINUTES)) & (x[rows] > upper[rows]) & (b.run_excess[rows] > 0)
+                & (b.run_excess[rows] >= REL_RATIO * b.run_expected[rows]) & (self.level[rows] == 0)
+                & (rq.run[rows] >= np.maximum(REL_PEAK * rq.peak[rows], REL_MIN_RPM) * run)
+                & (b.age[rows] >= 1440) & (b.hod_n[rows].min(axis=1) > 0))  # a whole day seen: the peak is known
 
     @staticmethod
     def _resolve(alert_id: str, ts_ms: int, ctx: Context) -> None:

@@ -20,11 +20,33 @@ EVERY_MIN = 15
 
 class Projector:
     def __init__(self) -> None:
-        self.day: dict[int, float] = {}  # row → spend today
-        self.month: dict[int, float] = {}
+        # Spend today and this month per series row (numpy: one add per minute for all rows).
+        self.day = np.zeros(0)
+        self.month = np.zeros(0)
         self.cur_day = -1
         self.cur_month = -1
         self.last: dict[tuple, dict] = {}
+        self._month: tuple[int, int] | None = None  # month bounds of `cur_day`
+
+    def __getstate__(self) -> dict:
+        # {row: spend} of the rows with spend: the arrays span every series row, keys included.
+        st = dict(self.__dict__)
+        for name in ("day", "month"):
+            v = st[name]
+            if isinstance(v, np.ndarray):
+                rows = np.nonzero(v)[0]
+                st[name] = dict(zip(rows.tolist(), v[rows].tolist()))
+        return st
+
+    def __setstate__(self, st: dict) -> None:
+        self.__dict__.update(st)
+        self.__dict__.setdefault("_month", None)
+        for name in ("day", "month"):  # pickles hold {row: spend}
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                arr = np.zeros(max(v, default=-1) + 1)
+                arr[list(v)] = list(v.values())
+                setattr(self, name, arr)
 
     @staticmethod
     def day_start(t: int) -> int:
@@ -38,41 +60,48 @@ class Projector:
         s = int(start.timestamp()) // 60
         return s, s + days * 1440
 
-    def observe(self, det, t: int, x: np.ndarray, ctx) -> None:
-        """Add minute `t`'s spend; every EVERY_MIN minutes emit projections."""
-        day = self.day_start(t)
-        m0, m1 = self.month_bounds(t)
-        if day != self.cur_day:
-            self.day, self.cur_day = {}, day
-        if m0 != self.cur_month:
-            self.month, self.cur_month = {}, m0
+    def observe(self, det, t: int, x: np.ndarray, ctx, want: np.ndarray | None = None) -> None:
+        """Add minute `t`'s spend; every EVERY_MIN minutes emit projections. `want`: the rows in
+        use at project and provider level (the detector has it at hand)."""
         n = det.bank.n
-        lv = det.level[:n]
-        rows = np.nonzero(((lv == 1) | (lv == 2)) & det.bank.used[:n])[0]
-        for r in rows[x[rows] != 0].tolist():
-            self.day[r] = self.day.get(r, 0.0) + float(x[r])
-            self.month[r] = self.month.get(r, 0.0) + float(x[r])
-        rows = rows.tolist()
-        if (t + 1) % EVERY_MIN or not rows:
+        day = self.day_start(t)
+        if day != self.cur_day:
+            self.day, self.cur_day = np.zeros(n), day
+            self._month = self.month_bounds(t)  # the same all day
+        if self._month is None:  # unpickled mid-day from before the cache
+            self._month = self.month_bounds(t)
+        m0, m1 = self._month
+        if m0 != self.cur_month:
+            self.month, self.cur_month = np.zeros(n), m0
+        if len(self.day) < n:
+            self.day = np.concatenate([self.day, np.zeros(n - len(self.day))])
+        if len(self.month) < n:
+            self.month = np.concatenate([self.month, np.zeros(n - len(self.month))])
+        if want is None:
+            lv = det.level[:n]
+            want = ((lv == 1) | (lv == 2)) & det.bank.used[:n]
+        # Adding 0.0 changes no total (they are sums of non-zero spend, never −0.0): one add for all.
+        xs = np.where(want, x, 0.0)
+        self.day[:n] += xs
+        self.month[:n] += xs
+        rows = np.nonzero(want)[0]
+        if (t + 1) % EVERY_MIN or not len(rows):
             return
-        bank = det.bank
-        idx = np.array(rows)
         # Expected spend per hour for the next 24 hours (one forecast per hour bucket).
-        hours = [(t + 1 + h * 60) for h in range(24)]
-        per_hour = np.stack([bank.forecast(u, idx)[0] * 60 for u in hours])  # (24, rows)
+        per_hour = det.bank.forecast_many([t + 1 + h * 60 for h in range(24)], rows) * 60  # (24, rows)
         left_today = day + 1440 - (t + 1)
         full_h, part = divmod(left_today, 60)
         rest_day = per_hour[:full_h].sum(axis=0) + (per_hour[full_h] * part / 60 if full_h < 24 else 0)
         daily = per_hour.sum(axis=0)
         days_after = max(0, (m1 - day - 1440) // 1440)
-        for j, r in enumerate(rows):
+        for r, d, mo, rest, daily_j in zip(rows.tolist(), self.day[rows].tolist(), self.month[rows].tolist(),
+                                           rest_day.tolist(), daily.tolist()):
             sk = det.series[r]
-            d, mo = self.day.get(r, 0.0), self.month.get(r, 0.0)
             row = {"ts": (t + 1) * 60, "level": sk[0], "provider": sk[1],
                    "project": (sk[2] or "") if sk[0] == "project" else "",
-                   "day_spent_usd": round(d, 6), "eod_projected_usd": round(d + float(rest_day[j]), 6),
+                   "day_spent_usd": round(d, 6), "eod_projected_usd": round(d + rest, 6),
                    "month_spent_usd": round(mo, 6),
-                   "eom_projected_usd": round(mo + float(rest_day[j]) + days_after * float(daily[j]), 6)}
+                   "eom_projected_usd": round(mo + rest + days_after * daily_j, 6)}
             ctx.emit("spend_projection", row)
             self.last[sk] = row
 

@@ -21,19 +21,47 @@ from collections import defaultdict
 
 KEEP_MINUTES = 120
 SHARE_DECAY = 0.998  # per minute: a baseline share remembers ~8 hours
+_DECAY: dict[int, float] = {}  # minutes since a share's last update → SHARE_DECAY ** minutes
+_DECAY1 = SHARE_DECAY ** 1
 
 
 class RootCause:
     def __init__(self) -> None:
         self.minutes: dict[int, dict[tuple, dict[tuple, float]]] = {}
         self.shares: dict[tuple, dict[tuple, list[float]]] = {}  # group → contributor → [value, minute]
+        self.newest: int | None = None  # the latest minute started (older than it − KEEP_MINUTES: dropped)
+        # Spend per contributor of a spike window so far, (group, first, key) → (last, spend): a
+        # spike open for an hour is explained every minute, and adding its newest minute to the
+        # running sums gives the same numbers as summing the whole window again (same order).
+        # Holds because a minute gets no spend once a later one has started (the detector adds
+        # to the current minute only).
+        self._acc: dict[tuple, tuple[int, dict]] = {}
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_acc"}  # a cache
+
+    def __setstate__(self, st: dict) -> None:
+        self.__dict__.update(st)
+        self._acc = {}
+        if "newest" not in st:  # older pickles
+            self.newest = max(self.minutes, default=None)
+
+    def minute(self, minute: int) -> dict[tuple, dict[tuple, float]]:
+        """The spend of `minute` (group → contributor → $), started (and the oldest minutes
+        dropped) if new: what `add` adds into, for callers that add many events at once."""
+        per = self.minutes.get(minute)
+        if per is None:
+            per = self.minutes[minute] = {}
+            if self.newest is None or minute > self.newest:
+                self.newest = minute
+            for old in [m for m in self.minutes if m < minute - KEEP_MINUTES]:
+                del self.minutes[old]
+        return per
 
     def add(self, minute: int, group: tuple, contributor: tuple, usd: float) -> None:
         per = self.minutes.get(minute)
         if per is None:
-            per = self.minutes[minute] = {}
-            for old in [m for m in self.minutes if m < minute - KEEP_MINUTES]:
-                del self.minutes[old]
+            per = self.minute(minute)
         g = per.get(group)
         if g is None:
             g = per[group] = {}
@@ -41,27 +69,63 @@ class RootCause:
 
     def learn(self, minute: int, group: tuple) -> None:
         """Fold one (normal) minute of a group into its baseline shares."""
-        spend = self.minutes.get(minute, {}).get(group)
-        if not spend:
-            return
-        sh = self.shares.setdefault(group, {})
-        for c, usd in spend.items():
-            cur = sh.get(c)
-            if cur is None:
-                sh[c] = [usd * (1 - SHARE_DECAY), minute]
-            else:
-                cur[0] = cur[0] * SHARE_DECAY ** (minute - cur[1]) + usd * (1 - SHARE_DECAY)
-                cur[1] = minute
-        if len(sh) > 5000:  # bounded: forget the smallest contributors
-            for c, _ in sorted(sh.items(), key=lambda kv: kv[1][0])[:2500]:
-                del sh[c]
+        self.learn_many(minute, [group])
 
-    def explain(self, group: tuple, first: int, last: int, expected_total: float, key: str | None = None, top: int = 5) -> dict:
-        actual: dict[tuple, float] = defaultdict(float)
-        for m in range(first, last + 1):
+    def learn_many(self, minute: int, groups: list[tuple]) -> None:
+        """Fold `minute` of each group into its baseline shares (the detector's per-minute call):
+        the minute's spend looked up once, the decay factor of each gap computed once."""
+        per = self.minutes.get(minute)
+        if not per:
+            return
+        keep, shares, last = 1 - SHARE_DECAY, self.shares, minute - 1
+        for group in groups:
+            spend = per.get(group)
+            if not spend:
+                continue
+            sh = shares.get(group)
+            if sh is None:
+                sh = shares[group] = {}
+            for c, usd in spend.items():
+                cur = sh.get(c)
+                if cur is None:
+                    sh[c] = [usd * keep, minute]
+                    continue
+                if cur[1] == last:  # learnt the minute before: the usual case
+                    decay = _DECAY1
+                else:
+                    dm = minute - cur[1]
+                    decay = _DECAY.get(dm)
+                    if decay is None:
+                        decay = _DECAY[dm] = SHARE_DECAY ** dm
+                cur[0] = cur[0] * decay + usd * keep
+                cur[1] = minute
+            if len(sh) > 5000:
+                self._forget(sh)
+
+    @staticmethod
+    def _forget(sh: dict) -> None:
+        """Bounded: forget the smallest contributors."""
+        for c, _ in sorted(sh.items(), key=lambda kv: kv[1][0])[:2500]:
+            del sh[c]
+
+    def _actual(self, group: tuple, first: int, last: int, key: str | None) -> dict:
+        """Spend per contributor (of `key` only, if given) over minutes first..last."""
+        ck = (group, first, key)
+        done, actual = self._acc.get(ck, (None, None))
+        # The running sums hold only if no minute of the window was dropped since (else: anew).
+        if done is None or done > last or (self.newest is not None and first < self.newest - KEEP_MINUTES):
+            done, actual = first - 1, defaultdict(float)
+        for m in range(done + 1, last + 1):
             for c, usd in self.minutes.get(m, {}).get(group, {}).items():
                 if key is None or c[0] == key:
                     actual[c] += usd
+        if len(self._acc) > 64:  # windows not explained in the last minute are over
+            self._acc = {k: v for k, v in self._acc.items() if v[0] >= last - 1}
+        self._acc[ck] = (last, actual)
+        return actual
+
+    def explain(self, group: tuple, first: int, last: int, expected_total: float, key: str | None = None, top: int = 5) -> dict:
+        actual = self._actual(group, first, last, key)
         sh = {c: v[0] * SHARE_DECAY ** (last - v[1]) for c, v in self.shares.get(group, {}).items()
               if key is None or c[0] == key}
         total_sh = sum(sh.values())

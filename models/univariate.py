@@ -1,8 +1,9 @@
 """`UnivariateAnomalyScorer`: the online single-series anomaly scorer behind cost spikes.
 
 One series, one value per step, strictly online (score, then learn), O(1) work per row in plain
-Python, bounded memory, picklable. It is what `keywatch eval nab` benchmarks, and what
-`CostSpikeDetector` runs on the project- and provider-level spend series.
+Python, bounded memory, picklable. It is what `keywatch eval nab` benchmarks; `CostSpikeDetector`
+runs it on the project- and provider-level spend series as a `univariate_bank.UnivariateBank`
+(all series in numpy at once, bit-identical values: keep the two in step).
 
 Design (all features are scale-free: divided by running robust spreads):
 

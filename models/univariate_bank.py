@@ -1,0 +1,283 @@
+"""`UnivariateBank`: many `UnivariateAnomalyScorer`s stepped together with numpy.
+
+`CostSpikeDetector` scores every project and provider spend series once per minute; one Python
+`update` call per series was most of its per-minute cost. The bank holds the same state as N
+scorers in arrays indexed by row and advances any subset of rows by one value in one numpy step,
+with exactly the scorer's float arithmetic (same operations in the same order, elementwise, and
+`math.log`/`math.log1p`/`math.exp` where the scorer calls them: numpy's SIMD versions differ in
+the last bit), so every row gives bit-identical values to an independent scorer on its series.
+
+The sliding-window maximum of each record (the max of its smoothed surprise over the previous
+`memory` rows, a monotone deque in the scorer) is split in two so that a step is a few
+elementwise operations:
+
+- the values since the last fold (at most `block`) sit in a per-record block, with their
+  running max (`BMAX`);
+- the older values are kept as the scorer's monotone deque would keep them (the same (row,
+  value) entries), in a flat pool (`univariate_window`), with each deque's front (its max and
+  that max's row: `FV`, `FR`) mirrored beside the record.
+
+The window max is max(front, block max): every block value is inside the window. The pool is
+touched only when a front leaves the window (rare: a max held for `memory` rows) and every
+`block` steps, when all blocks are pushed into their deques in one numpy pass. Memory stays what
+the deques hold (no `memory`-long ring buffer per record). Snapshots and conversions to and from
+single scorers: `univariate_state`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keywatch.models.univariate_state import BankState
+from keywatch.models.univariate_window import WindowPool
+
+DAY_MS = 86_400_000
+# Columns of the per-row matrix `f` (one gather and one scatter per step). Counts and row numbers
+# are kept as float64 too: exact below 2**53, and `1.0 / (n + 1)` is the same number either way.
+PREV, MEAN, DEV, SDEV, VOL, SLOW, PEAK, EVID, N, LAST_PEAK, HAS_SLOW = range(11)
+# Planes of the per-record matrix `rec` (rows × planes × 10 records): EWMA, running mean and
+# variance, the old deque's front value and row, the block's running max.
+SHORT, MU, VAR, FV, FR, BMAX = range(6)
+# Planes of the time-of-day profile `tod` (rows × planes × bins).
+TMU, TDEV, TCNT = range(3)
+
+
+class UnivariateBank(BankState, WindowPool):
+    """N `UnivariateAnomalyScorer`s (same parameters) in arrays: `add` a row per series, `step`
+    any set of rows by one value each, `recent_peak` of a row; `remove` frees a row for reuse.
+
+    >>> import random
+    >>> from keywatch.models.univariate import UnivariateAnomalyScorer
+    >>> rnd = random.Random(2)
+    >>> bank, solo = UnivariateBank(), [UnivariateAnomalyScorer() for _ in range(3)]
+    >>> rows = np.array([bank.add() for _ in range(3)])
+    >>> same = True
+    >>> for i in range(400):  # series 1 spikes at row 350
+    ...     x = [10 + rnd.gauss(0, 1) + (30 if i == 350 and j == 1 else 0) for j in range(3)]
+    ...     got = bank.step(rows, i * 60_000, np.array(x))
+    ...     same &= got.tolist() == [s.update(i * 60_000, v) for s, v in zip(solo, x)]
+    >>> same, bank.recent_peak(1) > 0.3, bank.recent_peak(0)
+    (True, True, 0.0)
+    """
+
+    def __init__(self, a_level: float = 0.001, a_step: float = 0.01, short_n: float = 5.0, memory: int = 5000,
+                 refractory: int = 120, warmup: int = 100, tod_bins: int = 48, a_tod: float = 0.05,
+                 min_sigma: float = 3.2, long_n: float = 15.0, block: int = 128, capacity: int = 16) -> None:
+        self.a_level, self.a_step, self.a_tod, self.refractory = a_level, a_step, a_tod, refractory
+        self.memory, self.warmup, self.nb = memory, warmup, tod_bins
+        self.min_sigma, self.short_n, self.long_n = min_sigma, short_n, long_n
+        # Records 0-4 smooth the five features over `short_n` rows, 5-9 over `long_n` (as the
+        # scorer's `cal` list); 1.0 / n exactly as `_Record` computes it.
+        self.a_short = np.array([1.0 / short_n] * 5 + [1.0 / long_n] * 5)
+        self._rates = np.array([a_level, a_step])  # minimum learning rates of level and step size
+        # Block values must all lie inside the window (rows n − memory + 1 … n − 1).
+        self.block = max(1, min(block, memory))
+        self.n = 0  # rows allocated (high-water mark)
+        self.clock = 0  # step calls (blocks are folded every `block` calls)
+        self.free: list[int] = []
+        self._pool_init()
+        self._alloc(capacity)
+
+    def _alloc(self, cap: int) -> None:
+        for name, shape in (("f", (11,)), ("rec", (6, 10)), ("tod", (3, self.nb)), ("blk", (10, self.block))):
+            new = np.full((cap, *shape), -np.inf) if name == "blk" else np.zeros((cap, *shape))
+            old = getattr(self, name, None)
+            if old is not None:
+                new[: len(old)] = old
+            setattr(self, name, new)
+        for name in ("dq_start", "dq_len"):  # each (row, record)'s deque segment in the pool
+            new = np.zeros((cap, 10), np.int64)
+            old = getattr(self, name, None)
+            if old is not None:
+                new[: len(old)] = old
+            setattr(self, name, new)
+        self.cap = cap
+
+    def add(self) -> int:
+        """A fresh row (the state of a new scorer)."""
+        if self.free:
+            r = self.free.pop()
+        else:
+            if self.n == self.cap:
+                self._alloc(self.cap * 2)
+            r, self.n = self.n, self.n + 1
+        self.f[r] = 0.0
+        self.f[r, LAST_PEAK] = -(10 ** 9)
+        self.rec[r] = 0.0
+        self.rec[r, [FV, BMAX]] = -np.inf  # nothing seen yet
+        self.rec[r, FR] = np.inf  # an empty deque never expires
+        self.tod[r] = 0.0
+        self.dq_len[r] = 0
+        self.blk[r] = -np.inf
+        return r
+
+    def remove(self, r: int) -> None:
+        self.dq_len[r] = 0  # nothing to fold: its pool entries go at the next fold
+        self.blk[r] = -np.inf
+        self.free.append(r)
+
+    def recent_peak(self, r: int) -> float:
+        """`UnivariateAnomalyScorer.recent_peak` of row r."""
+        f = self.f[r].tolist()
+        return 1.0 - math.exp(-3.0 * f[PEAK]) if f[N] - 1 - f[LAST_PEAK] <= self.refractory else 0.0
+
+    def step(self, idx: np.ndarray, ts_ms: int, x: np.ndarray, learn: np.ndarray | None = None,
+             scores: bool = True) -> np.ndarray | None:
+        """`UnivariateAnomalyScorer.update(ts_ms, x[k], learn[k])` for each row idx[k] (distinct
+        rows, all at the same time); returns the scores (None with `scores=False`, for callers
+        that only read `recent_peak`).
+
+        Each `np.where` of the scorer's branches is skipped when every row takes the same side
+        (all learn, all past the first values): the same numbers, fewer numpy calls."""
+        idx = np.asarray(idx, np.intp)
+        m = len(idx)
+        if not m:
+            return np.zeros(0) if scores else None
+        if learn is not None:
+            learn = np.asarray(learn, bool)
+        every = learn is None or bool(learn.all())
+        perm, rows = None, idx
+        if m == self.n:  # every row (the usual minute): views in row order, no gathers/scatters
+            perm, idx, rows = idx, slice(0, m), np.arange(m)
+            xs = np.empty(m)
+            xs[perm] = x
+            x = xs
+            if not every:
+                ls = np.empty(m, bool)
+                ls[perm] = learn
+                learn = ls
+        else:
+            x = np.asarray(x, np.float64)
+        F = self.f[idx]
+        n = F[:, N]
+        n_lo, n_hi = n.min(), n.max()
+        if n_lo == 0:  # the scorer starts its level and previous value at the first value
+            first = n == 0
+            F[first, PREV] = F[first, MEAN] = x[first]
+        b = int((ts_ms % DAY_MS) * self.nb // DAY_MS)
+        T = self.tod[idx, :, b]
+        z, inv = self._features(F, T, x, n, n_lo, None if every else learn)
+        if not isinstance(idx, slice):  # gathered copies: write back
+            self.tod[idx, :, b] = T
+        r5 = np.fromiter(map(math.log1p, z.ravel().tolist()), np.float64, 5 * m).reshape(m, 1, 5)
+        e = self._records(idx, rows, n, n_lo, n_hi, inv, r5)
+        out = None
+        if e.any():  # evidence somewhere (e ≥ 0): refractory filter and peaks
+            last, peak = F[:, LAST_PEAK], F[:, PEAK]
+            recent = n - last <= self.refractory
+            if scores:  # before `peak` (a view) moves
+                out = np.where(recent & (e <= peak), 0.0, e)
+            new_peak = (e > 0) & ((e > peak) | ~recent)
+            F[:, PEAK] = np.where(new_peak, e, peak)
+            F[:, LAST_PEAK] = np.where(new_peak, n, last)
+        F[:, EVID] = e
+        F[:, N] = n + 1
+        if perm is None:
+            self.f[idx] = F
+        # Every `block` calls all blocks are pushed into the deques together (a row steps at
+        # most once a call, so a block never overflows): one numpy pass per `block` calls.
+        self.clock += 1
+        if self.clock % self.block == 0:
+            self._fold()
+        if not scores:
+            return None
+        score = np.zeros(m)
+        hit = np.nonzero(out)[0] if out is not None else ()
+        if len(hit):  # exp(−0) = 1 exactly, so only detections need math.exp
+            score[hit] = [1.0 - math.exp(-3.0 * v) for v in out[hit].tolist()]
+        return score if perm is None else score[perm]
+
+    def _features(self, F, T, x, n, n_lo, L) -> tuple[np.ndarray, np.ndarray]:
+        """Score the five features, then learn (rows of F and time-of-day bins T, updated in
+        place; `L`: which rows learn, None for all). Returns (features, 1 / (n + 1)).
+
+        Pairs of columns are computed together — (prev, mean) → (dx, dev); the two spreads →
+        the two denominators, caps and learning rates — the same numbers in half the calls. Every
+        value is read before its column is written. When all rows learn, the new values go
+        straight into F and T; otherwise into `new` first, then where(L, new, old)."""
+        m = len(x)
+        PM, SD = F[:, PREV:MEAN + 1], F[:, DEV:SDEV + 1]
+        mean, s, ds, vol0, slow0 = F[:, MEAN], F[:, DEV], F[:, SDEV], F[:, VOL], F[:, SLOW]
+        new = F[:, PREV:SLOW + 1] if L is None else np.empty((m, 6))
+        floor = 1e-3 * np.abs(mean) + 1e-9
+        D = np.abs(x[:, None] - PM)  # (dx, dev)
+        dx = D[:, 0]
+        dens = np.maximum(1.25 * SD, floor[:, None])  # (max(1.25 dev, floor), max(1.25 step_dev, floor))
+        z = np.empty((m, 5))
+        np.divide(D[:, ::-1], dens, out=z[:, :2])
+        tmu, tdev, cnt = T[:, TMU], T[:, TDEV], T[:, TCNT]
+        cnt_lo = cnt.min()
+        xt = x - tmu
+        axt = np.abs(xt)
+        np.divide(axt, np.maximum(np.maximum(1.25 * tdev, 0.2 * s), floor), out=z[:, 2])
+        if cnt_lo < 3:
+            z[:, 2] = np.where(cnt >= 3, z[:, 2], 0.0)
+        old = None if L is None else np.stack([x, mean, s, ds, vol0, slow0], axis=1)  # the first value sets mean even so
+        vol = np.add(vol0, 0.1 * (dx - vol0), out=new[:, 4])
+        z[:, 3] = np.fromiter(map(math.log, ((vol + floor) / (ds + floor)).tolist()), np.float64, m)
+        np.abs(z[:, 3], out=z[:, 3])
+        if n_lo <= 30:
+            z[:, 3] = np.where(n > 30, z[:, 3], 0.0)
+        slow = np.add(slow0, 0.05 * (x - slow0), out=new[:, 5])
+        if not F[:, HAS_SLOW].all():
+            slow[:] = np.where(F[:, HAS_SLOW] != 0, slow, x)
+            F[:, HAS_SLOW] = 1.0 if L is None else np.where(L, 1.0, F[:, HAS_SLOW])
+        np.divide(np.abs(slow - mean), dens[:, 0], out=z[:, 4])
+        # Learn (rows with `learn` off keep their baselines; the calibration still moves).
+        inv = 1.0 / (n + 1)
+        A = np.maximum(inv[:, None], self._rates)  # (a, a_s)
+        caps = 6 * SD if n_lo > 30 else np.where((n > 30)[:, None], 6 * SD, D[:, ::-1])  # (cap, cap_s)
+        cap = caps[:, 0]
+        np.add(mean, A[:, 0] * (np.minimum(np.maximum(x, mean - cap), mean + cap) - mean), out=new[:, 1])
+        np.add(SD, A * (np.minimum(D[:, ::-1], caps) - SD), out=new[:, 2:4])
+        new[:, 0] = x
+        c1 = cnt + 1
+        at = np.maximum(1.0 / c1, self.a_tod)
+        d_tod = axt if cnt_lo > 0 else np.where(cnt > 0, axt, 0.0)
+        Tn = T if L is None else np.empty_like(T)
+        np.add(tdev, at * (d_tod - tdev), out=Tn[:, TDEV])
+        np.add(tmu, at * xt, out=Tn[:, TMU])
+        np.minimum(c1, 1 << 30, out=Tn[:, TCNT])
+        if L is not None:
+            F[:, PREV:SLOW + 1] = np.where(L[:, None], new, old)
+            T[:] = np.where(L[:, None], Tn, T)
+        return z, inv
+
+    def _records(self, idx, rows, n, n_lo, n_hi, inv, r5: np.ndarray) -> np.ndarray:
+        """The 10 `_Record.step`s of each row: its calibrated evidence (≥ 0). `idx`: the rows (or
+        a slice of all of them), `rows`: the same as row numbers; r5: log1p of the 5 features,
+        (rows, 1, 5), the input of both record halves (short and long smoothing)."""
+        R = self.rec[idx]  # a view for a slice: updated in place
+        s = R[:, SHORT]  # updated in place: records 0-4 and 5-9 both smooth the 5 features
+        s += (self.a_short.reshape(2, 5) * (r5 - s.reshape(-1, 2, 5))).reshape(-1, 10)
+        lim = n - self.memory
+        gone = R[:, FR] <= lim[:, None]
+        if gone.any():
+            self._expire(rows, lim, gone, R)
+        top = np.maximum(R[:, FV], R[:, BMAX])  # the window max (−inf: nothing in the window)
+        out = s - top
+        # With memory ≥ 2 the previous value is always in the window, so once past warmup every
+        # row has a max (the scorer's `top` is non-empty) and no row needs masking.
+        if not (n_lo > self.warmup and self.memory >= 2):
+            out = np.where((n > self.warmup)[:, None] & (top > -np.inf), out, 0.0)
+        mu, var = R[:, MU], R[:, VAR]
+        d = s - mu
+        dd = d * d
+        # A record within the usual spread is not evidence (zeroing a non-positive `out` too
+        # changes nothing: only the largest positive one counts).
+        out = np.where(dd < self.min_sigma * self.min_sigma * var, 0.0, out)
+        if n_hi + 1 < self.memory:
+            a = inv[:, None]
+        else:
+            a = np.where(n + 1 < self.memory, inv, 1.0 / self.memory)[:, None]
+        mu += a * d
+        var += a * (dd - var)
+        np.maximum(R[:, BMAX], s, out=R[:, BMAX])
+        # Block slot = calls since the last fold, the same for every row (unfilled slots: −inf).
+        self.blk[idx, :, self.clock % self.block] = s
+        if not isinstance(idx, slice):
+            self.rec[idx] = R
+        mx = out.max(axis=1)
+        return np.where(mx > 0, mx, 0.0)
