@@ -22,6 +22,9 @@ from keywatch.models.core import CoreOutput, DetectionCore
 from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
 
 
+BLOCK_LINES = 500  # lines decoded in one parse (`EventDecoder.decode_block`)
+
+
 @dataclass
 class ReplaySummary:
     files: int = 0
@@ -94,18 +97,36 @@ def replay(
             chunk.clear()
             dead.clear()
 
+        block: list[tuple[str, int, bytes]] = []
+
+        def decode_block() -> None:
+            # One parse for the whole block when every line is a good event (the common case);
+            # otherwise line by line, so each dead letter names its file and line.
+            lines = [line for _, _, line in block]
+            fast = decoder.decode_block(lines)
+            if fast is not None:
+                chunk.extend(fast)
+            else:
+                for (name, lineno, _), line in zip(block, lines):
+                    ok, bad = decoder.decode(line, Origin(name, -1, lineno))
+                    chunk.extend(ok)
+                    dead.extend(bad)
+            block.clear()
+            if len(chunk) >= chunk_lines:
+                flush()
+
         for name, lineno, line in read_lines(paths):
             if line is None:
+                decode_block()
                 dead.append(DeadLetter(reason=Reason.CORRUPT_FILE, error=f"cannot decompress after line {lineno}",
                                        topic=name, partition=-1, offset=lineno, index=-1, payload=b"",
                                        payload_size=0, received_at_ms=int(time.time() * 1000)))
                 continue
             summary.lines += 1
-            ok, bad = decoder.decode(line.rstrip(b"\r\n"), Origin(name, -1, lineno))
-            chunk.extend(ok)
-            dead.extend(bad)
-            if len(chunk) >= chunk_lines:
-                flush()
+            block.append((name, lineno, line.rstrip(b"\r\n")))
+            if len(block) >= BLOCK_LINES:
+                decode_block()
+        decode_block()
         flush()
     finally:
         if dead_fh:

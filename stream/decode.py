@@ -135,6 +135,7 @@ class EventDecoder:
         self._whole = msgspec.json.Decoder(Union[Event, list[Event]])
         self._one = msgspec.json.Decoder(Event)
         self._raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+        self._many = msgspec.json.Decoder(list[Event])
 
     @classmethod
     def from_settings(cls, settings, *, streaming: bool) -> "EventDecoder":
@@ -172,6 +173,31 @@ class EventDecoder:
         if len(events) > self.max_events_per_message:
             return [], [self._dead(Reason.TOO_MANY_EVENTS, f"{len(events)} events in one message; limit {self.max_events_per_message}", data, origin)]
         return self._finish(events, data, origin)
+
+    def decode_block(self, lines: list[bytes]) -> list[Event] | None:
+        """Many one-object lines (replay) in one JSON parse instead of one per line, or None when
+        any line needs the per-line path — not a plain object, too big, invalid, or a dead
+        letter — so that the caller decodes line by line and every error keeps its line.
+
+        >>> d = EventDecoder()
+        >>> ok = b'{"kind":"usage","event_id":"e1","ts":1795622400000,"provider":"openai","key_id":"k","model":"m"}'
+        >>> [e.event_id for e in d.decode_block([ok, ok.replace(b"e1", b"e2")])]
+        ['e1', 'e2']
+        >>> d.decode_block([ok, b'{"kind":"usage"}']) is None  # invalid: decode per line
+        True
+        """
+        limit = self.max_message_bytes
+        if not lines or any(line[:1] != b"{" or len(line) > limit for line in lines):
+            return None
+        data = b"[" + b",".join(lines) + b"]"
+        try:
+            events = self._many.decode(data)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return None
+        if len(events) != len(lines):  # a line with two objects in it: not one message per line
+            return None
+        ok, dead = self._finish(events, data, Origin())
+        return None if dead else ok
 
     def _split(self, data: bytes, origin: Origin) -> tuple[list[Event], list[DeadLetter]]:
         """Slow path: find which element(s) failed and keep the rest."""
