@@ -202,6 +202,29 @@ class KeyBaseline:
         v = self.slot_req[s] if self.slot_n[s] >= 1 else base
         return max(v, 0.2 * base, 0.003)
 
+    def expected(self, ts: int) -> tuple[float, float]:
+        """(`expected_rpm(ts)`, `expected_cpm(ts)`) in one call with the same arithmetic (hot path:
+        `max(a, b)` written out as `b if b > a else a`, which is what `max` returns)."""
+        hour = ts // HOUR_MS
+        s = hour % 24 + (24 if (hour // 24 + 3) % 7 >= 5 else 0)  # `slot_of`
+        mean = self.mean_rpm
+        if self.slot_n[s]:
+            base = 0.0 if 0.0 > mean else mean
+            v, c = self.slot_req[s], self.slot_cost[s]
+        else:
+            x = self.cur_req / 60.0
+            base = x if x > mean else mean
+            v, c = base, self.mean_cpm
+        m = 0.2 * base
+        rpm = m if m > v else v
+        if 0.003 > rpm:
+            rpm = 0.003
+        m = 0.2 * self.mean_cpm
+        cpm = m if m > c else c
+        if 1e-5 > cpm:
+            cpm = 1e-5
+        return rpm, cpm
+
     def expected_cpm(self, ts: int) -> float:
         s = slot_of(ts)
         v = self.slot_cost[s] if self.slot_n[s] >= 1 else self.mean_cpm

@@ -28,21 +28,21 @@ surge it carries is new-caller evidence, so a trickle cannot train the baseline 
 
 from __future__ import annotations
 
-import heapq
-import math
+import bisect
+from operator import attrgetter
 from typing import Any
 
 from keywatch.models.calibration import WindowModel
 from keywatch.models.core import Batch, Context
-from keywatch.models.features import KeyBaseline, PopBaseline, log_ratio
-from keywatch.models.keytheft_identity import identity_novelty, pop_learn
+from keywatch.models.features import KeyBaseline, PopBaseline
+from keywatch.models.keytheft_identity import identity_novelty
 from keywatch.models.keytheft_signals import Evidence, reasons  # noqa: F401  (Evidence: re-exported)
 from keywatch.models.keytheft_state import PROBE_CODES, T5, T10, T60, KeyState, dump_state, load_state  # noqa: F401
+from keywatch.models.keytheft_usage import usage, usage_events
 from keywatch.models.keytheft_window import ACCEPT_MS, EVIDENCE_TTL_MS, HST_MIN_REQUESTS, KIND, assess, close_window  # noqa: F401
 from keywatch.models.killchain import CHAIN_ACTIONS, ChainLinks, ChainState
-from keywatch.models.netnovelty import _MODEL_CACHE, model_info
 
-_exp = math.exp
+_TS = attrgetter("ts_ms")
 
 
 class KeyTheftDetector:
@@ -87,115 +87,18 @@ class KeyTheftDetector:
     def process(self, batch: Batch, ctx: Context) -> None:
         # Idle keys are swept every 10 minutes of event time, at the first event past the mark
         # (not at batch end), so the state each event meets does not depend on batch cuts.
-        if batch.audit:
-            stream = heapq.merge(batch.usage, batch.audit, key=lambda e: e.ts_ms)
-            for e in stream:
-                if e.ts_ms - self.last_sweep >= 600_000:
-                    self._sweep(ctx, e.ts_ms)
-                if e.__class__.__name__ == "AuditEvent":
-                    self._audit(e, ctx)
-                else:
-                    self._usage(e, ctx)
-        else:
-            usage = self._usage
-            for e in batch.usage:
-                if e.ts_ms - self.last_sweep >= 600_000:
-                    self._sweep(ctx, e.ts_ms)
-                usage(e, ctx)
-
-    def _usage(self, e, ctx: Context) -> None:
-        ts = e.ts_ms
-        provider, key_id, project = e.provider, e.key_id, e.project
-        st = self.keys.get((provider, key_id))
-        if st is None:
-            st = self._state(provider, key_id, project)
-        base = st.base
-        pop = self.pops.get(project or "provider:" + provider)
-        if pop is None:
-            pop = self._pop(project, provider)
-        if st.win_min != ts // 60_000:
-            self._close_window(st, provider, key_id, project, ctx, ts)
-        fam = _MODEL_CACHE.get(e.model) or model_info(e.model)
-        cost = e.cost_usd or 0.0
-        status = e.status
-        err = e.error_code is not None or (status is not None and status >= 400)  # `e.is_error`, inlined
-        probe = err and (e.error_code in PROBE_CODES or (status in (400, 401, 403, 404)))
-        requests = e.requests
-        t_last = st.t_last  # `st.count(ts, requests, cost, fam[2], probe)`, inlined
-        dt = ts - t_last
-        if dt > 0 and t_last:
-            f10, f60 = _exp(-dt / T10), _exp(-dt / T60)
-            st.c5 = st.c5 * _exp(-dt / T5) + requests
-            st.c10 = st.c10 * f10 + requests
-            st.err10 *= f10
-            st.c60 = st.c60 * f60 + requests
-            st.k60 = st.k60 * f60 + cost
-            st.e60 *= f60
-            st.t_last = ts
-        else:
-            if ts > t_last:
-                st.t_last = ts
-            st.c5 += requests
-            st.c10 += requests
-            st.c60 += requests
-            st.k60 += cost
-        if fam[2]:
-            st.e60 += requests
-        if probe:
-            st.err10 += 1
-        if e.input_tokens or e.output_tokens:
-            st.flags |= 2
-        ev = st.ev
-        n_items = ev.n_items if ev is not None else 0
-        best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model)
-        ev = st.ev
-        if st.prob is not None:  # networks on probation: count their share of the key's traffic
-            st.prob.observe(ts, items[2][1] if items and items[0][0] == "ips" else -1, requests, base.ids.n16.vals)
-            if not len(st.prob):
-                st.prob = None
-        chains = self.chains
-        chain = (chains.get(key_id) or (chains.get(e.principal) if e.principal else None)) if chains else None
-        if e.principal is not None or (chain is None and best > 0.25 and self.links.by_ip):
-            chain = self.links.usage(e, ts, chain, best)  # learn principal → key; a chain from this address
-        if chain is not None:
-            chain.invoke(ts)
-            if chain.active(ts) and ev is None:
-                ev = st.open_evidence(ts)
-        if probe and ev is None and st.err10 >= 3:
-            ev = st.open_evidence(ts)
-        protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0)
-        if ev is not None:
-            ev.req += requests
-            ev.cost += cost
-            if best > 0.25:
-                ev.novel_req += requests
-                ev.novel_cost += cost
-                ev.last_ts = ts
-            code = ""
-            if probe:
-                code = e.error_code or str(e.status)
-                ev.errors[code] = ev.errors.get(code, 0) + 1
-                ev.last_ts = ts
-            # Assess on new evidence, on the first errors, else at most every 5 s of event time.
-            if ev.n_items != n_items or (probe and ev.errors[code] <= 5) or ts - ev.last_calc >= 5_000 or not ev.last_calc:
-                self._assess(st, provider, key_id, project, ts, ctx, chain)
-        st.win_req += requests
-        st.win_cost += cost
-        if fam[2]:
-            st.win_exp += requests
-        if err:
-            st.win_err += 1
-        if best > 0.25:
-            st.win_novel += requests
-        ev = st.ev
-        if protected or (ev is not None and (ev.ident >= self.protect_min or (
-                ctx.book.open and ctx.book.is_open(KIND, provider, key_id, project, at_ms=ts)))):
-            base.skip_to(ts)
-            return
-        base.learn_event(ts, requests, cost, fam[2], err, log_ratio(e.input_tokens, e.output_tokens))
-        if ev is None or ev.ident == 0.0:  # new callers are quarantined until accepted
-            st.learn_items(items, ts)
-        pop_learn(pop, items, ts, requests)
+        # Audit events go between the usage events, in time order (usage first on equal times).
+        events, i = batch.usage, 0
+        for e in batch.audit:
+            j = bisect.bisect_right(events, e.ts_ms, lo=i, key=_TS)
+            if j > i:
+                usage_events(self, events[i:j] if i or j < len(events) else events, ctx)  # sweeps the same way
+                i = j
+            if e.ts_ms - self.last_sweep >= 600_000:
+                self._sweep(ctx, e.ts_ms)
+            self._audit(e, ctx)
+        if i < len(events):
+            usage_events(self, events[i:] if i else events, ctx)
 
     def _audit(self, e, ctx: Context) -> None:
         who = e.key_id or self.links.key_for(e.provider, e.principal) or e.principal
@@ -222,6 +125,7 @@ class KeyTheftDetector:
         if st.ev is None or st.ev.ident == 0.0:
             st.learn_items(items, ts)
 
+    _usage = usage  # one event; batches go through `usage_events`
     _assess = assess
     _close_window = close_window
 

@@ -38,7 +38,8 @@ _IDENT: dict[tuple, tuple] = {}
 
 
 def _ident_items(ip, country, ua, region, model) -> tuple:
-    """(network parts, novelty checks, items to learn) for one identity; cached: few distinct."""
+    """(network parts, novelty checks, items to learn, sets the network-telemetry flag?,
+    expensive model?) for one identity; cached: few distinct."""
     net = net_parts(ip) if ip else None
     checks, items = [], []
     if net is not None:
@@ -55,7 +56,8 @@ def _ident_items(ip, country, ua, region, model) -> tuple:
         mh, mfam, expensive = model_info(model)
         checks.append(("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
     items += [(c[0], c[1]) for c in checks]
-    out = (net, tuple(checks), tuple(items))
+    out = (net, tuple(checks), tuple(items), net is not None or bool(checks and (country or ua)),
+           model is not None and model_info(model)[2])
     if len(_IDENT) > 100_000:
         _IDENT.clear()
     _IDENT[(ip, country, ua, region, model)] = out
@@ -81,13 +83,16 @@ def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
 
 
 def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: int, ip: str | None,
-              country: str | None, ua: str | None, region: str | None, model: str | None) -> tuple[float, tuple]:
-    """Novelty of one call's identity; returns (strongest novelty, items to learn)."""
-    k = (ip, country, ua, region, model)
-    hit = _IDENT.get(k)
+                     country: str | None, ua: str | None, region: str | None, model: str | None,
+                     hit: tuple | None = None) -> tuple[float, tuple]:
+    """Novelty of one call's identity (`hit`: its `_ident_items`, if looked up already);
+    returns (strongest novelty, items to learn)."""
     if hit is None:
-        hit = _ident_items(*k)
-    net, checks, items = hit
+        k = (ip, country, ua, region, model)
+        hit = _IDENT.get(k)
+        if hit is None:
+            hit = _ident_items(*k)
+    net, checks, items = hit[:3]
     base = st.base
     ids = base.ids
     best = 0.0

@@ -49,6 +49,24 @@ def volume_signal(c5: float, c60: float, exp_rpm: float) -> tuple[float, float]:
     return max(s5, s60), max(r5, r60)
 
 
+def surge(c5: float, c60: float, exp_rpm: float) -> float:
+    """`volume_signal(c5, c60, exp_rpm)[0]` with the same arithmetic, for the hot paths: a ratio
+    ≤ 2 has log2 ≤ 1, where the first ramp (and so the product) is 0 without computing it."""
+    e5, e60 = exp_rpm * 5.0, exp_rpm * 60.0
+    if c5 < 2.0 * e5 and c60 < 2.0 * e60:
+        return 0.0
+    s5 = s60 = 0.0
+    r = c5 / e5
+    if r > 2.0:
+        x, d = math.log2(r), c5 - e5
+        s5 = (0.0 if x <= 1.0 else (1.0 if x >= 4.0 else (x - 1.0) / 3.0)) * (0.0 if d <= 0.0 else (1.0 if d >= 10.0 else d / 10.0))
+    r = c60 / e60
+    if r > 2.0:
+        x, d = math.log2(r), c60 - e60
+        s60 = (0.0 if x <= 1.0 else (1.0 if x >= 4.0 else (x - 1.0) / 3.0)) * (0.0 if d <= 0.0 else (1.0 if d >= 10.0 else d / 10.0))
+    return s60 if s60 > s5 else s5  # `max(s5, s60)`
+
+
 def why_text(why: dict) -> dict[str, str]:
     return {k: v if isinstance(v, str) else v[0].format(*v[1]) for k, v in why.items()}
 
@@ -60,7 +78,7 @@ def offhours_signal(c60: float) -> float:
 class KeyState:
     __slots__ = ("base", "ev", "flags", "c5", "c10", "c60", "k60", "e60", "err10", "t_last", "recent16",
                  "win_min", "win_req", "win_cost", "win_exp", "win_err", "win_novel", "hst", "suppress_until",
-                 "last_items", "prob")
+                 "last_items", "prob", "fresh")
 
     def __init__(self, base: KeyBaseline) -> None:
         self.base = base
@@ -76,9 +94,10 @@ class KeyState:
         self.suppress_until = 0
         self.last_items: tuple = ()
         self.prob: Probation | None = None  # networks accepted from evidence, still low-trust
+        self.fresh: tuple | None = None  # (hour, identities whose items are all known and seen that hour)
 
     # Pickled as one packed record (field names and value headers cost more than the values);
-    # `last_items` is a cache, not stored: at worst one call re-learns what is already known.
+    # `last_items` and `fresh` are caches, not stored: at worst one call re-learns what is already known.
     _D = ("c5", "c10", "c60", "k60", "e60", "err10", "win_cost", "hst")
     _I = ("flags", "t_last", "win_min", "win_req", "win_exp", "win_err", "win_novel", "suppress_until")
 
@@ -89,6 +108,7 @@ class KeyState:
 
     def __setstate__(self, state) -> None:
         self.last_items = ()
+        self.fresh = None
         self.prob = None
         if len(state) == 2 and state[0] is None:  # older pickles: (None, {slot: value})
             for k, v in state[1].items():
@@ -130,7 +150,15 @@ class KeyState:
             del r[min(r, key=r.__getitem__)]
 
     def nets_active(self, ts: int) -> int:
-        return sum(1 for t in self.recent16.values() if ts - t <= 300_000)
+        """Networks seen in the 5 minutes up to `ts` (`ts - t <= 300_000` for integer times);
+        usually all of them, and one."""
+        r = self.recent16
+        if not r:
+            return 0
+        lim = ts - 300_000
+        if min(r.values()) >= lim:
+            return len(r)
+        return len([t for t in r.values() if t >= lim])
 
     def open_evidence(self, ts: int) -> Evidence:
         self.ev = Evidence(ts)
@@ -183,12 +211,21 @@ class KeyState:
             return
         self.last_items = (hour, items)
         ids = self.base.ids
+        fresh = self.fresh
         for attr, v in items:  # `SeenSet.add`, inlined for the common case: already known
             seen = getattr(ids, attr)
             try:
                 seen.last[seen.vals.index(v)] = hour
             except ValueError:
                 seen.add(v, hour)
+                fresh = None  # an insertion may evict what another identity relied on
+        # Now every item is known with last-seen `hour`. Until the next insertion into the sets
+        # (which may evict) or another hour, learning this identity again changes nothing but
+        # `last_items`, and none of its items is new to the key: `fresh` lists such identities.
+        if fresh is None or fresh[0] != hour:
+            self.fresh = (hour, (items,))
+        elif items not in fresh[1]:
+            self.fresh = (hour, fresh[1] + (items,)) if len(fresh[1]) < 8 else (hour, (items,))
 
     def accept_evidence(self, ts: int, probation: bool = True) -> None:
         """What was new becomes known. `probation`: accepted for lack of alerts, not vetted by an
@@ -196,6 +233,7 @@ class KeyState:
         ev = self.ev
         if ev is None:
             return
+        self.fresh = None  # insertions below may evict known values
         hour = ts // 3_600_000
         ids = self.base.ids
         nets = ev.new16

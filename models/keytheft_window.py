@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from keywatch.models.alerts import Finding
 from keywatch.models.calibration import squash_log2
 from keywatch.models.core import Context, ScoreRow
-from keywatch.models.keytheft_signals import _fuse, identity_signals, reasons, severity
-from keywatch.models.keytheft_state import KeyState, _ramp, offhours_signal, volume_signal, why_text
+from keywatch.models.features import PopBaseline
+from keywatch.models.keytheft_signals import BEHAVIOUR_W, _fuse, identity_signals, reasons, severity
+from keywatch.models.keytheft_state import KeyState, _ramp, offhours_signal, surge, why_text
 from keywatch.models.killchain import ChainState
 
 if TYPE_CHECKING:
@@ -43,32 +44,100 @@ def probation_signal(share: float, behaviour: dict[str, float]) -> float:
 
 
 def assess(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, project: str | None, ts: int, ctx: Context,
-            chain: ChainState | None) -> None:
+           chain: ChainState | None, pop: PopBaseline | None = None) -> None:
+    # Hot (most events of a key with open evidence): `KeyState.behaviour`, the key's and the
+    # project's settledness, and `_fuse` for evidence without a new caller are inlined
+    # with the same arithmetic and the same dict orders (the noisy-OR products and the signals
+    # follow them). The readable reasons are built only when a finding is reported.
     ev = st.ev
     base = st.base
     ev.last_calc = ts
-    exp_rpm, exp_cpm = base.expected_rpm(ts), base.expected_cpm(ts)
-    pop = self._pop(project, provider)
-    ks = base.settled(ts)
+    exp_rpm, exp_cpm = base.expected(ts)
+    if pop is None:
+        pop = self._pop(project, provider)
+    ks = 0.0
+    if base.first_ts:  # `base.settled(ts)`; `max(a, b)` is `b if b > a else a`, `min(a, b)` is `b if b < a else a`
+        x = (ts - base.first_ts) / 86_400_000
+        x = x if x < 1.0 else 1.0
+        y = base.active_min / 120.0
+        ks = (x if x > 0.0 else 0.0) * (y if y < 1.0 else 1.0)
     if ks < 0.5:  # a new key borrows its project's rate; with neither, volume means nothing
-        exp_rpm = max(exp_rpm, pop.key_rpm)
-    behaviour, detail = st.behaviour(ts, exp_rpm, exp_cpm, base, text=False)
-    trust = max(ks, pop.settled(ts) if pop.key_rpm > 0 else 0.0)
-    for name in ("volume", "cost"):
-        if name in behaviour:
-            behaviour[name] *= trust
-    if base.quiet_hour(ts):
+        x = pop.key_rpm
+        if x > exp_rpm:
+            exp_rpm = x
+    behaviour: dict[str, float] = {}  # `st.behaviour(ts, exp_rpm, exp_cpm, base)[0]`, same order
+    c60 = st.c60
+    x = surge(st.c5, c60, exp_rpm)
+    if x > 0:
+        behaviour["volume"] = x
+    k60, e_cost = st.k60, exp_cpm * 60.0
+    if k60 > 2 * e_cost and k60 - e_cost > 0.5:
+        behaviour["cost"] = _ramp(math.log2(k60 / e_cost), 1.0, 4.0) * _ramp(k60 - e_cost, 0.5, 5.0)
+    e60 = st.e60
+    if c60 > 0 and e60 > 1.0:  # `_ramp(e60, 1.0, 8.0)` is 0 below: no signal
+        x = _ramp(min(1.0, e60 / c60) - base.exp_share, 0.3, 0.8) * _ramp(e60, 1.0, 8.0)
+        if x > 0:
+            behaviour["expensive"] = x
+    x = st.err10
+    if x >= 2:
+        behaviour["errors"] = _ramp(x, 2.0, 12.0) * (1.0 if x > 0.3 * st.c10 else 0.4)
+    recent = st.recent16
+    if len(recent) >= 3:  # `st.nets_active(ts)` ≥ 3 needs three networks
+        n = st.nets_active(ts)
+        if n >= 3:
+            x = _ramp(n - base.conc, 1.0, 5.0)
+            if x > 0:
+                behaviour["concurrency"] = x
+    if ev.models:
+        behaviour["model"] = ev.w.get("model", 0.0)
+    if st.hst > 0:
+        behaviour["hst"] = st.hst
+    if "volume" in behaviour or "cost" in behaviour:
+        trust = ks  # `max(ks, pop.settled(ts) if pop.key_rpm > 0 else 0.0)`
+        if pop.key_rpm > 0 and pop.first_ts:
+            x = (ts - pop.first_ts) / 43_200_000
+            y = pop.learned / 300.0
+            x = (x if x < 1.0 else 1.0) * (y if y < 1.0 else 1.0) if x > 0.0 else 0.0
+            if x > trust:
+                trust = x
+        for name in ("volume", "cost"):
+            if name in behaviour:
+                behaviour[name] *= trust
+    qh = base.qh  # `base.quiet_hour(ts)`, its per-hour cache read here
+    quiet = qh[1] if qh[0] == ts // 3_600_000 else base.quiet_hour(ts)
+    if quiet:
         behaviour["off_hours"] = offhours_signal(st.c60)
-        detail["off_hours"] = "activity outside the key's usual working hours"
-    c_score, c_reason = chain.score(ts) if chain is not None else (0.0, "")
-    ev.chain_reason = c_reason
-    ident = identity_signals(ev)
-    if st.prob is not None and (p := probation_signal(share := st.prob.share(ts, st.c10), behaviour)) > 0:
+    c_score, ev.chain_reason = chain.score(ts) if chain is not None else (0.0, "")
+    ident = identity_signals(ev) if ev.w else {}
+    p = 0.0
+    prob = st.prob
+    if prob is not None and (p := probation_signal(share := prob.share(ts, st.c10), behaviour)) > 0:
         ident["probation"] = p
-        detail["probation"] = (f"{share:.0%} of recent requests from a network on probation (accepted into the baseline "
-                               f"{st.prob.age_days(ts):.0f} days ago without alerts, not yet trusted)")
-    dur_min = max(1.0, (ts - ev.start_ts) / 60_000)
-    risk, signals, ev.ident = _fuse(ident, behaviour, c_score, ev, not st.flags & 1, exp_rpm, dur_min)
+    x = (ts - ev.start_ts) / 60_000
+    dur_min = x if x > 1.0 else 1.0
+    if ident or ev.new16 or ("model" in behaviour and not st.flags & 1):
+        risk, signals, ev.ident = _fuse(ident, behaviour, c_score, ev, not st.flags & 1, exp_rpm, dur_min)
+    else:  # `_fuse` without identity signals, new networks or a blind model shift
+        p_all = p_rich = 1.0
+        signals = {}
+        for k, v in behaviour.items():  # `noisy_or` of all and of the non-volume signals, one pass
+            w = BEHAVIOUR_W[k]
+            v1 = v if v < 1.0 else 1.0
+            f = 1.0 - (v1 if v1 > 0.0 else 0.0) * w
+            p_all *= f
+            if k != "volume" and k != "cost":
+                p_rich *= f
+            if v > 0:
+                signals[k] = round(v * w, 3)
+        ident_risk = 1.0 - (1.0 - c_score)  # `identity_risk({}, c_score)`
+        risk = 1.0 - (1.0 - ident_risk) * (1.0 - (1.0 - p_all))
+        if c_score < 0.5:
+            cap = 0.5 if 1.0 - p_rich >= 0.5 else 0.35
+            if cap < risk:
+                risk = cap
+        if c_score > 0:
+            signals["kill_chain"] = round(c_score, 3)
+        ev.ident = ident_risk
     ev.risk = risk
     ev.sig = signals
     if risk < self.alert_min or ts < st.suppress_until:
@@ -78,46 +147,63 @@ def assess(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, pro
     ev.reported = max(ev.reported, risk)
     ev.last_report = ts
     impact = max(ev.novel_cost, ev.cost - exp_cpm * dur_min)
+    detail = st.behaviour(ts, exp_rpm, exp_cpm, base, text=False)[1]  # the same inputs: the same reasons
+    if quiet:
+        detail["off_hours"] = "activity outside the key's usual working hours"
+    if p > 0:
+        detail["probation"] = (f"{share:.0%} of recent requests from a network on probation (accepted into the baseline "
+                               f"{prob.age_days(ts):.0f} days ago without alerts, not yet trusted)")
     ctx.report(Finding(
         kind=KIND, provider=provider, key_id=key_id, project=project, ts_ms=ts, started_at_ms=ev.start_ts,
         score=risk, reasons=reasons(ev, why_text(detail), signals), cost_impact_usd=max(0.0, impact), severity=severity(risk),
         details={"signals": signals, "coverage": st.coverage(), "settled": round(base.settled(ts), 2)}))
 
 
-def close_window(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, project: str | None, ctx: Context, ts: int) -> None:
-    # Hot (once per busy key-minute): helpers are inlined here with the same arithmetic.
+def close_window(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, project: str | None, ctx: Context, ts: int,
+                 pop: PopBaseline | None = None) -> None:
+    # Hot (once per busy key-minute, most of them with one or two requests): helpers are inlined
+    # here with the same arithmetic, and the expected rate is only computed where it is used.
     win_req = st.win_req
     if st.win_min >= 0 and win_req > 0:
         base = st.base
         end = (st.win_min + 1) * 60_000
-        exp = base.expected_rpm(end - 1)
         ev = st.ev
         protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0)
         sig = 0.0
         nets = -1
+        ks = exp = -1.0
         if win_req >= HST_MIN_REQUESTS:  # one multivariate score per busy key-minute
+            exp, exp_cpm = base.expected(end - 1)
             n = win_req
             nets = st.nets_active(end)
-            x = {"req": squash_log2(n / exp), "cost": squash_log2(st.win_cost / base.expected_cpm(end - 1)),
-                 "expensive": st.win_exp / n, "errors": min(1.0, st.win_err / n), "novel": st.win_novel / n,
-                 "nets": min(1.0, nets / 8.0), "offhours": 1.0 if base.quiet_hour(end - 1) else 0.0,
-                 "ratio": squash_log2(math.exp(base.log_ratio))}
-            sig = self.model.score_learn(x, learn=not protected and base.settled(end) > 0.2)[1]
+            x = (squash_log2(n / exp), squash_log2(st.win_cost / exp_cpm), st.win_exp / n,
+                 min(1.0, st.win_err / n), st.win_novel / n, min(1.0, nets / 8.0), 1.0 if base.quiet_hour(end - 1) else 0.0,
+                 squash_log2(math.exp(base.log_ratio)))  # in `FEATURES` order
+            ks = base.settled(end)
+            sig = self.model.score_learn_vec(x, not protected and ks > 0.2)[1]
         st.hst = sig
         if not protected:
             if nets < 0:
-                nets = st.nets_active(end)
+                r = st.recent16  # `st.nets_active(end)`: usually one network, active
+                nets = len(r)
+                if nets and min(r.values()) < end - 300_000:
+                    nets = st.nets_active(end)
             conc = base.conc * 0.995
             base.conc = conc if conc >= nets else float(nets)  # `learn_conc`, inlined
-            if project is not None and base.settled(end) >= 0.5:
-                pop = self._pop(project, provider)
-                pop.key_rpm += 0.02 * (2.0 * base.mean_rpm - pop.key_rpm)
+            if project is not None:
+                if ks < 0:
+                    ks = 0.0
+                    if base.first_ts:  # `base.settled(end)`
+                        x = (end - base.first_ts) / 86_400_000
+                        if x > 0.0:
+                            y = base.active_min / 120.0
+                            ks = (x if x < 1.0 else 1.0) * (y if y < 1.0 else 1.0)
+                if ks >= 0.5:
+                    if pop is None:
+                        pop = self._pop(project, provider)
+                    pop.key_rpm += 0.02 * (2.0 * base.mean_rpm - pop.key_rpm)
         if ev is None:
-            c5, c60 = st.c5, st.c60
-            if c5 < 2.0 * (exp * 5.0) and c60 < 2.0 * (exp * 60.0):  # `volume_signal`'s quiet case
-                vol = 0.0
-            else:
-                vol = volume_signal(c5, c60, exp)[0]
+            vol = surge(st.c5, st.c60, exp if exp > 0 else base.expected(end - 1)[0])
             if sig > 0.5 or vol > 0.5 or (vol > 0.2 and st.prob is not None and st.prob.share(end - 1, st.c10) >= 0.5):
                 ev = st.open_evidence(end - 1)
         ctx.scores.append(ScoreRow(end - 1, provider, key_id, project, self.name,
@@ -131,4 +217,3 @@ def close_window(self: KeyTheftDetector, st: KeyState, provider: str, key_id: st
     st.win_min = ts // 60_000  # `reset_window`, inlined
     st.win_req = st.win_exp = st.win_err = st.win_novel = 0
     st.win_cost = 0.0
-
