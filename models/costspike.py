@@ -137,12 +137,18 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
                                details={"model": e.model}))
 
     def _advance(self, m: int, ts_ms: int, ctx: Context) -> None:
-        """Close minutes cur_minute … m−1 (empty ones are zero spend), then open minute m."""
+        """Close minutes cur_minute … m−1 (empty ones are zero spend), then open minute m.
+
+        A minute's findings are stamped with the minute's end, not with the event that happened
+        to close it: that event depends on which keys a core sees (one partition's, a worker's,
+        or all of them in replay) and on how partitions interleave, and the stamp is part of the
+        alert id. The end of the minute is the same everywhere.
+        """
         last = self.cur_minute
-        self._close(last, ts_ms, ctx)
+        self._close(last, (last + 1) * 60000, ctx)
         gap_end = m if m - last <= MAX_GAP_MIN else last + 1
         for t in range(last + 1, gap_end):
-            self._close(t, ts_ms, ctx)
+            self._close(t, (t + 1) * 60000, ctx)
         if gap_end != m:
             self.bank.run_len[:] = 0
         self.cur_minute = m

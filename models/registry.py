@@ -69,27 +69,13 @@ from keywatch.models.costspike import CostSpikeDetector  # noqa: E402
 
 
 class PartitionCostSpikeDetector(CostSpikeDetector):
-    """Key-level cost spikes in a partition core, timed by the worker's global event clock.
+    """Key-level cost spikes in a partition core. Findings are stamped with the end of their
+    minute (see `CostSpikeDetector._advance`), so a partition core gives replay's alert ids
+    without any cross-partition clock; the class stays so that older snapshots load."""
 
-    A cost-spike finding is stamped with the event that closed its minute. One partition sees
-    only its keys' events, so its minute closes at a later event than in a single core and the
-    alert id (which hashes that time) would differ from replay. The worker's pipeline sets
-    `clock` (minute → time of the first event after it, over every partition of the batch);
-    a minute the clock knows is closed at that time. Without a clock it is the plain detector.
-    """
-
-    clock: dict[int, int] | None = None  # set by the pipeline before each batch; not snapshotted
-
-    def _close(self, t: int, ts_ms: int, ctx) -> None:
-        clock = self.clock
-        if clock:
-            ts_ms = clock.get(t, ts_ms)
-        super()._close(t, ts_ms, ctx)
-
-    def __getstate__(self) -> dict:
-        st = dict(self.__dict__)
-        st.pop("clock", None)
-        return st
+    def __setstate__(self, state: dict) -> None:
+        state.pop("clock", None)  # snapshots from before minute-end stamps
+        super().__setstate__(state)
 
 
 def restrict(core: DetectionCore, scope: str) -> DetectionCore:

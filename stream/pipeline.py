@@ -32,7 +32,7 @@ from typing import Any
 from keywatch.models.core import CoreOutput
 from keywatch.stream.batch import BatchResult, Msg, describe  # noqa: F401  (public here too)
 from keywatch.stream.decode import EventDecoder, Origin
-from keywatch.stream.globalcore import advance_clock, has_pending, order_of, process_global
+from keywatch.stream.globalcore import has_pending, order_of, process_global
 from keywatch.stream.partitions import PartitionCores, global_scope, merge_outputs, scope_for
 from keywatch.stream.recheck import RecheckSteps
 from keywatch.stream.writestep import WriteSteps
@@ -210,15 +210,10 @@ class Pipeline(RecheckSteps, WriteSteps):
             for d in bad:
                 rejected[d.reason] = rejected.get(d.reason, 0) + 1
         outs = []
-        clock = self._advance_clock(per_part) if self.cores.global_core is not None else None
         for p, (evs, rejected) in sorted(per_part.items()):
             if p not in self.cores.cores:
                 self._restore(p)
             core = self.cores.core_for(p)
-            if clock is not None:
-                det = core.detector("cost_spike")
-                if det is not None and hasattr(det, "clock"):
-                    det.clock = clock
             self._restore_baselines(core, evs)
             outs.append(core.process(evs, rejected=None if self.cores.global_core is not None else rejected))
         res.out = merge_outputs(outs)
@@ -231,9 +226,6 @@ class Pipeline(RecheckSteps, WriteSteps):
             for r in res.out.rows.get("key_baselines", ()):
                 self.unwritten_baselines[(r.get("provider"), r.get("key_id"))] = r
         return res
-
-    def _advance_clock(self, per_part: dict) -> dict[int, int]:
-        return advance_clock(self.cores.global_core, per_part)
 
     def _process_global(self, res: BatchResult, outs: list, per_part: dict, skip: set[str]) -> None:
         s = self.rt.settings
