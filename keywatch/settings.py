@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     dlq_payload_max_bytes: int= Field(4096, ge=64, le=1_048_576, description='bytes of a bad payload kept in the dead letter')
     max_future_skew_s: float = Field(3600.0, ge=0, description="worker: reject events this far ahead of wall clock")
     worker_id: str= Field("keywatch-worker", description='faust app id = Kafka consumer group of the workers')
+    worker_instance: str = Field("", pattern=r"^[A-Za-z0-9_.\-]{0,64}$", description="a stable name per worker process when several run in one group (e.g. the StatefulSet pod name): each restores its own project-level snapshot; empty = one worker")
     web_host: str= Field("127.0.0.1", description="address of the worker's HTTP API (/health, /metrics, /alerts, …)")
     web_port: int= Field(6066, ge=0, le=65535, description="port of the worker's HTTP API")
     api_token: SecretStr | None = Field(None, description="bearer token for mutating HTTP API endpoints")

@@ -40,9 +40,14 @@ def scope_for(topic: str, partition: int) -> str:
     return f"p:{topic}:{partition}"
 
 
-def global_scope(topic: str) -> str:
-    """Snapshot scope of the worker's global (project-level) core."""
-    return f"g:{topic}"
+def global_scope(topic: str, instance: str = "") -> str:
+    """Snapshot scope of the worker's global (project-level) core: one per worker instance, so
+    workers of one group restore their own project-level state, not the last writer's.
+
+    >>> global_scope("t"), global_scope("t", "worker-1")
+    ('g:t', 'g:t:worker-1')
+    """
+    return f"g:{topic}:{instance}" if instance else f"g:{topic}"
 
 
 def merge_outputs(outs: list[CoreOutput]) -> CoreOutput | None:

@@ -83,7 +83,7 @@ class Pipeline(RecheckSteps, WriteSteps):
     def _restore_global(self) -> None:
         loaded = None
         try:
-            loaded = self.state.load_snapshot(global_scope(self.topic))
+            loaded = self.state.load_snapshot(global_scope(self.topic, self.rt.settings.worker_instance))
         except Exception as exc:  # a bad snapshot must not stop ingestion
             log.warning("not restoring the global core's snapshot: %s", exc)
         if loaded is None and self.legacy is not None:

@@ -59,7 +59,7 @@ class WriteSteps:
         if self.dirty and self.cores.global_core is not None:
             # First: if a partition snapshot below then fails, the global core is ahead of it
             # and the re-read skips it (see `g_in_state`); the other way round it would miss events.
-            size += self.state.save_snapshot(self.cores.global_core, dict(self.g_in_state), global_scope(self.topic))
+            size += self.state.save_snapshot(self.cores.global_core, dict(self.g_in_state), global_scope(self.topic, self.rt.settings.worker_instance))
         for p in sorted(self.dirty):
             core = self.cores.cores.get(p)
             if core is not None:

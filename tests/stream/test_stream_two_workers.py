@@ -81,6 +81,7 @@ def test_two_workers_one_killed_its_partitions_move_with_their_state(worker_fact
             w.data_dir, w.log = tmp_path / name, tmp_path / f"{name}.log"
             w.data_dir.mkdir()
             w.env["KEYWATCH_DATA_DIR"] = str(w.data_dir)
+            w.env["KEYWATCH_WORKER_INSTANCE"] = name  # each its own project-level snapshot
             workers.append(w)
         s = Settings.from_env(workers[0].env)
         db, topic = s.clickhouse_database, s.input_topic
@@ -136,7 +137,9 @@ def test_two_workers_one_killed_its_partitions_move_with_their_state(worker_fact
             f"SELECT count(), uniqExact(event_id) FROM {db}.usage_events",
             f"SELECT DISTINCT kafka_partition FROM {db}.usage_events WHERE key_id = '{truth['key_id']}'",
             f"SELECT alert_id, kind, key_id, toUnixTimestamp64Milli(started_at) FROM {db}.alerts FINAL"))
+        g_scopes = {r[0] for r in client.query(f"SELECT DISTINCT scope FROM {db}.detector_snapshots WHERE scope LIKE 'g:%'").result_rows}
     assert usage == [(total, total)]  # every event exactly once
+    assert g_scopes and g_scopes <= {f"g:{topic}:w1", f"g:{topic}:w2"}  # one project-level snapshot per worker
     assert part == [(attacked_p,)]
     assert len({r[0] for r in alerts}) == len(alerts) > 0  # no alert duplicated
     src, out = tmp_path / "events.jsonl", tmp_path / "alerts.jsonl"
