@@ -10,8 +10,7 @@ with the end of their minute, so neither tier needs a cross-partition clock for 
 from __future__ import annotations
 
 import bisect
-from operator import itemgetter
-from typing import Any
+from operator import attrgetter
 
 from keywatch.models.core import CoreOutput, DetectionCore
 
@@ -41,14 +40,14 @@ class EventTimeOrder:
     """
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, int, Any]] = []  # (ts_ms, partition, event), arrival order
+        self.pending: list = []  # events, arrival order
         self.marks: dict[int, int] = {}  # partition → highest event time seen
         self.seen: dict[int, float] = {}  # partition → wall time it last sent events
 
     def add(self, partition: int, events: list, now: float) -> None:
         if not events:
             return
-        self.pending += [(e.ts_ms, partition, e) for e in events]
+        self.pending += events
         top = max(e.ts_ms for e in events)
         self.marks[partition] = max(self.marks.get(partition, top), top)
         self.seen[partition] = now
@@ -70,18 +69,18 @@ class EventTimeOrder:
         if not self.pending:
             return []
         active = [m for p, m in self.marks.items() if now - self.seen.get(p, 0.0) < idle_s]
-        self.pending.sort(key=_first)  # stable: equal times keep arrival order
+        self.pending.sort(key=_ts)  # stable: equal times keep arrival order
         if not active:
             n = len(self.pending)
         else:
-            n = bisect.bisect_right(self.pending, min(active), key=_first)
+            n = bisect.bisect_right(self.pending, min(active), key=_ts)
             n = max(n, len(self.pending) - max_pending)
-        out = [x[2] for x in self.pending[:n]]
+        out = self.pending[:n]
         del self.pending[:n]
         return out
 
 
-_first = itemgetter(0)
+_ts = attrgetter("ts_ms")
 
 
 def order_of(g: DetectionCore) -> EventTimeOrder:
