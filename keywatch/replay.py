@@ -60,6 +60,31 @@ def read_lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, bytes | None]]
             yield str(path), n, None
 
 
+def _read_runs(paths: Iterable[Path], hint: int = 1 << 16) -> Iterator[list[tuple[str, int, bytes]] | tuple[str, int, None]]:
+    """`read_lines` in runs: lists of (file, line number, line without its line end) for the
+    non-blank lines, and the `(file, line, None)` marker of a broken compressed file. A plain
+    file is read many lines per call (`readlines`), not line by line; compressed files go
+    through `read_lines`, so that a break is still found at its line."""
+    for path in paths:
+        name = str(path)
+        if path.suffix == ".gz":
+            run: list = []
+            for item in read_lines([path]):
+                if item[2] is None:
+                    yield run
+                    run = []
+                    yield item
+                else:
+                    run.append((item[0], item[1], item[2].rstrip(b"\r\n")))
+            yield run
+            continue
+        with open(path, "rb") as fh:
+            n = 0
+            while lines := fh.readlines(hint):
+                yield [(name, i, line.rstrip(b"\r\n")) for i, line in enumerate(lines, n + 1) if line.strip()]
+                n += len(lines)
+
+
 def replay(
     paths: list[Path],
     alerts_out: Path,
@@ -115,17 +140,23 @@ def replay(
             if len(chunk) >= chunk_lines:
                 flush()
 
-        for name, lineno, line in read_lines(paths):
-            if line is None:
+        for run in _read_runs(paths):
+            if run.__class__ is tuple:  # a compressed file broke off after this line
+                name, lineno, _ = run
                 decode_block()
                 dead.append(DeadLetter(reason=Reason.CORRUPT_FILE, error=f"cannot decompress after line {lineno}",
                                        topic=name, partition=-1, offset=lineno, index=-1, payload=b"",
                                        payload_size=0, received_at_ms=int(time.time() * 1000)))
                 continue
-            summary.lines += 1
-            block.append((name, lineno, line.rstrip(b"\r\n")))
-            if len(block) >= BLOCK_LINES:
-                decode_block()
+            summary.lines += len(run)
+            # Blocks of exactly BLOCK_LINES lines across runs and files, as line by line.
+            i, m = 0, len(run)
+            while i < m:
+                take = BLOCK_LINES - len(block)
+                block.extend(run[i:i + take])
+                i += take
+                if len(block) >= BLOCK_LINES:
+                    decode_block()
         decode_block()
         flush()
     finally:

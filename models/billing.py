@@ -47,22 +47,30 @@ class BillingDetector:
         # Billing records are judged at their place in event time, against the usage seen up to
         # then (not against the whole batch), so the outcome does not depend on batch cuts.
         spend = self.spend
+        get = spend.get
         bills = batch.billing
         bi, nb = 0, len(bills)
+        next_bill = bills[0].ts_ms if nb else None
+        now, last_day = self.now, self.last_day  # kept in locals; `_check` sees `self.now`
         for e in batch.usage:
             ts = e.ts_ms
-            while bi < nb and bills[bi].ts_ms < ts:
-                self._check(bills[bi], ctx)
-                bi += 1
-            if ts > self.now:
-                self.now = ts
-            k = (e.provider, e.project, ts // DAY_MS)
-            spend[k] = spend.get(k, 0.0) + (e.cost_usd or 0.0)
+            if next_bill is not None and next_bill < ts:
+                self.now = now
+                while bi < nb and bills[bi].ts_ms < ts:
+                    self._check(bills[bi], ctx)
+                    bi += 1
+                now = self.now
+                next_bill = bills[bi].ts_ms if bi < nb else None
+            if ts > now:
+                now = ts
             day = ts // DAY_MS
-            if day > self.last_day:
-                self.last_day = day
+            k = (e.provider, e.project, day)
+            spend[k] = get(k, 0.0) + (e.cost_usd or 0.0)
+            if day > last_day:
+                last_day = day
                 for k in [k for k in spend if k[2] < day - KEEP_DAYS]:
                     del spend[k]
+        self.now, self.last_day = now, last_day
         while bi < nb:
             self._check(bills[bi], ctx)
             bi += 1

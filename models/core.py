@@ -69,6 +69,10 @@ class Context:
         """A row for a table the detector owns (created by its own migration)."""
         self.rows.setdefault(table, []).append(row)
 
+    def emit_many(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """`emit` for many rows of one table, in order."""
+        self.rows.setdefault(table, []).extend(rows)
+
 
 @runtime_checkable
 class Detector(Protocol):

@@ -117,13 +117,11 @@ class SeriesRows:
         for r in rs:
             if r not in tags:
                 tags[r] = _template(self.series[r])
-        emit = ctx.emit
-        # Copying a per-series template and setting the 4 changing fields is cheaper than
-        # building the 9-key dict from scratch (same keys, same order).
-        for tmpl, a, e, u in zip(map(tags.__getitem__, rs), x[rows].tolist(), exp[rows].tolist(), upper[rows].tolist()):
-            row = tmpl.copy()
-            row["minute"], row["actual_usd"], row["expected_usd"], row["upper_usd"] = minute, a, e, u
-            emit("spend_forecast", row)
+        # Copying a per-series template with the 4 changing fields (`dict(tmpl, **changes)`) is
+        # cheaper than building the 9-key dict from scratch (same keys, same order).
+        ctx.emit_many("spend_forecast", [
+            dict(tmpl, minute=minute, actual_usd=a, expected_usd=e, upper_usd=u)
+            for tmpl, a, e, u in zip(map(tags.__getitem__, rs), x[rows].tolist(), exp[rows].tolist(), upper[rows].tolist())])
 
     def _expire_idle(self, t: int) -> None:
         """Bounded memory: forget series idle longer than `key_idle_expire_s`."""

@@ -85,8 +85,8 @@ class GatewayBypassDetector:
         # and a bucket is judged at the first event that moves it past the bucket's settle time
         # (not at batch end), so findings do not depend on how the stream is cut into batches.
         bucket_ms, gateway, provider, pending = self.bucket_ms, self.gateway, self.provider, self.pending
-        key_map = self.key_map
-        now = self.now
+        key_map, fronted, lag_ms = self.key_map, self.fronted, self.lag_ms
+        now, next_due, last_prune = self.now, self.next_due, self.last_prune  # mirrors of self.*
         late: set[tuple[str, int]] = set()
         for e in batch.usage:
             ts = e.ts_ms
@@ -95,8 +95,8 @@ class GatewayBypassDetector:
             src = e.source
             if src == GATEWAY:
                 key = key_map.get(e.key_id, e.key_id)
-                if key not in self.fronted:
-                    self.fronted[key] = ts
+                if key not in fronted:
+                    fronted[key] = ts
                 k = (key, ts - ts % bucket_ms)
                 agg = gateway.get(k)
                 if agg is None:
@@ -112,19 +112,21 @@ class GatewayBypassDetector:
                 agg["requests"] += e.requests
                 agg["tokens"] += e.input_tokens + e.output_tokens
                 agg["cost"] += e.cost_usd or 0.0
-                due = k[1] + bucket_ms + self.lag_ms
+                due = k[1] + bucket_ms + lag_ms
                 if due <= now:  # a late bucket: judged on arrival, once this batch has all of it
                     late.add(k)
                     continue
                 pending.add(k)
-                if due < self.next_due:
-                    self.next_due = due
+                if due < next_due:
+                    next_due = self.next_due = due
             else:
                 continue
-            if now >= self.next_due:
+            if now >= next_due:
                 self._judge_due(now, ctx)
-            if now - self.last_prune >= bucket_ms:
+                next_due = self.next_due
+            if now - last_prune >= bucket_ms:
                 self._prune(now)
+                last_prune = self.last_prune
         if late:
             for k in sorted(late):
                 if k in self.provider:  # not pruned meanwhile

@@ -126,3 +126,22 @@ def test_secret_like_payload_is_redacted_in_dead_letters(dec):
 ])
 def test_secret_patterns(value, expected):
     assert looks_like_secret(value) is expected
+
+
+def test_text_secrets_are_scrubbed_whatever_the_json_spelling(dec):
+    # The whole-message pre-check only decides whether fields get a look: a secret written with
+    # JSON escapes (`\/`, `\u…`) is scrubbed exactly like the same secret spelt plainly.
+    aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    plain = enc({**GOOD, "user_agent": f"boto3 {aws}"})
+    for raw in (plain, plain.replace(b"/", b"\\/"), plain.replace(b"w", b"\\u0077", 1)):
+        ok, _ = dec.decode(raw)
+        assert aws not in ok[0].user_agent and ok[0].user_agent == dec.decode(plain)[0][0].user_agent
+        assert dec.decode_block([raw])[0].user_agent == ok[0].user_agent
+    assert dec.decode(enc({**GOOD, "user_agent": "curl/8.5 (x86_64)"}))[0][0].user_agent == "curl/8.5 (x86_64)"
+
+
+def test_key_ids_seen_plain_do_not_hide_a_secret_later(dec):
+    secret = "sk-proj-" + "A1b2C3d4" * 6
+    for _ in range(2):
+        assert dec.decode(enc(GOOD))[0][0].key_id == "key_abc"
+        assert dec.decode_block([enc({**GOOD, "key_id": secret})])[0].key_id.startswith("kh_")
