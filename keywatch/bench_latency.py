@@ -89,7 +89,8 @@ class AlertWatcher(threading.Thread):
         from kafka import KafkaConsumer
 
         self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), auto_offset_reset="earliest",
-                                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=200)
+                                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=200,
+                                      fetch_max_wait_ms=10)  # the observer's own long poll is not keywatch's latency
         self.first: dict[str, tuple[float, dict]] = {}
         self.stop = threading.Event()
 

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     sink_retry_max_s: float = Field(30.0, gt=0, description="worker: longest backoff between ClickHouse write retries")
     hook_queue_max: int = Field(10_000, ge=1, description="worker: alert batches queued for hooks before new ones are dropped")
     chaos_sink_fail_file: Path | None = Field(None, description="fault injection (tests, drills) only: while this file exists every ClickHouse write of the worker fails, as if the server were down")
+    kafka_fetch_max_wait_ms: int = Field(100, ge=1, le=10_000, description="worker: longest a fetch waits at the broker for data (faust's own 1500 ms adds up to that much latency on brokers that hold fetches, like the embedded one)")
     kafka_rebalance_timeout_s: float | None = Field(None, gt=0, le=600, description="worker: consumer-group rebalance timeout (session timeout = 2x); unset = faust's defaults. Short values (1.5) make the embedded broker's group join fast")
 
     # --- ClickHouse --------------------------------------------------------------------------
