@@ -124,20 +124,29 @@ class KeyState:
             setattr(self, f, v)
 
     def count(self, ts: int, requests: int, cost: float, expensive: bool, probe: bool) -> None:
-        dt = ts - self.t_last
-        if dt > 0 and self.t_last:
-            f5, f10, f60 = math.exp(-dt / T5), math.exp(-dt / T10), math.exp(-dt / T60)
-            self.c5 *= f5
-            self.c10 *= f10
-            self.err10 *= f10
-            self.c60 *= f60
-            self.k60 *= f60
-            self.e60 *= f60
-        self.t_last = max(self.t_last, ts)
-        self.c5 += requests
-        self.c10 += requests
-        self.c60 += requests
-        self.k60 += cost
+        """Decay the counters to `ts`, then add one usage record (the per-event hot path: the
+        decay and the add share one expression, and zero counters skip their multiply)."""
+        t_last = self.t_last
+        dt = ts - t_last
+        if dt > 0 and t_last:
+            exp = math.exp
+            f10, f60 = exp(-dt / T10), exp(-dt / T60)
+            self.c5 = self.c5 * exp(-dt / T5) + requests
+            self.c10 = self.c10 * f10 + requests
+            if self.err10:  # 0 stays 0
+                self.err10 *= f10
+            self.c60 = self.c60 * f60 + requests
+            self.k60 = self.k60 * f60 + cost
+            if self.e60:
+                self.e60 *= f60
+            self.t_last = ts
+        else:
+            if ts > t_last:
+                self.t_last = ts
+            self.c5 += requests
+            self.c10 += requests
+            self.c60 += requests
+            self.k60 += cost
         if expensive:
             self.e60 += requests
         if probe:

@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING
 
 from keywatch.models.core import Context
 from keywatch.models.keytheft_identity import _IDENT, _ident_items, identity_novelty, pop_learn
-from keywatch.models.keytheft_state import PROBE_CODES, T5, T10, T60
+from keywatch.models.keytheft_state import PROBE_CODES
 from keywatch.models.keytheft_window import KIND, assess, close_window
 
 if TYPE_CHECKING:
     from keywatch.models.keytheft import KeyTheftDetector
 
-_exp = math.exp
 _log = math.log
 
 
@@ -75,30 +74,7 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
         err = e.error_code is not None or (status is not None and status >= 400)  # `e.is_error`, inlined
         probe = err and (e.error_code in PROBE_CODES or (status in (400, 401, 403, 404)))
         requests = e.requests
-        t_last = st.t_last  # `st.count(ts, requests, cost, expensive, probe)`, inlined
-        dt = ts - t_last
-        if dt > 0 and t_last:
-            f10, f60 = _exp(-dt / T10), _exp(-dt / T60)
-            st.c5 = st.c5 * _exp(-dt / T5) + requests
-            st.c10 = st.c10 * f10 + requests
-            if st.err10:  # 0 stays 0
-                st.err10 *= f10
-            st.c60 = st.c60 * f60 + requests
-            st.k60 = st.k60 * f60 + cost
-            if st.e60:
-                st.e60 *= f60
-            st.t_last = ts
-        else:
-            if ts > t_last:
-                st.t_last = ts
-            st.c5 += requests
-            st.c10 += requests
-            st.c60 += requests
-            st.k60 += cost
-        if expensive:
-            st.e60 += requests
-        if probe:
-            st.err10 += 1
+        st.count(ts, requests, cost, expensive, probe)
         inp, out = e.input_tokens, e.output_tokens
         if inp or out:
             st.flags |= 2
