@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from keywatch.models.rowbank import RowBank
+
 HOW_OFFSET = 72  # 1970-01-01 was a Thursday: hour-of-week 0 = Monday 00:00 UTC
 
 
-class SeasonalBank:
+class SeasonalBank(RowBank):
     def __init__(self, k: float = 4.0, unit_s: float = 60.0, day_memory: float = 3.0, week_memory: float = 3.0,
                  level_memory_h: float = 12.0, warmup_units: int = 360, capacity: int = 16) -> None:
         self.k = k
@@ -48,13 +50,7 @@ class SeasonalBank:
         self.free: list[int] = []
 
     def _alloc(self, cap: int) -> None:
-        def grow(name, shape, dtype):
-            new = np.zeros(shape, dtype)
-            old = getattr(self, name, None)
-            if old is not None:
-                new[: len(old)] = old
-            setattr(self, name, new)
-
+        grow = self._grow
         for name, cols in (("hod_mu", 24), ("hod_dev", 24), ("how_mu", 168), ("how_dev", 168)):
             grow(name, (cap, cols), np.float32)
         ndt = np.uint8 if getattr(self, "n_cap", 60000) <= 255 else np.uint16
@@ -69,12 +65,7 @@ class SeasonalBank:
 
     def add(self) -> int:
         """A new (zeroed) series row."""
-        if self.free:
-            r = self.free.pop()
-        else:
-            if self.n == self.cap:
-                self._alloc(self.cap * 2)
-            r, self.n = self.n, self.n + 1
+        r = self._take_row()
         for name in ("hod_mu", "hod_dev", "how_mu", "how_dev", "hod_n", "how_n", "lvl_mu", "lvl_dev",
                      "run_excess", "run_expected", "age", "run_len", "run_start", "last_active"):
             getattr(self, name)[r] = 0

@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 
+from keywatch.models.rowbank import RowBank
 from keywatch.models.univariate_state import BankState
 from keywatch.models.univariate_window import WindowPool
 
@@ -44,7 +45,7 @@ SHORT, MU, VAR, FV, FR, BMAX = range(6)
 TMU, TDEV, TCNT = range(3)
 
 
-class UnivariateBank(BankState, WindowPool):
+class UnivariateBank(BankState, WindowPool, RowBank):
     """N `UnivariateAnomalyScorer`s (same parameters) in arrays: `add` a row per series, `step`
     any set of rows by one value each, `recent_peak` of a row; `remove` frees a row for reuse.
 
@@ -81,28 +82,16 @@ class UnivariateBank(BankState, WindowPool):
         self._alloc(capacity)
 
     def _alloc(self, cap: int) -> None:
-        for name, shape in (("f", (11,)), ("rec", (6, 10)), ("tod", (3, self.nb)), ("blk", (10, self.block))):
-            new = np.full((cap, *shape), -np.inf) if name == "blk" else np.zeros((cap, *shape))
-            old = getattr(self, name, None)
-            if old is not None:
-                new[: len(old)] = old
-            setattr(self, name, new)
+        for name, shape in (("f", (11,)), ("rec", (6, 10)), ("tod", (3, self.nb))):
+            self._grow(name, (cap, *shape))
+        self._grow("blk", (cap, 10, self.block), fill=-np.inf)
         for name in ("dq_start", "dq_len"):  # each (row, record)'s deque segment in the pool
-            new = np.zeros((cap, 10), np.int64)
-            old = getattr(self, name, None)
-            if old is not None:
-                new[: len(old)] = old
-            setattr(self, name, new)
+            self._grow(name, (cap, 10), np.int64)
         self.cap = cap
 
     def add(self) -> int:
         """A fresh row (the state of a new scorer)."""
-        if self.free:
-            r = self.free.pop()
-        else:
-            if self.n == self.cap:
-                self._alloc(self.cap * 2)
-            r, self.n = self.n, self.n + 1
+        r = self._take_row()
         self.f[r] = 0.0
         self.f[r, LAST_PEAK] = -(10 ** 9)
         self.rec[r] = 0.0
