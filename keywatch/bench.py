@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keywatch.settings import Settings
+from keywatch.procs import stop_process
 from keywatch.stream.broker import EmbeddedBroker, ensure_topics
 from keywatch.stream.produce import EventProducer
 from keywatch.stream.status import StatusFile
@@ -85,12 +86,7 @@ def wait_events(proc: subprocess.Popen, data_dir: Path, n: int, timeout: float =
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    stop_process(proc, grace=60)
 
 
 def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, data_dir: Path) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from keywatch.settings import Settings
+from keywatch.procs import stop_process
 from keywatch.stream.broker import EmbeddedBroker, ensure_topics, free_port, topic_specs
 from keywatch.stream.produce import EventProducer, paced
 from keywatch.stream.status import StatusFile
@@ -133,12 +133,7 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, keys: i
             pass
         finally:
             stop.set()
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+            stop_process(worker)
             st = StatusFile.read(status_path) or st
     _summary(console, settings, st, counter["produced"], time.time() - started, data_dir, truth)
     return 0

@@ -44,6 +44,7 @@ from typing import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from keywatch.sinks.chengine import ChdbEngine
+from keywatch.procs import stop_process
 from keywatch.sinks.chproto import CONTENT_TYPES, ChError, compress, decompress, parse_form
 
 log = logging.getLogger("keywatch.chserver")
@@ -274,14 +275,7 @@ class ServerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Stop it (SIGTERM: clean shutdown) and return its exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc is not None else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+        return stop_process(self.proc, sig, timeout) if self.proc is not None else 0
 
     def __enter__(self) -> "ServerProcess":
         return self.start() if self.proc is None else self

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from keywatch.procs import stop_process
 from keywatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,16 +124,10 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
+        if proc is not None:
             # Tansu waits for open client connections on SIGTERM; state is in memory, so after
             # a short grace period a kill loses nothing.
-            proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            stop_process(proc, grace=1)
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start() if self.proc is None else self

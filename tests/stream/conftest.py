@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from keywatch.procs import stop_process
 from keywatch.stream.broker import EmbeddedBroker
 from keywatch.stream.status import StatusFile
 
@@ -68,14 +69,7 @@ class WorkerProc:
         raise AssertionError(f"timeout; status {self.status()}; log {self.log.read_text()[-3000:]}")
 
     def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        os.kill(self.proc.pid, sig)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+        return stop_process(self.proc, sig) if self.proc is not None else 0
 
     def query(self, *sql: str) -> list:
         out = subprocess.run([sys.executable, "-c", _QUERY, str(self.data_dir / "chdb"), json.dumps(list(sql))],
