@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 
 from keywatch.settings import Settings
-from keywatch.stream.globalcore import has_pending
 from keywatch.stream.ioclient import IoClient
 from keywatch.stream.pipeline import Msg, Pipeline
 from keywatch.stream.rebalance import RebalanceHandler, _tp
@@ -166,7 +165,7 @@ class Consumer(RebalanceHandler):
     async def tick(self) -> None:
         """Timer: snapshot and ack even when no new batch arrives; release project-level events
         waiting for partitions that went quiet (`EventTimeOrder`)."""
-        if has_pending(self.pipeline.cores.global_core) and self.stream is not None and not self.lock.locked():
+        if self.pipeline.global_ready() and self.stream is not None and not self.lock.locked():
             await self.handle([])
         if (self.pending or self.inflight is not None) and self.stream is not None and not self.lock.locked():
             async with self.lock:

@@ -65,15 +65,31 @@ class EventTimeOrder:
             self.marks.pop(p, None)
             self.seen.pop(p, None)
 
+    def _limit(self, now: float, idle_s: float) -> int | None:
+        """Events up to this time may go (None: all of them — no partition is active)."""
+        active = [m for p, m in self.marks.items() if now - self.seen.get(p, 0.0) < idle_s]
+        return min(active) if active else None
+
+    def ready(self, now: float, idle_s: float) -> bool:
+        """Would `release` hand anything out now?
+
+        >>> EventTimeOrder().ready(0.0, 1.0)
+        False
+        """
+        if not self.pending:
+            return False
+        limit = self._limit(now, idle_s)
+        return limit is None or min(map(_ts, self.pending)) <= limit
+
     def release(self, now: float, idle_s: float, max_pending: int = 1_000_000) -> list:
         if not self.pending:
             return []
-        active = [m for p, m in self.marks.items() if now - self.seen.get(p, 0.0) < idle_s]
+        limit = self._limit(now, idle_s)
         self.pending.sort(key=_ts)  # stable: equal times keep arrival order
-        if not active:
+        if limit is None:
             n = len(self.pending)
         else:
-            n = bisect.bisect_right(self.pending, min(active), key=_ts)
+            n = bisect.bisect_right(self.pending, limit, key=_ts)
             n = max(n, len(self.pending) - max_pending)
         out = self.pending[:n]
         del self.pending[:n]

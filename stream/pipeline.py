@@ -239,5 +239,11 @@ class Pipeline(RecheckSteps, WriteSteps):
         for t, rows in g.rows.items():
             res.out.rows.setdefault(t, []).extend(rows)
 
+    def global_ready(self) -> bool:
+        """Project-level events wait (`EventTimeOrder`) and some could go now: the timer then
+        runs an empty batch to release them, e.g. once the partitions have gone quiet."""
+        g = self.cores.global_core
+        return has_pending(g) and order_of(g).ready(self.now(), self.rt.settings.global_order_idle_s)
+
     def tracked_keys(self) -> int:
         return self.cores.tracked_keys()
