@@ -100,6 +100,7 @@ def replay(
         with open(p, "rb"):
             pass
     summary = ReplaySummary(files=len(paths))
+    want_rows = on_output is not None  # replay writes alerts only: rows nobody reads are not built
     started = time.perf_counter()
     alerts: dict[str, Alert] = {}
     dead_fh = open(dead_letters_out, "wb") if dead_letters_out else None
@@ -111,7 +112,7 @@ def replay(
             rejected: dict[str, int] = {}
             for d in dead:
                 rejected[d.reason] = rejected.get(d.reason, 0) + 1
-            out = core.process(chunk, rejected=rejected)
+            out = core.process(chunk, rejected=rejected, rows=want_rows)
             summary.events += len(out.usage) + len(out.audit) + len(out.billing)
             summary.duplicates += out.duplicates
             for a in out.alerts:

@@ -49,9 +49,13 @@ class Batch:
 class Context:
     """What a detector may do while processing a batch."""
 
-    def __init__(self, book: IncidentBook, watermark_ms: int) -> None:
+    def __init__(self, book: IncidentBook, watermark_ms: int, want_rows: bool = True) -> None:
         self.book = book
         self.watermark_ms = watermark_ms  # highest event time seen so far (this batch included)
+        # False when the caller discards score and table rows (`keywatch replay` keeps only
+        # alerts): `score`/`emit` drop them, and hot paths skip building them. Detection state
+        # and alerts never depend on rows.
+        self.want_rows = want_rows
         self.alerts: list[Alert] = []
         self.scores: list[ScoreRow] = []
         self.rows: dict[str, list[dict[str, Any]]] = {}
@@ -63,15 +67,18 @@ class Context:
         return alert
 
     def score(self, row: ScoreRow) -> None:
-        self.scores.append(row)
+        if self.want_rows:
+            self.scores.append(row)
 
     def emit(self, table: str, row: dict[str, Any]) -> None:
         """A row for a table the detector owns (created by its own migration)."""
-        self.rows.setdefault(table, []).append(row)
+        if self.want_rows:
+            self.rows.setdefault(table, []).append(row)
 
     def emit_many(self, table: str, rows: list[dict[str, Any]]) -> None:
         """`emit` for many rows of one table, in order."""
-        self.rows.setdefault(table, []).extend(rows)
+        if self.want_rows:
+            self.rows.setdefault(table, []).extend(rows)
 
 
 @runtime_checkable
@@ -164,8 +171,9 @@ class DetectionCore:
         self.__dict__.update(st)
         self._seen = set(self._order)
 
-    def process(self, events: Iterable[Event], rejected: dict[str, int] | None = None) -> CoreOutput:
-        """Process one batch. `rejected` counts this batch's dead letters by reason (for health)."""
+    def process(self, events: Iterable[Event], rejected: dict[str, int] | None = None, *, rows: bool = True) -> CoreOutput:
+        """Process one batch. `rejected` counts this batch's dead letters by reason (for health).
+        With `rows=False` the output holds no score or table rows (alerts and state are the same)."""
         kept, dups = self._dedupe(events)
         kept.sort(key=_ts)  # stable: equal times keep arrival order
         usage, audit, billing = [], [], []
@@ -176,7 +184,7 @@ class DetectionCore:
             enricher.enrich(usage)
         if kept:
             self.watermark_ms = max(self.watermark_ms, kept[-1].ts_ms)
-        ctx = Context(self.book, self.watermark_ms)
+        ctx = Context(self.book, self.watermark_ms, rows)
         batch = Batch(usage, audit, billing, dict(rejected or {}))
         for det in self.detectors:
             det.process(batch, ctx)

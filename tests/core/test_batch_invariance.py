@@ -43,3 +43,25 @@ def test_alerts_do_not_depend_on_batch_size(sim_file: Path, tmp_path: Path) -> N
     for chunk in (7, 500, 5000):
         got = _alerts(sim_file, tmp_path, chunk)
         assert got == whole, (chunk, sorted(set(got) ^ set(whole))[:10])
+
+
+def test_skipping_rows_changes_no_alert(sim_file: Path, tmp_path: Path) -> None:
+    """`keywatch replay` keeps only alerts, so it does not build score and table rows; the alerts
+    (every version, full precision) are those of a run that builds and collects every row."""
+    settings = Settings()
+    decoder = EventDecoder.from_settings(settings, streaming=False)
+    collected: dict[str, int] = {"scores": 0, "rows": 0}
+
+    def on_output(out) -> None:
+        collected["scores"] += len(out.scores)
+        collected["rows"] += sum(len(r) for r in out.rows.values())
+
+    with_rows, without = tmp_path / "with.jsonl", tmp_path / "without.jsonl"
+    replay([sim_file], with_rows, build_core(settings), decoder, on_output=on_output)
+    replay([sim_file], without, build_core(settings), decoder)
+    assert collected["scores"] > 1000 and collected["rows"] > 1000  # rows were built in the first run
+    assert without.read_bytes() == with_rows.read_bytes()
+    events = decoder.decode_block(sim_file.read_bytes().splitlines()[:5000])
+    assert build_core(settings).process(events).scores  # the same events give score rows
+    out = build_core(settings).process(events, rows=False)
+    assert not out.scores and not any(out.rows.values())
