@@ -36,10 +36,21 @@ class TailCalibrator:
 
     def __init__(self, bins: int = 100, half_life: float = 20_000) -> None:
         self.bins = bins
-        self.counts = array("d", [0.0] * bins)
+        # A list at run time: `tail` sums a slice on every score, and a list's items are float
+        # objects already (an array's would be boxed one by one); pickled as an array, as always.
+        self.counts = [0.0] * bins
         self.weight = 1.0  # later observations weigh more: decay without touching every bin
         self.total = 0.0
         self.growth = 2 ** (1.0 / half_life)
+
+    def __getstate__(self):
+        return None, {"bins": self.bins, "counts": array("d", self.counts), "weight": self.weight, "total": self.total,
+                      "growth": self.growth}
+
+    def __setstate__(self, state) -> None:
+        for k, v in state[1].items():
+            setattr(self, k, v)
+        self.counts = list(self.counts)
 
     def _bin(self, s: float) -> int:
         i = int(s * self.bins)  # clamped to [0, bins - 1]

@@ -109,9 +109,9 @@ class LazyHST:
 
 class FlatTrees:
     """Half-space trees as flat lists, numbered breadth-first per tree (a node's two children
-    are adjacent). `spec[i]` = (feature index, threshold, left child, r_mass · 2^depth, r_mass <
-    size limit): River's `_walk_score` adds r_mass · 2^depth per node down to the first node under
-    the size limit, or to the leaf; `_walk_learn` adds 1 to l_mass along the whole path. A node's
+    are adjacent). `nav[i]` = (feature index, threshold, left child). River's `_walk_score` adds
+    r_mass · 2^depth per node down to the first node under the size limit (`0.1 · window_size`),
+    or to the leaf; `_walk_learn` adds 1 to l_mass along the whole path. A node's
     l_mass is the sum of its children's (every walk goes to a leaf), so only the leaves are
     counted here and the rest is summed when the window pivots or state is saved (`sync`).
 
@@ -121,7 +121,7 @@ class FlatTrees:
     falls after them all), so the leaves are cached by those positions: most windows look like
     earlier ones."""
 
-    __slots__ = ("nodes", "roots", "kids", "depth", "split", "spec", "lm", "rm", "height", "size_limit", "max_score",
+    __slots__ = ("nodes", "roots", "kids", "depth", "split", "nav", "lm", "rm", "height", "size_limit", "max_score",
                  "cuts", "leaves", "leaf_score")
     MAX_PATHS = 50_000
 
@@ -149,24 +149,30 @@ class FlatTrees:
         self.rm = [n.r_mass for n in self.nodes]
         features = list(features)
         self.split = [(features.index(n.feature), n.threshold) if k >= 0 else (-1, 0.0) for n, k in zip(self.nodes, self.kids)]
+        self.nav = [(f, t, k) for (f, t), k in zip(self.split, self.kids)]
         self.cuts = [sorted({t for f, t in self.split if f == i}) for i in range(len(features))]
         self.leaves: dict[tuple, tuple] = {}  # feature positions → the leaf reached in each tree
         self._weigh()
 
     def _weigh(self) -> None:
-        limit = self.size_limit
-        self.spec = spec = [(f, t, k, r * (1 << d), r < limit) for (f, t), k, r, d in zip(self.split, self.kids, self.rm, self.depth)]
-        # `_walk_score` per path, top-down: s = 0.0, += r·2^depth per node, ends after a node under the limit.
-        acc, ended = [0.0] * len(spec), [False] * len(spec)
+        """`_walk_score` per path, top-down (parents come before their children): s = 0.0, then
+        += r_mass · 2^depth per node, ending after a node under the size limit."""
+        rm, depth, limit = self.rm, self.depth, self.size_limit
+        acc, ended = [0.0] * len(rm), [False] * len(rm)
         for n in self.roots:
-            acc[n], ended[n] = 0.0 + spec[n][3], spec[n][4]
-        for n, (f, t, k, w, stop) in enumerate(spec):  # parents come before their children
+            r = rm[n]
+            acc[n], ended[n] = 0.0 + r * (1 << depth[n]), r < limit
+        for n, k in enumerate(self.kids):
             if k >= 0:
-                for c in (k, k + 1):
-                    if ended[n]:
-                        acc[c], ended[c] = acc[n], True
-                    else:
-                        acc[c], ended[c] = acc[n] + spec[c][3], spec[c][4]
+                a = acc[n]
+                if ended[n]:
+                    acc[k] = acc[k + 1] = a
+                    ended[k] = ended[k + 1] = True
+                else:
+                    r = rm[k]
+                    acc[k], ended[k] = a + r * (1 << depth[k]), r < limit
+                    r = rm[k + 1]
+                    acc[k + 1], ended[k + 1] = a + r * (1 << depth[k + 1]), r < limit
         self.leaf_score = acc
 
     def _summed(self, lm: list) -> list:
@@ -187,11 +193,11 @@ class FlatTrees:
 
     def _walk(self, xv: tuple, key: tuple) -> tuple:
         """The leaf `xv` reaches in each tree, cached under its feature positions `key`."""
-        spec, height = self.spec, self.height
+        nav, height = self.nav, self.height
         leaves = []
         for n in self.roots:
             for _ in range(height):
-                f, t, k, w, stop = spec[n]
+                f, t, k = nav[n]
                 n = k if xv[f] < t else k + 1
             leaves.append(n)
         if len(self.leaves) >= self.MAX_PATHS:

@@ -226,10 +226,11 @@ class KeyState:
             try:
                 seen.last[seen.vals.index(v)] = hour
             except ValueError:
+                if len(seen.vals) >= seen.cap:  # a full set evicts: maybe what another identity relied on
+                    fresh = None
                 seen.add(v, hour)
-                fresh = None  # an insertion may evict what another identity relied on
-        # Now every item is known with last-seen `hour`. Until the next insertion into the sets
-        # (which may evict) or another hour, learning this identity again changes nothing but
+        # Now every item is known with last-seen `hour`. Until the next eviction from the sets
+        # (an insertion into a full one) or another hour, learning this identity again changes nothing but
         # `last_items`, and none of its items is new to the key: `fresh` lists such identities.
         if fresh is None or fresh[0] != hour:
             self.fresh = (hour, (items,))
@@ -242,6 +243,7 @@ class KeyState:
         ev = self.ev
         if ev is None:
             return
+        fresh = self.fresh
         self.fresh = None  # insertions below may evict known values
         hour = ts // 3_600_000
         ids = self.base.ids
@@ -265,9 +267,27 @@ class KeyState:
         for m in ev.models:
             ids.models.add(h32(m), hour)
         self.ev = None
+        if fresh is not None:  # callers known before and untouched by the insertions stay fresh
+            self.fresh = still_fresh(ids, fresh)
 
     def coverage(self) -> dict[str, bool]:
         return {"network": bool(self.flags & 1), "volume": True, "content": bool(self.flags & 2)}
+
+
+def still_fresh(ids, fresh: tuple) -> tuple | None:
+    """`fresh` (hour, identities) without the identities that an item evicted or re-dated since:
+    the rest still meet `KeyState.fresh`'s terms (every item known, last seen that hour)."""
+    hour = fresh[0]
+    keep = []
+    for items in fresh[1]:
+        for attr, v in items:
+            seen = getattr(ids, attr)
+            vals = seen.vals
+            if v not in vals or seen.last[vals.index(v)] != hour:
+                break
+        else:
+            keep.append(items)
+    return (hour, tuple(keep)) if keep else None
 
 
 def dump_state(st: KeyState) -> str:

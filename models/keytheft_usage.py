@@ -7,7 +7,7 @@ project's, unless the key is suspicious or has an open incident.
 
 Helpers are inlined here with the same arithmetic (`KeyState.count`, `KeyBaseline.learn_event`,
 the shortcuts of `learn_items` and `pop_learn`). A caller whose items were all learned this
-hour, with no insertion into the key's identity sets since (`KeyState.fresh`), is not new
+hour, with no eviction from the key's identity sets since (`KeyState.fresh`), is not new
 and learning it again changes nothing: both checks are skipped; its network's activity is
 still noted. Nothing here depends on where a batch is cut.
 
@@ -30,13 +30,15 @@ from typing import TYPE_CHECKING
 
 from keywatch.models.core import Context
 from keywatch.models.keytheft_identity import _IDENT, _ident_items, identity_novelty, pop_learn
-from keywatch.models.keytheft_state import PROBE_CODES
+from keywatch.models.keytheft_state import PROBE_CODES, T5, T10, T60
 from keywatch.models.keytheft_window import KIND, assess, close_window
 
 if TYPE_CHECKING:
     from keywatch.models.keytheft import KeyTheftDetector
 
-_log = math.log
+_log, _exp = math.log, math.exp
+_T5, _T10, _T60 = int(T5), int(T10), int(T60)  # the decay time constants (ms) as ints
+assert (_T5, _T10, _T60) == (T5, T10, T60)
 
 
 def usage(self: KeyTheftDetector, e, ctx: Context) -> None:
@@ -47,14 +49,15 @@ def usage(self: KeyTheftDetector, e, ctx: Context) -> None:
 def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
     """Usage events in event-time order (the batch's, or one merged with audit events)."""
     keys, pops, chains, links, protect_min, book = self.keys, self.pops, self.chains, self.links, self.protect_min, ctx.book
-    last_sweep = self.last_sweep
+    next_sweep = self.last_sweep + 600_000
+    key_of = links.key_of
     for e in events:
         ts = e.ts_ms
         # Idle keys are swept every 10 minutes of event time, at the first event past the mark
         # (not at batch end), so the state each event meets does not depend on batch cuts.
-        if ts - last_sweep >= 600_000:
+        if ts >= next_sweep:  # `ts - last_sweep >= 600_000`
             self._sweep(ctx, ts)
-            last_sweep = self.last_sweep
+            next_sweep = self.last_sweep + 600_000
         provider, key_id, project = e.provider, e.key_id, e.project
         st = keys.get((provider, key_id))
         if st is None:
@@ -74,16 +77,42 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
         err = e.error_code is not None or (status is not None and status >= 400)  # `e.is_error`, inlined
         probe = err and (e.error_code in PROBE_CODES or (status in (400, 401, 403, 404)))
         requests = e.requests
-        st.count(ts, requests, cost, expensive, probe)
+        # Float sums take it as a float (the same value): float-only arithmetic skips Python's
+        # int → float coercion; likewise `-dt / _T10` divides two ints, as exactly as `-dt / T10`.
+        req_f = 1.0 if requests == 1 else float(requests)
+        t_last = st.t_last  # `st.count(ts, requests, cost, expensive, probe)`, inlined
+        dt = ts - t_last
+        if dt > 0 and t_last:
+            f10, f60 = _exp(-dt / _T10), _exp(-dt / _T60)
+            st.c5 = st.c5 * _exp(-dt / _T5) + req_f
+            st.c10 = st.c10 * f10 + req_f
+            if st.err10:  # 0 stays 0
+                st.err10 *= f10
+            st.c60 = st.c60 * f60 + req_f
+            st.k60 = st.k60 * f60 + cost
+            if st.e60:
+                st.e60 *= f60
+            st.t_last = ts
+        else:
+            if ts > t_last:
+                st.t_last = ts
+            st.c5 += req_f
+            st.c10 += req_f
+            st.c60 += req_f
+            st.k60 += cost
+        if expensive:
+            st.e60 += req_f
+        if probe:
+            st.err10 += 1
         inp, out = e.input_tokens, e.output_tokens
         if inp or out:
             st.flags |= 2
         ev = st.ev
         n_items = ev.n_items if ev is not None else 0
-        hour = ts // 3_600_000
+        hour = minute // 60  # `ts // 3_600_000` (a small int: cheaper arithmetic)
         fresh = st.fresh
         if fresh is not None and fresh[0] == hour and hit[2] in fresh[1]:
-            # A caller learned this hour, nothing inserted since: `identity_novelty` would find
+            # A caller learned this hour, nothing evicted since: `identity_novelty` would find
             # nothing new; what it does besides is noted here (network telemetry, active network).
             best, items, net = 0.0, hit[2], hit[0]
             if hit[3]:
@@ -101,16 +130,22 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
             st.prob.observe(ts, items[2][1] if items and items[0][0] == "ips" else -1, requests, base.ids.n16.vals)
             if not len(st.prob):
                 st.prob = None
-        chain = (chains.get(key_id) or (chains.get(e.principal) if e.principal else None)) if chains else None
-        if e.principal is not None or (chain is None and best > 0.25 and links.by_ip):
-            chain = links.usage(e, ts, chain, best)  # learn principal → key; a chain from this address
+        principal = e.principal
+        chain = (chains.get(key_id) or (chains.get(principal) if principal else None)) if chains else None
+        if principal is not None:  # `links.usage(e, ts, chain, best)`, inlined: learn principal → key, …
+            if key_of.get((provider, principal)) != key_id:
+                links.learn(provider, principal, key_id)
+            if chain is None and best > 0.25 and e.source_ip:  # … and a chain from this address
+                chain = links.chain_for_ip(e.source_ip, ts)
+        elif chain is None and best > 0.25 and links.by_ip:
+            chain = links.usage(e, ts, chain, best)
         if chain is not None:
             chain.invoke(ts)
             if chain.active(ts) and ev is None:
                 ev = st.open_evidence(ts)
-        if probe and ev is None and st.err10 >= 3:
+        if probe and ev is None and st.err10 >= 3.0:
             ev = st.open_evidence(ts)
-        protected = ev is not None and (ev.ident >= protect_min or ev.reported > 0)
+        protected = ev is not None and (ev.ident >= protect_min or ev.reported > 0.0)
         if ev is not None:
             ev.req += requests
             ev.cost += cost
@@ -146,20 +181,21 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
             base.last_ts = ts
         if hour != base.cur_hour:
             base._roll(hour)
-        base.cur_req += requests
+        base.cur_req += req_f
         base.cur_cost += cost
         if minute != base.last_min:
             base.active_min += 1
             base.last_min = minute
         learned = base.learned
-        a = 1.0 / (learned + 1) if learned < 500 else 0.002  # ≥ 0.002 below 500: `max(0.002, …)`
+        # Ints divide as exactly as floats (one correctly rounded quotient), without the coercion.
+        a = 1 / (learned + 1) if learned < 500 else 0.002  # ≥ 0.002 below 500: `max(0.002, …)`
         base.learned = learned + requests
         if expensive or base.exp_share:  # else 0 stays 0
             base.exp_share += a * ((1.0 if expensive else 0.0) - base.exp_share)
         if err or base.err_rate:
             base.err_rate += a * ((1.0 if err else 0.0) - base.err_rate)
         if inp or out:
-            base.log_ratio += a * (_log((out + 1.0) / (inp + 1.0)) - base.log_ratio)
+            base.log_ratio += a * (_log((out + 1) / (inp + 1)) - base.log_ratio)
         if ev is None or ev.ident == 0.0:  # new callers are quarantined until accepted
             if fresh is not None and st.fresh is fresh:  # still fresh: `learn_items` would only note the caller
                 last = st.last_items

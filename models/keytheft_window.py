@@ -43,6 +43,20 @@ def probation_signal(share: float, behaviour: dict[str, float]) -> float:
     return _ramp(share, 0.5, 0.9)
 
 
+W_VOLUME, W_COST = BEHAVIOUR_W["volume"], BEHAVIOUR_W["cost"]
+
+
+def _behaviour(vol: float | None, cost: float | None, rest: tuple) -> dict[str, float]:
+    """`KeyState.behaviour`'s signal dict from `assess`' locals, in its order."""
+    b = {}
+    if vol is not None:
+        b["volume"] = vol
+    if cost is not None:
+        b["cost"] = cost
+    b.update(rest)
+    return b
+
+
 def assess(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, project: str | None, ts: int, ctx: Context,
            chain: ChainState | None, pop: PopBaseline | None = None) -> None:
     # Hot (most events of a key with open evidence): `KeyState.behaviour`, the key's and the
@@ -59,75 +73,91 @@ def assess(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, pro
     if base.first_ts:  # `base.settled(ts)`; `max(a, b)` is `b if b > a else a`, `min(a, b)` is `b if b < a else a`
         x = (ts - base.first_ts) / 86_400_000
         x = x if x < 1.0 else 1.0
-        y = base.active_min / 120.0
+        y = base.active_min / 120
         ks = (x if x > 0.0 else 0.0) * (y if y < 1.0 else 1.0)
     if ks < 0.5:  # a new key borrows its project's rate; with neither, volume means nothing
         x = pop.key_rpm
         if x > exp_rpm:
             exp_rpm = x
-    behaviour: dict[str, float] = {}  # `st.behaviour(ts, exp_rpm, exp_cpm, base)[0]`, same order
-    c60 = st.c60
-    x = surge(st.c5, c60, exp_rpm)
-    if x > 0:
-        behaviour["volume"] = x
+    # `st.behaviour(ts, exp_rpm, exp_cpm, base)[0]` without the dict, which is built only where it is
+    # read (`_fuse`, probation: rare): volume and cost (None: absent), then the `rest` in its order.
+    c5, c60 = st.c5, st.c60
+    vol = cost = None
+    rest = ()
+    if not (c5 < 2.0 * (exp_rpm * 5.0) and c60 < 2.0 * (exp_rpm * 60.0)):  # else `surge` is 0
+        x = surge(c5, c60, exp_rpm)
+        if x > 0.0:
+            vol = x
     k60, e_cost = st.k60, exp_cpm * 60.0
-    if k60 > 2 * e_cost and k60 - e_cost > 0.5:
-        behaviour["cost"] = _ramp(math.log2(k60 / e_cost), 1.0, 4.0) * _ramp(k60 - e_cost, 0.5, 5.0)
+    if k60 > 2.0 * e_cost and k60 - e_cost > 0.5:
+        cost = _ramp(math.log2(k60 / e_cost), 1.0, 4.0) * _ramp(k60 - e_cost, 0.5, 5.0)
     e60 = st.e60
-    if c60 > 0 and e60 > 1.0:  # `_ramp(e60, 1.0, 8.0)` is 0 below: no signal
+    if c60 > 0.0 and e60 > 1.0:  # `_ramp(e60, 1.0, 8.0)` is 0 below: no signal
         x = _ramp(min(1.0, e60 / c60) - base.exp_share, 0.3, 0.8) * _ramp(e60, 1.0, 8.0)
-        if x > 0:
-            behaviour["expensive"] = x
+        if x > 0.0:
+            rest += (("expensive", x),)
     x = st.err10
-    if x >= 2:
-        behaviour["errors"] = _ramp(x, 2.0, 12.0) * (1.0 if x > 0.3 * st.c10 else 0.4)
-    recent = st.recent16
-    if len(recent) >= 3:  # `st.nets_active(ts)` ≥ 3 needs three networks
+    if x >= 2.0:
+        rest += (("errors", _ramp(x, 2.0, 12.0) * (1.0 if x > 0.3 * st.c10 else 0.4)),)
+    if len(st.recent16) >= 3:  # `st.nets_active(ts)` ≥ 3 needs three networks
         n = st.nets_active(ts)
         if n >= 3:
             x = _ramp(n - base.conc, 1.0, 5.0)
-            if x > 0:
-                behaviour["concurrency"] = x
+            if x > 0.0:
+                rest += (("concurrency", x),)
     if ev.models:
-        behaviour["model"] = ev.w.get("model", 0.0)
-    if st.hst > 0:
-        behaviour["hst"] = st.hst
-    if "volume" in behaviour or "cost" in behaviour:
+        rest += (("model", ev.w.get("model", 0.0)),)
+    if st.hst > 0.0:
+        rest += (("hst", st.hst),)
+    if vol is not None or cost is not None:
         trust = ks  # `max(ks, pop.settled(ts) if pop.key_rpm > 0 else 0.0)`
-        if pop.key_rpm > 0 and pop.first_ts:
+        if pop.key_rpm > 0.0 and pop.first_ts:
             x = (ts - pop.first_ts) / 43_200_000
-            y = pop.learned / 300.0
+            y = pop.learned / 300
             x = (x if x < 1.0 else 1.0) * (y if y < 1.0 else 1.0) if x > 0.0 else 0.0
             if x > trust:
                 trust = x
-        for name in ("volume", "cost"):
-            if name in behaviour:
-                behaviour[name] *= trust
+        if vol is not None:
+            vol *= trust
+        if cost is not None:
+            cost *= trust
     qh = base.qh  # `base.quiet_hour(ts)`, its per-hour cache read here
     quiet = qh[1] if qh[0] == ts // 3_600_000 else base.quiet_hour(ts)
     if quiet:
-        behaviour["off_hours"] = offhours_signal(st.c60)
+        rest += (("off_hours", offhours_signal(c60)),)
     c_score, ev.chain_reason = chain.score(ts) if chain is not None else (0.0, "")
     ident = identity_signals(ev) if ev.w else {}
     p = 0.0
     prob = st.prob
-    if prob is not None and (p := probation_signal(share := prob.share(ts, st.c10), behaviour)) > 0:
-        ident["probation"] = p
+    behaviour = None
+    if prob is not None:
+        behaviour = _behaviour(vol, cost, rest)
+        if (p := probation_signal(share := prob.share(ts, st.c10), behaviour)) > 0:
+            ident["probation"] = p
     x = (ts - ev.start_ts) / 60_000
     dur_min = x if x > 1.0 else 1.0
-    if ident or ev.new16 or ("model" in behaviour and not st.flags & 1):
+    if ident or ev.new16 or (ev.models and not st.flags & 1):
+        if behaviour is None:
+            behaviour = _behaviour(vol, cost, rest)
         risk, signals, ev.ident = _fuse(ident, behaviour, c_score, ev, not st.flags & 1, exp_rpm, dur_min)
     else:  # `_fuse` without identity signals, new networks or a blind model shift
-        p_all = p_rich = 1.0
+        # `noisy_or` of all and of the non-volume signals in one pass, in the dict's order; a
+        # signal at 0 multiplies by 1.0 and is not recorded, so only positive ones are visited.
+        p_all = 1.0
         signals = {}
-        for k, v in behaviour.items():  # `noisy_or` of all and of the non-volume signals, one pass
-            w = BEHAVIOUR_W[k]
-            v1 = v if v < 1.0 else 1.0
-            f = 1.0 - (v1 if v1 > 0.0 else 0.0) * w
-            p_all *= f
-            if k != "volume" and k != "cost":
+        if vol is not None and vol > 0.0:
+            p_all *= 1.0 - (vol if vol < 1.0 else 1.0) * W_VOLUME
+            signals["volume"] = round(vol * W_VOLUME, 3)
+        if cost is not None and cost > 0.0:
+            p_all *= 1.0 - (cost if cost < 1.0 else 1.0) * W_COST
+            signals["cost"] = round(cost * W_COST, 3)
+        p_rich = 1.0
+        for k, v in rest:
+            if v > 0.0:
+                w = BEHAVIOUR_W[k]
+                f = 1.0 - (v if v < 1.0 else 1.0) * w
+                p_all *= f
                 p_rich *= f
-            if v > 0:
                 signals[k] = round(v * w, 3)
         ident_risk = 1.0 - (1.0 - c_score)  # `identity_risk({}, c_score)`
         risk = 1.0 - (1.0 - ident_risk) * (1.0 - (1.0 - p_all))
@@ -135,7 +165,7 @@ def assess(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, pro
             cap = 0.5 if 1.0 - p_rich >= 0.5 else 0.35
             if cap < risk:
                 risk = cap
-        if c_score > 0:
+        if c_score > 0.0:
             signals["kill_chain"] = round(c_score, 3)
         ev.ident = ident_risk
     ev.risk = risk
@@ -163,21 +193,25 @@ def close_window(self: KeyTheftDetector, st: KeyState, provider: str, key_id: st
                  pop: PopBaseline | None = None) -> None:
     # Hot (once per busy key-minute, most of them with one or two requests): helpers are inlined
     # here with the same arithmetic, and the expected rate is only computed where it is used.
-    win_req = st.win_req
-    if st.win_min >= 0 and win_req > 0:
+    # Event times are big ints (slow arithmetic): the window's last millisecond is computed once.
+    win_req, win_min = st.win_req, st.win_min
+    if win_min >= 0 and win_req > 0:
         base = st.base
-        end = (st.win_min + 1) * 60_000
+        end = (win_min + 1) * 60_000
+        last = end - 1
         ev = st.ev
-        protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0)
+        protected = ev is not None and (ev.ident >= self.protect_min or ev.reported > 0.0)
         sig = 0.0
         nets = -1
         ks = exp = -1.0
         if win_req >= HST_MIN_REQUESTS:  # one multivariate score per busy key-minute
-            exp, exp_cpm = base.expected(end - 1)
+            exp, exp_cpm = base.expected(last)
             n = win_req
             nets = st.nets_active(end)
+            qh = base.qh  # `base.quiet_hour(last)`, its per-hour cache read here
+            quiet = qh[1] if qh[0] == win_min // 60 else base.quiet_hour(last)
             x = (squash_log2(n / exp), squash_log2(st.win_cost / exp_cpm), st.win_exp / n,
-                 min(1.0, st.win_err / n), st.win_novel / n, min(1.0, nets / 8.0), 1.0 if base.quiet_hour(end - 1) else 0.0,
+                 min(1.0, st.win_err / n), st.win_novel / n, min(1.0, nets / 8.0), 1.0 if quiet else 0.0,
                  squash_log2(math.exp(base.log_ratio)))  # in `FEATURES` order
             ks = base.settled(end)
             sig = self.model.score_learn_vec(x, not protected and ks > 0.2)[1]
@@ -189,28 +223,47 @@ def close_window(self: KeyTheftDetector, st: KeyState, provider: str, key_id: st
                 if nets and min(r.values()) < end - 300_000:
                     nets = st.nets_active(end)
             conc = base.conc * 0.995
-            base.conc = conc if conc >= nets else float(nets)  # `learn_conc`, inlined
+            if conc < nets:  # `learn_conc`, inlined
+                conc = float(nets)
+            base.conc = conc
             if project is not None:
-                if ks < 0:
+                if ks < 0.0:
                     ks = 0.0
                     if base.first_ts:  # `base.settled(end)`
                         x = (end - base.first_ts) / 86_400_000
                         if x > 0.0:
-                            y = base.active_min / 120.0
+                            y = base.active_min / 120
                             ks = (x if x < 1.0 else 1.0) * (y if y < 1.0 else 1.0)
                 if ks >= 0.5:
                     if pop is None:
                         pop = self._pop(project, provider)
                     pop.key_rpm += 0.02 * (2.0 * base.mean_rpm - pop.key_rpm)
         if ev is None:
-            vol = surge(st.c5, st.c60, exp if exp > 0 else base.expected(end - 1)[0])
-            if sig > 0.5 or vol > 0.5 or (vol > 0.2 and st.prob is not None and st.prob.share(end - 1, st.c10) >= 0.5):
-                ev = st.open_evidence(end - 1)
-        ctx.scores.append(ScoreRow(end - 1, provider, key_id, project, self.name,
-                                   round(ev.risk, 4) if ev is not None else 0.0,
-                                   {"hst": round(sig, 3) if sig else 0.0, "requests": win_req}))
+            if exp < 0.0:  # `base.expected(last)[0]`, inlined
+                hour = win_min // 60  # `last // 3_600_000`
+                s = hour % 24 + (24 if (hour // 24 + 3) % 7 >= 5 else 0)  # `slot_of`
+                mean = base.mean_rpm
+                if base.slot_n[s]:
+                    x = 0.0 if 0.0 > mean else mean
+                    exp = base.slot_req[s]
+                else:
+                    x = base.cur_req / 60.0
+                    exp = x = x if x > mean else mean
+                x *= 0.2
+                if x > exp:
+                    exp = x
+                if 0.003 > exp:
+                    exp = 0.003
+            c5, c60 = st.c5, st.c60  # `surge(c5, c60, exp)` is 0 below twice the expected counts
+            vol = 0.0 if c5 < 2.0 * (exp * 5.0) and c60 < 2.0 * (exp * 60.0) else surge(c5, c60, exp)
+            if sig > 0.5 or vol > 0.5 or (vol > 0.2 and st.prob is not None and st.prob.share(last, st.c10) >= 0.5):
+                ev = st.open_evidence(last)
+        if ctx.want_rows:  # `ctx.score(…)`, not built when nobody reads it (`keywatch replay`)
+            ctx.scores.append(ScoreRow(last, provider, key_id, project, self.name,
+                                       round(ev.risk, 4) if ev is not None else 0.0,
+                                       {"hst": round(sig, 3) if sig else 0.0, "requests": win_req}))
         if ev is not None and not (ctx.book.open and ctx.book.is_open(KIND, provider, key_id, project, at_ms=ts)):
-            if ev.reported == 0 and ts - ev.start_ts > ACCEPT_MS:
+            if ev.reported == 0.0 and ts - ev.start_ts > ACCEPT_MS:
                 st.accept_evidence(ts)  # unusual but never alarming for an hour: benign drift
             elif ts - ev.last_ts > EVIDENCE_TTL_MS:
                 st.ev = None
