@@ -77,6 +77,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
         self._routes: dict | None = None  # event → series rows cache (not pickled)
         self._routes_levels: tuple | None = None
         self._tags: dict | None = None  # row → `spend_forecast` row template (a cache, not pickled)
+        self._lvmask: tuple | None = None  # `_level_masks` (a cache, not pickled)
 
     @classmethod
     def from_settings(cls, s, levels: tuple[str, ...] = LEVELS) -> "CostSpikeDetector":
@@ -154,53 +155,87 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
         self.cur_minute = m
 
     def _close(self, t: int, ts_ms: int, ctx: Context) -> None:
+        # Runs every minute for every series: numpy per-call overhead is most of its cost, so
+        # the all-rows-learn case passes None masks, and levels absent from this instance (a
+        # partition core has key rows only) skip their work altogether.
         bank, n = self.bank, self.bank.n
         x = np.zeros(n)
         if self.cur:
             x[np.fromiter(self.cur.keys(), np.int64, len(self.cur))] = np.fromiter(self.cur.values(), np.float64, len(self.cur))
         self.cur = {}
-        learn = np.ones(n, bool)
-        if self.incidents:
-            learn[list(self.incidents)] = False
+        learn, accept = self._learn_masks(t, n, ctx)
+        exp, upper, spread = bank.step(t, x, learn, accept)
+        self.rq.step(t, n, bank.run_len[:n] > 0, learn)
+        cands = self._candidates(x, exp, upper)
+        calib = self.cal.step(np.maximum(0.0, x - exp) / np.maximum(spread, 1e-6), cands)  # scores of cands
+        active = x != 0
+        bank.last_active[:n][active] = t
+        shared, lv1 = self._level_masks(n)  # project/provider rows, project rows (None: none)
+        live = active | (exp > 1e-6) if shared is not None or self.key_level_rows else None
+        if shared is not None:
+            sel = np.nonzero(shared & live)[0]
+            if len(sel):
+                ur = self.uni_row.a[sel]
+                if np.count_nonzero(ur < 0):  # a series' first value: its scorer starts
+                    for k in np.nonzero(ur < 0)[0].tolist():
+                        ur[k] = self.uni_row[sel[k]] = self.uni.add()
+                self.uni.step(ur, t * 60000, x[sel], None if learn is None else learn[sel], scores=False)  # findings read `recent_peak`
+            series = self.series
+            grp = active & lv1 if learn is None else active & learn & lv1
+            self.rc.learn_many(t, [series[r][1:3] for r in np.nonzero(grp)[0].tolist()])
+        self._findings(t, ts_ms, cands, calib, upper, ctx)
+        if ctx.want_rows:  # False: the caller drops table rows (`keywatch replay`), build none
+            if self.key_level_rows:
+                self._emit(t, x, exp, upper, ctx, bank.used[:n] & live)
+            elif shared is not None:
+                self._emit(t, x, exp, upper, ctx, shared & live)
+        if shared is not None:
+            # Without project/provider rows it would add zeros and emit nothing (it resets its
+            # day and month totals at its next call all the same).
+            self.proj.observe(self, t, x, ctx, shared & bank.used[:n])
+        if t % 1440 == 0:
+            self._expire_idle(t)
+
+    def _learn_masks(self, t: int, n: int, ctx: Context) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(learn, accept) of minute t: rows that learn (None: all) and rows that learn their raw
+        value (None: none). Expired `nolearn`/`accept` entries are dropped."""
+        off = list(self.incidents)
         # Other detectors' incidents open on a key at the end of minute t stop learning too (asked
         # in event time: the book may already hold findings from later in this batch).
         for k in ctx.book.open_keys_at(t * 60000 + 59999):
-            for r in self.key_rows.get((k[1], k[2]), ()):
-                learn[r] = False
+            off.extend(self.key_rows.get((k[1], k[2]), ()))
         for r, until in list(self.nolearn.items()):
             if until > t:
-                learn[r] = False
+                off.append(r)
             else:
                 del self.nolearn[r]
-        accept = np.zeros(n, bool)
+        on = []
         for r, until in list(self.accept.items()):
             if until > t:
-                accept[r], learn[r] = True, True
+                on.append(r)
             else:
                 del self.accept[r]
-        exp, upper, spread = bank.step(t, x, learn, accept)
-        self.rq.step(t, n, bank.run_len[:n] > 0, learn)
-        z = np.maximum(0.0, x - exp) / np.maximum(spread, 1e-6)
-        calib = self.cal.step(z)
-        active = x != 0
-        bank.last_active[:n][active] = t
-        lv = self.level[:n]
-        shared = (lv == 1) | (lv == 2)  # project and provider rows
-        live = active | (exp > 1e-6)
-        sel = np.nonzero(shared & live)[0]
-        if len(sel):
-            ur = self.uni_row[sel]
-            if ur.min() < 0:  # a series' first value: its scorer starts
-                for k in np.nonzero(ur < 0)[0].tolist():
-                    ur[k] = self.uni_row[sel[k]] = self.uni.add()
-            self.uni.step(ur, t * 60000, x[sel], learn[sel], scores=False)  # findings read `recent_peak`
-        series = self.series
-        self.rc.learn_many(t, [series[r][1:3] for r in np.nonzero(active & learn & (lv == 1))[0].tolist()])
-        self._findings(t, ts_ms, x, exp, upper, calib, ctx)
-        self._emit(t, x, exp, upper, ctx, (self.bank.used[:n] if self.key_level_rows else shared) & live)
-        self.proj.observe(self, t, x, ctx, shared & bank.used[:n])
-        if t % 1440 == 0:
-            self._expire_idle(t)
+        if not off and not on:
+            return None, None
+        learn = np.ones(n, bool)
+        learn[off] = False
+        accept = None
+        if on:
+            accept = np.zeros(n, bool)
+            accept[on] = True
+            learn[on] = True
+        return learn, accept
+
+    def _level_masks(self, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(project or provider rows, project rows) of rows 0..n-1, None when there are none;
+        cached until a row is (re)assigned (`_row` drops the cache)."""
+        c = self._lvmask
+        if c is None or c[0] != n:
+            lv = self.level[:n]
+            lv1 = lv == 1
+            shared = lv1 | (lv == 2)
+            c = self._lvmask = (n, shared, lv1) if shared.any() else (n, None, None)
+        return c[1], c[2]
 
     def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
         if alert.kind != "cost_spike":

@@ -7,7 +7,7 @@ see `_relative`) and `min_pct` % of expected is a finding on key and project ser
 normal for `RESOLVE_AFTER_MIN` minutes is resolved explicitly.
 
 >>> sorted(n for n in vars(SpikeFindings) if n.startswith("_") and not n.startswith("__"))
-['_findings', '_relative', '_resolve']
+['_candidates', '_findings', '_relative', '_resolve']
 """
 
 from __future__ import annotations
@@ -28,15 +28,25 @@ REL_MINUTES, REL_RATIO, REL_PEAK, REL_MIN_RPM = 3, 3.0, 5.0, 3.0  # relative spi
 class SpikeFindings:
     """`cost_spike` finding construction and resolution for `CostSpikeDetector` (a mixin)."""
 
-    def _findings(self, t, ts_ms, x, exp, upper, calib, ctx: Context) -> None:
+    def _candidates(self, x, exp, upper) -> np.ndarray:
+        """Rows whose run raises a finding this minute, bar level and suppression. Most minutes
+        no series has a long enough run: the other conditions are tested on those that do, and
+        the costlier relative-spike test only where the dollar test fails."""
         b = self.bank
-        # Most minutes no series has a long enough run: test the other conditions on those that do.
         c = np.nonzero(b.run_len[: b.n] >= self.min_minutes)[0]
         if len(c):
-            ok = (((b.run_excess[c] >= self.min_usd) | self._relative(x, exp, upper, c))
-                  & (b.run_excess[c] * 100 >= self.min_pct * b.run_expected[c]) & (b.age[c] >= b.warmup))
+            ex = b.run_excess[c]
+            ok = (ex * 100 >= self.min_pct * b.run_expected[c]) & (b.age[c] >= b.warmup)
+            weak = ok & ~(ex >= self.min_usd)
+            if np.count_nonzero(weak):
+                ok[weak] = self._relative(x, exp, upper, c[weak])
             c = c[ok]
-        for r in c.tolist():
+        return c
+
+    def _findings(self, t, ts_ms, c, calib, upper, ctx: Context) -> None:
+        """Findings of candidate rows `c` (`_candidates`), `calib`: their calibrated scores."""
+        b = self.bank
+        for r, cal_r in zip(c.tolist(), calib.tolist()):
             skey = self.series[r]
             if skey[0] not in ("key", "project") or self.suppress.get(r, -1) > t:
                 continue
@@ -48,7 +58,7 @@ class SpikeFindings:
             impact = 1 - 0.5 ** (excess / max(self.min_usd, 0.01) / 2)
             ur = int(self.uni_row[r])
             uni = self.uni.recent_peak(ur) if ur >= 0 else 0.0
-            score = 0.3 + 0.7 * impact * (0.5 + 0.5 * max(float(calib[r]), uni))
+            score = 0.3 + 0.7 * impact * (0.5 + 0.5 * max(cal_r, uni))
             pct_txt = f"+{pct:.0f}%" if math.isfinite(pct) else "from ~$0"
             reasons = [f"spend ${excess + expected:.2f} vs expected ${expected:.2f} over {length} min: "
                        f"+${excess:.2f} ({pct_txt}) above the forecast band"] + summary(rc)
@@ -78,10 +88,12 @@ class SpikeFindings:
         runaway loops. One flag per row of `rows`."""
         b, rq = self.bank, self.rq
         run = b.run_len[rows]
-        return ((run >= max(self.min_minutes, REL_MINUTES)) & (x[rows] > upper[rows]) & (b.run_excess[rows] > 0)
-                & (b.run_excess[rows] >= REL_RATIO * b.run_expected[rows]) & (self.level[rows] == 0)
-                & (rq.run[rows] >= np.maximum(REL_PEAK * rq.peak[rows], REL_MIN_RPM) * run)
-                & (b.age[rows] >= 1440) & (b.hod_n[rows].min(axis=1) > 0))  # a whole day seen: the peak is known
+        ok = ((run >= max(self.min_minutes, REL_MINUTES)) & (x[rows] > upper[rows]) & (b.run_excess[rows] > 0)
+              & (b.run_excess[rows] >= REL_RATIO * b.run_expected[rows]) & (self.level[rows] == 0)
+              & (rq.run[rows] >= np.maximum(REL_PEAK * rq.peak[rows], REL_MIN_RPM) * run) & (b.age[rows] >= 1440))
+        if np.count_nonzero(ok):  # and a whole day seen (every hour-of-day bin): the peak is known
+            ok[ok] = b.hod_n[rows[ok]].min(axis=1) > 0
+        return ok
 
     @staticmethod
     def _resolve(alert_id: str, ts_ms: int, ctx: Context) -> None:

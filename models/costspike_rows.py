@@ -72,6 +72,7 @@ class SeriesRows:
                 self.level = np.concatenate([self.level, np.zeros(self.bank.cap - len(self.level), np.int8)])
             self.uni_row.grow(self.bank.cap)
             self.level[r] = LEVELS.index(skey[0])
+            self._lvmask = None
             if skey[0] == "key":
                 self.key_rows.setdefault((skey[1], skey[3]), []).append(r)
         return r
@@ -90,11 +91,12 @@ class SeriesRows:
     def __getstate__(self) -> dict:
         st = dict(self.__dict__)
         st["_routes"] = st["_routes_levels"] = st["_tags"] = None
+        st.pop("_lvmask", None)
         return st
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._routes = self._routes_levels = self._tags = None
+        self._routes = self._routes_levels = self._tags = self._lvmask = None
         self.__dict__.setdefault("rq", RequestRates())  # snapshots from before request counts
         self.__dict__.setdefault("levels", LEVELS)
         if isinstance(self.uni, dict):  # snapshots from before the bank: one scorer per row
@@ -117,11 +119,14 @@ class SeriesRows:
         for r in rs:
             if r not in tags:
                 tags[r] = _template(self.series[r])
-        # Copying a per-series template with the 4 changing fields (`dict(tmpl, **changes)`) is
-        # cheaper than building the 9-key dict from scratch (same keys, same order).
-        ctx.emit_many("spend_forecast", [
-            dict(tmpl, minute=minute, actual_usd=a, expected_usd=e, upper_usd=u)
-            for tmpl, a, e, u in zip(map(tags.__getitem__, rs), x[rows].tolist(), exp[rows].tolist(), upper[rows].tolist())])
+        # Copying a per-series template and setting the 4 changing fields is cheaper than
+        # building the 9-key dict from scratch (same keys, same order).
+        out = []
+        for tmpl, a, e, u in zip(map(tags.__getitem__, rs), x[rows].tolist(), exp[rows].tolist(), upper[rows].tolist()):
+            d = tmpl.copy()  # then set in place: cheaper than dict(tmpl, **changes), same key order
+            d["minute"], d["actual_usd"], d["expected_usd"], d["upper_usd"] = minute, a, e, u
+            out.append(d)
+        ctx.emit_many("spend_forecast", out)
 
     def _expire_idle(self, t: int) -> None:
         """Bounded memory: forget series idle longer than `key_idle_expire_s`."""

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from keywatch.models.rowbank import RowBank
+from keywatch.models.forecast_store import SeasonalStore
 
 HOW_OFFSET = 72  # 1970-01-01 was a Thursday: hour-of-week 0 = Monday 00:00 UTC
 
 
-class SeasonalBank(RowBank):
+class SeasonalBank(SeasonalStore):
     def __init__(self, k: float = 4.0, unit_s: float = 60.0, day_memory: float = 3.0, week_memory: float = 3.0,
                  level_memory_h: float = 12.0, warmup_units: int = 360, capacity: int = 16) -> None:
         self.k = k
@@ -48,33 +48,6 @@ class SeasonalBank(RowBank):
         self.n = 0
         self._alloc(capacity)
         self.free: list[int] = []
-
-    def _alloc(self, cap: int) -> None:
-        grow = self._grow
-        for name, cols in (("hod_mu", 24), ("hod_dev", 24), ("how_mu", 168), ("how_dev", 168)):
-            grow(name, (cap, cols), np.float32)
-        ndt = np.uint8 if getattr(self, "n_cap", 60000) <= 255 else np.uint16
-        grow("hod_n", (cap, 24), ndt)
-        grow("how_n", (cap, 168), ndt)
-        for name in ("lvl_mu", "lvl_dev", "run_excess", "run_expected"):
-            grow(name, (cap,), np.float64)
-        for name in ("age", "run_len", "run_start", "last_active"):
-            grow(name, (cap,), np.int64)
-        grow("used", (cap,), np.bool_)
-        self.cap = cap
-
-    def add(self) -> int:
-        """A new (zeroed) series row."""
-        r = self._take_row()
-        for name in ("hod_mu", "hod_dev", "how_mu", "how_dev", "hod_n", "how_n", "lvl_mu", "lvl_dev",
-                     "run_excess", "run_expected", "age", "run_len", "run_start", "last_active"):
-            getattr(self, name)[r] = 0
-        self.used[r] = True
-        return r
-
-    def remove(self, r: int) -> None:
-        self.used[r] = False
-        self.free.append(r)
 
     def forecast(self, t: int, rows=slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Expected value and robust spread at time unit `t` (no learning)."""
@@ -105,84 +78,90 @@ class SeasonalBank(RowBank):
         """Score then learn one time unit for rows 0..n-1. Returns (expected, upper, spread).
 
         `learn` False: the row does not learn; `accept` True: learn the raw value (analyst said
-        the new level is normal), not the winsorised one."""
+        the new level is normal), not the winsorised one. The same numbers as `forecast` and a
+        learning step row by row, on contiguous float64 copies of this unit's bins."""
         n = self.n
-        exp, spread = self.forecast(t, slice(0, n))
+        hour = int(t // self.per_hour)
+        hod, dow = hour % 24, (hour + HOW_OFFSET) % 168 // 24
+        tb = slice(0, dow + 2, dow + 1)  # tables 0 (hour of day) and 1 + dow (hour of week)
+        P = self.prof[tb, hod, :, :n]  # [table, (mu, dev), row] (a view)
+        G = P.astype(np.float64)  # exact
+        Cn = self.cnt[tb, hod, :n]  # the two bins' visit counts (a view)
+        tab = self.__dict__.get("_tab") or self._tables()
+        w_week, w1 = tab[2][Cn[1]], tab[3][Cn[1]]
+        mu = w1 * G[0, 0] + w_week * G[1, 0]
+        dev = w1 * G[0, 1] + w_week * G[1, 1]
+        w_day, w1 = tab[0][Cn[0]], tab[1][Cn[0]]
+        exp = w1 * self.lvl_mu[:n] + w_day * mu
+        dev = w1 * self.lvl_dev[:n] + w_day * dev
+        # Mean absolute deviation → σ (×1.25); a floor of 5 % of the level keeps flat series sane.
+        spread = np.maximum(1.25 * dev, 0.05 * np.abs(exp))
         upper = exp + self.k * spread
         # Run bookkeeping: a run starts above the band and continues while above half the band.
         run = self.run_len[:n]
-        on = (x > upper) | ((run > 0) & (x > exp + 0.5 * (upper - exp)))
-        self.run_start[:n][on & (run == 0)] = t
-        np.multiply(run + 1, on, out=run)  # run + 1 where on, else 0
-        self.run_excess[:n] = np.where(on, self.run_excess[:n] + (x - exp), 0.0)
-        self.run_expected[:n] = np.where(on, self.run_expected[:n] + exp, 0.0)
+        hi = x > upper
+        if np.count_nonzero(hi) or np.count_nonzero(run):
+            on = hi | ((run > 0) & (x > exp + 0.5 * (upper - exp)))
+            self.run_start[:n][on & (run == 0)] = t
+            np.multiply(run + 1, on, out=run)  # run + 1 where on, else 0
+            self.run_excess[:n] = np.where(on, self.run_excess[:n] + (x - exp), 0.0)
+            self.run_expected[:n] = np.where(on, self.run_expected[:n] + exp, 0.0)
+        else:  # no row is (or gets) in a run: what the general case gives
+            self.run_excess[:n] = 0.0
+            self.run_expected[:n] = 0.0
         # Learn: winsorised at the band once warmed up; not at all where `learn` is False.
-        warm = self.age[:n] >= self.warmup
-        if accept is not None:
-            warm = warm & ~accept
-        xl = np.where(warm, np.minimum(x, upper), x)
+        age0 = self.age[:n]
+        lo = int(np.minimum.reduce(age0)) if n else 0
+        if lo >= self.warmup and accept is None:  # every row warm
+            xl = np.minimum(x, upper)
+        else:
+            warm = age0 >= self.warmup
+            if accept is not None:
+                warm = warm & ~accept
+            xl = np.where(warm, np.minimum(x, upper), x)
         mask = self.used[:n] if learn is None else (self.used[:n] & learn)
-        self._learn(t, xl, mask)
+        self._learn(xl, mask, P, G, Cn, tab, lo + 1)
         return exp, upper, spread
 
-    def _learn(self, t: int, x: np.ndarray, mask: np.ndarray) -> None:
-        hour = int(t // self.per_hour)
-        hod, how = hour % 24, (hour + HOW_OFFSET) % 168
-        idx = np.nonzero(mask)[0]
-        if not len(idx):
+    def _learn(self, x: np.ndarray, mask: np.ndarray, P: np.ndarray, G: np.ndarray, Cn: np.ndarray, tab: tuple,
+               age_lo: int) -> None:
+        """One learning step of the rows in `mask`. P, Cn: this unit's bins and their counts
+        (views), G: P as float64, `tab`: `_tables()`, `age_lo` ≤ every row's new age. Computed
+        for every row (elementwise: a learning row gets the numbers it would alone), the
+        profiles' two bins in the same calls, and written back where `mask` is set."""
+        n = len(mask)
+        k = np.count_nonzero(mask)
+        if not k:
             return
-        if len(idx) == len(mask):  # every row learns: slices, not gathers and scatters
-            idx = slice(0, len(mask))
-        x = x[idx]
-        age = self.age[idx] + 1
-        self.age[idx] = age
-        # Each difference is computed once and reused (the same numbers as spelling it twice).
-        for mu_a, dev_a, n_a, col, amin in ((self.hod_mu, self.hod_dev, self.hod_n, hod, self.a_hod),
-                                            (self.how_mu, self.how_dev, self.how_n, how, self.a_how)):
-            cnt = n_a[idx, col].astype(np.float64)
-            c1 = cnt + 1.0
-            a = np.maximum(1.0 / c1, amin)
-            dx = x - mu_a[idx, col]
-            mu_a[idx, col] += a * dx
-            d = np.abs(dx) if cnt.min() > 0 else np.where(cnt > 0, np.abs(dx), 0.0)
-            dev = dev_a[idx, col]
-            dev_a[idx, col] = dev + a * (d - dev)
-            n_a[idx, col] = np.minimum(c1, self.n_cap)
-        a = np.maximum(1.0 / (age + 0.0), self.a_lvl)
-        dx = x - self.lvl_mu[idx]
-        dev = self.lvl_dev[idx]
-        self.lvl_dev[idx] = dev + a * (np.where(age > 1, np.abs(dx), 0.0) - dev)
-        self.lvl_mu[idx] += a * dx
-
-    _ARRAYS = ("hod_mu", "hod_dev", "how_mu", "how_dev", "hod_n", "how_n", "lvl_mu", "lvl_dev", "run_excess",
-               "run_expected", "age", "run_len", "run_start", "last_active", "used")
-
-    def __getstate__(self) -> dict:
-        """Rows in use only (not the spare capacity), zlib-compressed: an hour-of-week profile
-        is mostly zeros during a series' first week, and idle rows are all zeros."""
-        import zlib
-
-        st = {k: v for k, v in vars(self).items() if k not in self._ARRAYS}
-        st["_packed"] = {k: (getattr(self, k).dtype.str, getattr(self, k).shape[1:],
-                             zlib.compress(np.ascontiguousarray(getattr(self, k)[: self.n]).tobytes(), 1))
-                         for k in self._ARRAYS}
-        return st
-
-    def __setstate__(self, st: dict) -> None:
-        import zlib
-
-        packed = st.pop("_packed", None)
-        self.__dict__.update(st)
-        self.__dict__.setdefault("n_cap", 60000)  # older pickles: uint16 counts, capped at 60000
-        if packed is None:  # older pickles hold the arrays themselves
+        a = np.empty(G.shape[::2])
+        np.take(tab[4], Cn[0], out=a[0])
+        np.take(tab[5], Cn[1], out=a[1])
+        mu, dev = G[:, 0], G[:, 1]
+        dx = x - mu
+        d = np.abs(dx) if np.count_nonzero(Cn) == 2 * n else np.where(Cn > 0, np.abs(dx), 0.0)
+        new = np.empty_like(G)
+        np.add(mu, a * dx, out=new[:, 0])
+        np.add(dev, a * (d - dev), out=new[:, 1])
+        new_c = tab[6][Cn]
+        age = self.age[:n] + 1
+        lmu, ldev = self.lvl_mu[:n], self.lvl_dev[:n]
+        dx = x - lmu
+        if age_lo > 1 and 1.0 / age_lo <= self.a_lvl:  # every row past its first values (1/age falls)
+            a = self.a_lvl
+            new_ldev = ldev + a * (np.abs(dx) - ldev)
+        else:
+            a = np.maximum(1.0 / (age + 0.0), self.a_lvl)
+            new_ldev = ldev + a * (np.where(age > 1, np.abs(dx), 0.0) - ldev)
+        new_lmu = lmu + a * dx
+        if k == n:
+            P[:], Cn[:] = new, new_c  # float64 → float32: the rounding of the old in-place update
+            ldev[:], lmu[:], self.age[:n] = new_ldev, new_lmu, age
             return
-        for k, (dtype, shape, blob) in packed.items():
-            arr = np.zeros((self.cap, *shape), dtype)
-            arr[: self.n] = np.frombuffer(zlib.decompress(blob), dtype).reshape((self.n, *shape))
-            setattr(self, k, arr)
-
-    def nbytes(self) -> int:
-        return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
+        np.copyto(P, new, where=mask)
+        np.copyto(Cn, new_c, where=mask)
+        np.copyto(ldev, new_ldev, where=mask)
+        np.copyto(lmu, new_lmu, where=mask)
+        np.copyto(self.age[:n], age, where=mask)
 
 
 class TailCalibrator:
@@ -202,15 +181,17 @@ class TailCalibrator:
         self.short = np.zeros(capacity)
         self.cnt = np.zeros(capacity)
 
-    def step(self, z: np.ndarray) -> np.ndarray:
-        """Score = 1 − tail probability of the short-term average (0 until 20 values seen)."""
-        return self._step(z, False)
+    def step(self, z: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Score = 1 − tail probability of the short-term average (0 until 20 values seen).
+        Every row's state moves; with `rows`, only those rows are scored (scores aligned with
+        `rows`): the detector needs the scores of its few candidate rows only."""
+        return self._step(z, False, rows)
 
     def step_log(self, z: np.ndarray) -> np.ndarray:
         """Like `step` but −log10(tail), so the rarest values stay ranked (no saturation at 1)."""
         return self._step(z, True)
 
-    def _step(self, z: np.ndarray, log: bool) -> np.ndarray:
+    def _step(self, z: np.ndarray, log: bool, rows: np.ndarray | None = None) -> np.ndarray:
         n = len(z)
         if n > len(self.mu):
             for name, fill in (("mu", 0.0), ("var", 1.0), ("short", 0.0), ("cnt", 0.0)):
@@ -219,15 +200,24 @@ class TailCalibrator:
                 setattr(self, name, arr)
         mu, var, short, cnt = self.mu[:n], self.var[:n], self.short[:n], self.cnt[:n]
         short += self.a_short * (z - short)
-        sd = np.sqrt(np.maximum(var, 1e-12))
-        tail = 0.5 * _erfc((short - mu) / (sd * _SQRT2))
-        score = np.where(cnt > 20, -np.log10(np.maximum(tail, 1e-300)) if log else 1.0 - tail, 0.0)
-        a = np.maximum(1.0 / (cnt + 1.0), self.a_long)
+        if rows is None:
+            score = self._score(short, mu, var, cnt, log)
+        else:  # elementwise: the same numbers as scoring every row and picking these
+            score = self._score(short[rows], mu[rows], var[rows], cnt[rows], log) if len(rows) else np.zeros(0)
+        # Rows are only ever added at the end and all step together, so `cnt` never rises along
+        # the rows: once its last row's rate is down to `a_long`, every row's is.
+        a = self.a_long if n and 1.0 / (self.cnt[n - 1] + 1.0) <= self.a_long else np.maximum(1.0 / (cnt + 1.0), self.a_long)
         d = short - mu
         mu += a * d
         var += a * (d * d - var)
         cnt += 1
         return score
+
+    @staticmethod
+    def _score(short: np.ndarray, mu: np.ndarray, var: np.ndarray, cnt: np.ndarray, log: bool) -> np.ndarray:
+        sd = np.sqrt(np.maximum(var, 1e-12))
+        tail = 0.5 * _erfc((short - mu) / (sd * _SQRT2))
+        return np.where(cnt > 20, -np.log10(np.maximum(tail, 1e-300)) if log else 1.0 - tail, 0.0)
 
 
 _SQRT2 = np.sqrt(2.0)

@@ -84,8 +84,10 @@ class Projector:
         xs = np.where(want, x, 0.0)
         self.day[:n] += xs
         self.month[:n] += xs
+        if (t + 1) % EVERY_MIN:
+            return
         rows = np.nonzero(want)[0]
-        if (t + 1) % EVERY_MIN or not len(rows):
+        if not len(rows):
             return
         # Expected spend per hour for the next 24 hours (one forecast per hour bucket).
         per_hour = det.bank.forecast_many([t + 1 + h * 60 for h in range(24)], rows) * 60  # (24, rows)

@@ -51,16 +51,21 @@ class RequestRates:
                 new[: len(old)] = old
                 setattr(self, name, new)
 
-    def step(self, t: int, n: int, on: np.ndarray, learn: np.ndarray) -> np.ndarray:
-        """Close minute `t` for rows 0..n-1 (`on`: in an above-band run; `learn`: may learn)."""
+    def step(self, t: int, n: int, on: np.ndarray, learn: np.ndarray | None) -> np.ndarray:
+        """Close minute `t` for rows 0..n-1 (`on`: in an above-band run; `learn`: may learn,
+        None: all). A minute without requests adds nothing: those adds are skipped."""
         self._grow(n)
-        xq = np.zeros(n)
+        xq = None
         if self.cur:
+            xq = np.zeros(n)
             xq[np.fromiter(self.cur.keys(), np.int64, len(self.cur))] = np.fromiter(self.cur.values(), np.float64, len(self.cur))
             self.cur = {}
-        self.run[:n] = np.where(on, self.run[:n] + xq, 0.0)
-        self.hour[:n] += np.where(learn, xq, 0.0)
+        # Totals are sums of request counts from +0.0, never −0.0: adding a zero is the identity.
+        self.run[:n] = np.where(on, self.run[:n] if xq is None else self.run[:n] + xq, 0.0)
+        if xq is not None:
+            self.hour[:n] += xq if learn is None else np.where(learn, xq, 0.0)
         if (t + 1) % 60 == 0:  # an hour ends: its rate feeds the (decaying) peak
-            self.peak[:n] = np.where(learn, np.maximum(self.peak[:n] * PEAK_DECAY, self.hour[:n] / 60.0), self.peak[:n])
+            top = np.maximum(self.peak[:n] * PEAK_DECAY, self.hour[:n] / 60.0)
+            self.peak[:n] = top if learn is None else np.where(learn, top, self.peak[:n])
             self.hour[:n] = 0.0
-        return xq
+        return np.zeros(n) if xq is None else xq

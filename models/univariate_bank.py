@@ -126,9 +126,9 @@ class UnivariateBank(BankState, WindowPool, RowBank):
             return np.zeros(0) if scores else None
         if learn is not None:
             learn = np.asarray(learn, bool)
-        every = learn is None or bool(learn.all())
+        every = learn is None or np.count_nonzero(learn) == m
         perm, rows = None, idx
-        if m == self.n:  # every row (the usual minute): views in row order, no gathers/scatters
+        if m == self.n:  # every row (the usual minute): slices in row order, no gathers/scatters
             perm, idx, rows = idx, slice(0, m), np.arange(m)
             xs = np.empty(m)
             xs[perm] = x
@@ -139,32 +139,34 @@ class UnivariateBank(BankState, WindowPool, RowBank):
                 learn = ls
         else:
             x = np.asarray(x, np.float64)
-        F = self.f[idx]
-        n = F[:, N]
-        n_lo, n_hi = n.min(), n.max()
+        # The step works on row-last copies (features × rows): each column is then contiguous,
+        # and a ufunc on contiguous rows costs about half one on a strided column.
+        F = np.ascontiguousarray(self.f[idx].T)
+        n = F[N]
+        nl = n.tolist()
+        n_lo, n_hi = min(nl), max(nl)
         if n_lo == 0:  # the scorer starts its level and previous value at the first value
             first = n == 0
-            F[first, PREV] = F[first, MEAN] = x[first]
+            F[PREV, first] = F[MEAN, first] = x[first]
         b = int((ts_ms % DAY_MS) * self.nb // DAY_MS)
-        T = self.tod[idx, :, b]
+        T = np.ascontiguousarray(self.tod[idx, :, b].T)
         z, inv = self._features(F, T, x, n, n_lo, None if every else learn)
-        if not isinstance(idx, slice):  # gathered copies: write back
-            self.tod[idx, :, b] = T
-        r5 = np.fromiter(map(math.log1p, z.ravel().tolist()), np.float64, 5 * m).reshape(m, 1, 5)
-        e = self._records(idx, rows, n, n_lo, n_hi, inv, r5)
+        self.tod[idx, :, b] = T.T
+        r5 = np.fromiter(map(math.log1p, z.ravel().tolist()), np.float64, 5 * m)
+        r10 = np.concatenate((r5, r5)).reshape(10, m)  # the input of both record halves
+        e = self._records(idx, rows, n, n_lo, n_hi, inv, r10)
         out = None
-        if e.any():  # evidence somewhere (e ≥ 0): refractory filter and peaks
-            last, peak = F[:, LAST_PEAK], F[:, PEAK]
+        if np.count_nonzero(e):  # evidence somewhere (e ≥ 0): refractory filter and peaks
+            last, peak = F[LAST_PEAK], F[PEAK]
             recent = n - last <= self.refractory
             if scores:  # before `peak` (a view) moves
                 out = np.where(recent & (e <= peak), 0.0, e)
             new_peak = (e > 0) & ((e > peak) | ~recent)
-            F[:, PEAK] = np.where(new_peak, e, peak)
-            F[:, LAST_PEAK] = np.where(new_peak, n, last)
-        F[:, EVID] = e
-        F[:, N] = n + 1
-        if perm is None:
-            self.f[idx] = F
+            F[PEAK] = np.where(new_peak, e, peak)
+            F[LAST_PEAK] = np.where(new_peak, n, last)
+        F[EVID] = e
+        F[N] = n + 1
+        self.f[idx] = F.T
         # Every `block` calls all blocks are pushed into the deques together (a row steps at
         # most once a call, so a block never overflows): one numpy pass per `block` calls.
         self.clock += 1
@@ -179,94 +181,110 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         return score if perm is None else score[perm]
 
     def _features(self, F, T, x, n, n_lo, L) -> tuple[np.ndarray, np.ndarray]:
-        """Score the five features, then learn (rows of F and time-of-day bins T, updated in
-        place; `L`: which rows learn, None for all). Returns (features, 1 / (n + 1)).
+        """Score the five features, then learn (F: features × rows, T: time-of-day bin planes ×
+        rows, updated in place; `L`: which rows learn, None for all). Returns (features × rows,
+        1 / (n + 1)).
 
         Pairs of columns are computed together — (prev, mean) → (dx, dev); the two spreads →
         the two denominators, caps and learning rates — the same numbers in half the calls. Every
         value is read before its column is written. When all rows learn, the new values go
         straight into F and T; otherwise into `new` first, then where(L, new, old)."""
         m = len(x)
-        PM, SD = F[:, PREV:MEAN + 1], F[:, DEV:SDEV + 1]
-        mean, s, ds, vol0, slow0 = F[:, MEAN], F[:, DEV], F[:, SDEV], F[:, VOL], F[:, SLOW]
-        new = F[:, PREV:SLOW + 1] if L is None else np.empty((m, 6))
+        PM, SD = F[PREV:MEAN + 1], F[DEV:SDEV + 1]
+        mean, s, ds, vol0, slow0 = F[MEAN], F[DEV], F[SDEV], F[VOL], F[SLOW]
+        new = F[PREV:SLOW + 1] if L is None else np.empty((6, m))
         floor = 1e-3 * np.abs(mean) + 1e-9
-        D = np.abs(x[:, None] - PM)  # (dx, dev)
-        dx = D[:, 0]
-        dens = np.maximum(1.25 * SD, floor[:, None])  # (max(1.25 dev, floor), max(1.25 step_dev, floor))
-        z = np.empty((m, 5))
-        np.divide(D[:, ::-1], dens, out=z[:, :2])
-        tmu, tdev, cnt = T[:, TMU], T[:, TDEV], T[:, TCNT]
-        cnt_lo = cnt.min()
+        D = np.abs(x - PM)  # (dx, dev)
+        dx = D[0]
+        dens = np.maximum(1.25 * SD, floor)  # (max(1.25 dev, floor), max(1.25 step_dev, floor))
+        z = np.empty((5, m))
+        np.divide(D[::-1], dens, out=z[:2])
+        tmu, tdev, cnt = T[TMU], T[TDEV], T[TCNT]
+        cnt_lo = min(cnt.tolist())
         xt = x - tmu
         axt = np.abs(xt)
-        np.divide(axt, np.maximum(np.maximum(1.25 * tdev, 0.2 * s), floor), out=z[:, 2])
+        np.divide(axt, np.maximum(np.maximum(1.25 * tdev, 0.2 * s), floor), out=z[2])
         if cnt_lo < 3:
-            z[:, 2] = np.where(cnt >= 3, z[:, 2], 0.0)
-        old = None if L is None else np.stack([x, mean, s, ds, vol0, slow0], axis=1)  # the first value sets mean even so
-        vol = np.add(vol0, 0.1 * (dx - vol0), out=new[:, 4])
-        z[:, 3] = np.fromiter(map(math.log, ((vol + floor) / (ds + floor)).tolist()), np.float64, m)
-        np.abs(z[:, 3], out=z[:, 3])
+            z[2] = np.where(cnt >= 3, z[2], 0.0)
+        old = None if L is None else np.stack([x, mean, s, ds, vol0, slow0])  # the first value sets mean even so
+        vol = np.add(vol0, 0.1 * (dx - vol0), out=new[4])
+        z[3] = np.fromiter(map(math.log, ((vol + floor) / (ds + floor)).tolist()), np.float64, m)
+        np.abs(z[3], out=z[3])
         if n_lo <= 30:
-            z[:, 3] = np.where(n > 30, z[:, 3], 0.0)
-        slow = np.add(slow0, 0.05 * (x - slow0), out=new[:, 5])
-        if not F[:, HAS_SLOW].all():
-            slow[:] = np.where(F[:, HAS_SLOW] != 0, slow, x)
-            F[:, HAS_SLOW] = 1.0 if L is None else np.where(L, 1.0, F[:, HAS_SLOW])
-        np.divide(np.abs(slow - mean), dens[:, 0], out=z[:, 4])
+            z[3] = np.where(n > 30, z[3], 0.0)
+        slow = np.add(slow0, 0.05 * (x - slow0), out=new[5])
+        if np.count_nonzero(F[HAS_SLOW]) != m:
+            slow[:] = np.where(F[HAS_SLOW] != 0, slow, x)
+            F[HAS_SLOW] = 1.0 if L is None else np.where(L, 1.0, F[HAS_SLOW])
+        np.divide(np.abs(slow - mean), dens[0], out=z[4])
         # Learn (rows with `learn` off keep their baselines; the calibration still moves).
         inv = 1.0 / (n + 1)
-        A = np.maximum(inv[:, None], self._rates)  # (a, a_s)
-        caps = 6 * SD if n_lo > 30 else np.where((n > 30)[:, None], 6 * SD, D[:, ::-1])  # (cap, cap_s)
-        cap = caps[:, 0]
-        np.add(mean, A[:, 0] * (np.minimum(np.maximum(x, mean - cap), mean + cap) - mean), out=new[:, 1])
-        np.add(SD, A * (np.minimum(D[:, ::-1], caps) - SD), out=new[:, 2:4])
-        new[:, 0] = x
+        A = np.maximum(inv, self._rates[:, None])  # (a, a_s)
+        caps = 6 * SD if n_lo > 30 else np.where(n > 30, 6 * SD, D[::-1])  # (cap, cap_s)
+        cap = caps[0]
+        np.add(mean, A[0] * (np.minimum(np.maximum(x, mean - cap), mean + cap) - mean), out=new[1])
+        np.add(SD, A * (np.minimum(D[::-1], caps) - SD), out=new[2:4])
+        new[0] = x
         c1 = cnt + 1
         at = np.maximum(1.0 / c1, self.a_tod)
         d_tod = axt if cnt_lo > 0 else np.where(cnt > 0, axt, 0.0)
         Tn = T if L is None else np.empty_like(T)
-        np.add(tdev, at * (d_tod - tdev), out=Tn[:, TDEV])
-        np.add(tmu, at * xt, out=Tn[:, TMU])
-        np.minimum(c1, 1 << 30, out=Tn[:, TCNT])
+        np.add(tdev, at * (d_tod - tdev), out=Tn[TDEV])
+        np.add(tmu, at * xt, out=Tn[TMU])
+        np.minimum(c1, 1 << 30, out=Tn[TCNT])
         if L is not None:
-            F[:, PREV:SLOW + 1] = np.where(L[:, None], new, old)
-            T[:] = np.where(L[:, None], Tn, T)
+            F[PREV:SLOW + 1] = np.where(L, new, old)
+            T[:] = np.where(L, Tn, T)
         return z, inv
 
-    def _records(self, idx, rows, n, n_lo, n_hi, inv, r5: np.ndarray) -> np.ndarray:
+    def _records(self, idx, rows, n, n_lo, n_hi, inv, r10: np.ndarray) -> np.ndarray:
         """The 10 `_Record.step`s of each row: its calibrated evidence (≥ 0). `idx`: the rows (or
-        a slice of all of them), `rows`: the same as row numbers; r5: log1p of the 5 features,
-        (rows, 1, 5), the input of both record halves (short and long smoothing)."""
-        R = self.rec[idx]  # a view for a slice: updated in place
-        s = R[:, SHORT]  # updated in place: records 0-4 and 5-9 both smooth the 5 features
-        s += (self.a_short.reshape(2, 5) * (r5 - s.reshape(-1, 2, 5))).reshape(-1, 10)
+        a slice of all of them), `rows`: the same as row numbers; r10: log1p of the 5 features,
+        twice (records 0-4 and 5-9 smooth the same features), (10, rows)."""
+        R = np.ascontiguousarray(self.rec[idx].transpose(1, 2, 0))  # planes × records × rows
+        m = R.shape[2]
+        s = R[SHORT]  # updated in place
+        s += _rates10(self.a_short, m) * (r10 - s)
         lim = n - self.memory
-        gone = R[:, FR] <= lim[:, None]
-        if gone.any():
-            self._expire(rows, lim, gone, R)
-        top = np.maximum(R[:, FV], R[:, BMAX])  # the window max (−inf: nothing in the window)
+        gone = R[FR] <= lim
+        if np.count_nonzero(gone):
+            self._expire(rows, lim, gone.T, R.transpose(2, 0, 1))
+        top = np.maximum(R[FV], R[BMAX])  # the window max (−inf: nothing in the window)
         out = s - top
         # With memory ≥ 2 the previous value is always in the window, so once past warmup every
         # row has a max (the scorer's `top` is non-empty) and no row needs masking.
         if not (n_lo > self.warmup and self.memory >= 2):
-            out = np.where((n > self.warmup)[:, None] & (top > -np.inf), out, 0.0)
-        mu, var = R[:, MU], R[:, VAR]
+            out = np.where((n > self.warmup) & (top > -np.inf), out, 0.0)
+        mu, var = R[MU], R[VAR]
         d = s - mu
         dd = d * d
         # A record within the usual spread is not evidence (zeroing a non-positive `out` too
         # changes nothing: only the largest positive one counts).
         out = np.where(dd < self.min_sigma * self.min_sigma * var, 0.0, out)
         if n_hi + 1 < self.memory:
-            a = inv[:, None]
+            a = inv
         else:
-            a = np.where(n + 1 < self.memory, inv, 1.0 / self.memory)[:, None]
+            a = np.where(n + 1 < self.memory, inv, 1.0 / self.memory)
         mu += a * d
         var += a * (dd - var)
-        np.maximum(R[:, BMAX], s, out=R[:, BMAX])
+        np.maximum(R[BMAX], s, out=R[BMAX])
         # Block slot = calls since the last fold, the same for every row (unfilled slots: −inf).
-        self.blk[idx, :, self.clock % self.block] = s
-        if not isinstance(idx, slice):
-            self.rec[idx] = R
-        mx = out.max(axis=1)
+        self.blk[idx, :, self.clock % self.block] = s.T
+        self.rec[idx] = R.transpose(2, 0, 1)
+        mx = out.max(axis=0)
         return np.where(mx > 0, mx, 0.0)
+
+
+_RATES10: dict[tuple, np.ndarray] = {}
+
+
+def _rates10(a_short: np.ndarray, m: int) -> np.ndarray:
+    """`a_short` repeated along m rows, (10, m) (cached): same-shape operands take numpy's
+    fastest loops, where broadcasting a (10, 1) column does not."""
+    key = (a_short.tobytes(), m)
+    a = _RATES10.get(key)
+    if a is None:
+        if len(_RATES10) > 256:
+            _RATES10.clear()
+        a = _RATES10[key] = np.repeat(a_short[:, None], m, axis=1)
+    return a
