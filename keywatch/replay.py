@@ -12,8 +12,9 @@ import gzip
 import zlib
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -23,6 +24,7 @@ from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
 
 
 BLOCK_LINES = 500  # lines decoded in one parse (`EventDecoder.decode_block`)
+_BRACE = repeat(b"{")  # for a C-level `map` over lines
 
 
 @dataclass
@@ -60,29 +62,37 @@ def read_lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, bytes | None]]
             yield str(path), n, None
 
 
-def _read_runs(paths: Iterable[Path], hint: int = 1 << 16) -> Iterator[list[tuple[str, int, bytes]] | tuple[str, int, None]]:
-    """`read_lines` in runs: lists of (file, line number, line without its line end) for the
-    non-blank lines, and the `(file, line, None)` marker of a broken compressed file. A plain
-    file is read many lines per call (`readlines`), not line by line; compressed files go
-    through `read_lines`, so that a break is still found at its line."""
+def _read_runs(paths: Iterable[Path], hint: int = 1 << 16) -> Iterator[tuple[str, Sequence[int] | int, list[bytes] | None]]:
+    """`read_lines` in runs: (file, line numbers, lines without their line end) for the non-blank
+    lines, and `(file, line, None)` where a compressed file broke off. Parallel lists, not a tuple
+    per line: this runs for every line of a replay. A plain file is read many lines per call
+    (`readlines`), not line by line; compressed files go through `read_lines`, so that a break is
+    still found at its line."""
     for path in paths:
         name = str(path)
         if path.suffix == ".gz":
-            run: list = []
-            for item in read_lines([path]):
-                if item[2] is None:
-                    yield run
-                    run = []
-                    yield item
+            nums: list[int] = []
+            lines: list[bytes] = []
+            for _, n, line in read_lines([path]):
+                if line is None:
+                    yield name, nums, lines
+                    nums, lines = [], []
+                    yield name, n, None
                 else:
-                    run.append((item[0], item[1], item[2].rstrip(b"\r\n")))
-            yield run
+                    nums.append(n)
+                    lines.append(line.rstrip(b"\r\n"))
+            yield name, nums, lines
             continue
         with open(path, "rb") as fh:
             n = 0
-            while lines := fh.readlines(hint):
-                yield [(name, i, line.rstrip(b"\r\n")) for i, line in enumerate(lines, n + 1) if line.strip()]
-                n += len(lines)
+            while raw := fh.readlines(hint):
+                lines = [line.rstrip(b"\r\n") for line in raw]
+                if all(map(bytes.startswith, lines, _BRACE)):  # the usual run: no blank line to drop
+                    yield name, range(n + 1, n + 1 + len(lines)), lines
+                else:
+                    kept = [(i, line) for i, line in enumerate(lines, n + 1) if line.strip()]
+                    yield name, [i for i, _ in kept], [line for _, line in kept]
+                n += len(raw)
 
 
 def replay(
@@ -123,38 +133,40 @@ def replay(
             chunk.clear()
             dead.clear()
 
-        block: list[tuple[str, int, bytes]] = []
+        block: list[bytes] = []  # lines of the next block, and where they came from (for dead letters)
+        block_from: list[tuple[str, Sequence[int]]] = []
 
         def decode_block() -> None:
             # One parse for the whole block when every line is a good event (the common case);
             # otherwise line by line, so each dead letter names its file and line.
-            lines = [line for _, _, line in block]
-            fast = decoder.decode_block(lines)
+            fast = decoder.decode_block(block)
             if fast is not None:
                 chunk.extend(fast)
             else:
-                for (name, lineno, _), line in zip(block, lines):
+                where = [(name, lineno) for name, nums in block_from for lineno in nums]
+                for (name, lineno), line in zip(where, block):
                     ok, bad = decoder.decode(line, Origin(name, -1, lineno))
                     chunk.extend(ok)
                     dead.extend(bad)
             block.clear()
+            block_from.clear()
             if len(chunk) >= chunk_lines:
                 flush()
 
-        for run in _read_runs(paths):
-            if run.__class__ is tuple:  # a compressed file broke off after this line
-                name, lineno, _ = run
+        for name, nums, lines in _read_runs(paths):
+            if lines is None:  # a compressed file broke off after line `nums`
                 decode_block()
-                dead.append(DeadLetter(reason=Reason.CORRUPT_FILE, error=f"cannot decompress after line {lineno}",
-                                       topic=name, partition=-1, offset=lineno, index=-1, payload=b"",
+                dead.append(DeadLetter(reason=Reason.CORRUPT_FILE, error=f"cannot decompress after line {nums}",
+                                       topic=name, partition=-1, offset=nums, index=-1, payload=b"",
                                        payload_size=0, received_at_ms=int(time.time() * 1000)))
                 continue
-            summary.lines += len(run)
+            summary.lines += len(lines)
             # Blocks of exactly BLOCK_LINES lines across runs and files, as line by line.
-            i, m = 0, len(run)
+            i, m = 0, len(lines)
             while i < m:
                 take = BLOCK_LINES - len(block)
-                block.extend(run[i:i + take])
+                block.extend(lines[i:i + take])
+                block_from.append((name, nums[i:i + take]))
                 i += take
                 if len(block) >= BLOCK_LINES:
                     decode_block()

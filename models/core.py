@@ -176,10 +176,13 @@ class DetectionCore:
         With `rows=False` the output holds no score or table rows (alerts and state are the same)."""
         kept, dups = self._dedupe(events)
         kept.sort(key=_ts)  # stable: equal times keep arrival order
-        usage, audit, billing = [], [], []
-        by_type = {UsageEvent: usage.append, AuditEvent: audit.append, BillingEvent: billing.append}
-        for e in kept:
-            by_type.get(e.__class__, _drop)(e)
+        # Split by exact type (anything else is ignored, as before); usually all usage: one pass.
+        usage = [e for e in kept if e.__class__ is UsageEvent]
+        if len(usage) == len(kept):  # the common case: usage only
+            audit, billing = [], []
+        else:
+            audit = [e for e in kept if e.__class__ is AuditEvent]
+            billing = [e for e in kept if e.__class__ is BillingEvent]
         for enricher in self.enrichers:
             enricher.enrich(usage)
         if kept:
@@ -222,7 +225,3 @@ class DetectionCore:
 
 
 _ts = attrgetter("ts_ms")
-
-
-def _drop(e: Event) -> None:  # not one of the three event types: ignored, as before
-    pass

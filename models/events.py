@@ -16,8 +16,8 @@ secret-looking key ids are replaced by a keyed fingerprint by the decoder, and r
 from __future__ import annotations
 
 import ipaddress
-import math
 from datetime import datetime
+from math import isnan
 from typing import Annotated, Literal, Union
 
 import msgspec
@@ -89,7 +89,9 @@ def _check_ip(value: str | None) -> None:
     _VALID_IPS.add(value)
 
 
-class _Base(msgspec.Struct, kw_only=True, omit_defaults=True):
+# gc=False: events hold only scalars, so they can never be part of a reference cycle; not
+# tracking them keeps the cyclic GC from walking every decoded event (halves GC time in a replay).
+class _Base(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     event_id: EventId
     ts: Timestamp
     provider: Name
@@ -131,14 +133,19 @@ class UsageEvent(_Base, tag="usage", tag_field="kind"):
     price_source: OptName = None
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        # `_Base.__post_init__` inlined (hot: once per decoded event); same checks, same order.
+        ts = self.ts
+        self.ts_ms = ts if ts.__class__ is int and MIN_TS_MS <= ts < MAX_TS_MS else parse_ts(ts)
         if not self.model:
             raise ValueError("usage event needs `model`")
         if self.key_id is None:
             raise ValueError("usage event needs `key_id`")
-        if self.cost_usd is not None and math.isnan(self.cost_usd):
+        cost = self.cost_usd
+        if cost is not None and isnan(cost):
             raise ValueError("cost_usd is NaN")
-        _check_ip(self.source_ip)
+        ip = self.source_ip
+        if ip is not None and ip not in _VALID_IPS:
+            _check_ip(ip)
 
     @property
     def is_error(self) -> bool:
@@ -154,7 +161,8 @@ class AuditEvent(_Base, tag="audit", tag_field="kind"):
     country: Country = None
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        ts = self.ts  # `_Base.__post_init__` inlined, as in `UsageEvent`
+        self.ts_ms = ts if ts.__class__ is int and MIN_TS_MS <= ts < MAX_TS_MS else parse_ts(ts)
         if not self.action:
             raise ValueError("audit event needs `action`")
         _check_ip(self.source_ip)
@@ -169,7 +177,7 @@ class BillingEvent(_Base, tag="billing", tag_field="kind"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.amount_usd is None or math.isnan(self.amount_usd):
+        if self.amount_usd is None or isnan(self.amount_usd):
             raise ValueError("billing event needs a numeric `amount_usd`")
         if self.period_end is not None:
             self.period_end_ms = parse_ts(self.period_end)

@@ -87,14 +87,17 @@ class GatewayBypassDetector:
         bucket_ms, gateway, provider, pending = self.bucket_ms, self.gateway, self.provider, self.pending
         key_map, fronted, lag_ms = self.key_map, self.fronted, self.lag_ms
         now, next_due, last_prune = self.now, self.next_due, self.last_prune  # mirrors of self.*
+        # One comparison per event: `act_at` is the earliest event time that needs a judgement or a prune.
+        act_at = min(next_due, last_prune + bucket_ms)
         late: set[tuple[str, int]] = set()
         for e in batch.usage:
             ts = e.ts_ms
             if ts > now:
-                now = self.now = ts
+                now = ts  # `self.now` is set after the loop: nothing in it reads the attribute
             src = e.source
             if src == GATEWAY:
-                key = key_map.get(e.key_id, e.key_id)
+                key = e.key_id
+                key = key_map.get(key, key)
                 if key not in fronted:
                     fronted[key] = ts
                 k = (key, ts - ts % bucket_ms)
@@ -119,14 +122,19 @@ class GatewayBypassDetector:
                 pending.add(k)
                 if due < next_due:
                     next_due = self.next_due = due
+                    if due < act_at:
+                        act_at = due
             else:
                 continue
-            if now >= next_due:
-                self._judge_due(now, ctx)
-                next_due = self.next_due
-            if now - last_prune >= bucket_ms:
-                self._prune(now)
-                last_prune = self.last_prune
+            if now >= act_at:
+                if now >= next_due:
+                    self._judge_due(now, ctx)
+                    next_due = self.next_due
+                if now - last_prune >= bucket_ms:
+                    self._prune(now)
+                    last_prune = self.last_prune
+                act_at = min(next_due, last_prune + bucket_ms)
+        self.now = now
         if late:
             for k in sorted(late):
                 if k in self.provider:  # not pruned meanwhile

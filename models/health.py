@@ -71,19 +71,22 @@ class TelemetryHealthDetector:
         for e in batch.audit:
             if e.action in LOGGING_TAMPER and e.error_code is None:
                 self._tamper_ms[e.provider] = e.ts_ms
-        next_check = None
+        streams = self._streams
+        next_check = -(1 << 62)  # before any event time: the first event checks
         for e in batch.usage:
-            if next_check is None or e.ts_ms >= next_check:
-                self._gaps(ctx, e.ts_ms)
-                next_check = (e.ts_ms // 60_000 + 1) * 60_000
+            ts = e.ts_ms
+            if ts >= next_check:
+                self._gaps(ctx, ts)
+                next_check = (ts // 60_000 + 1) * 60_000
             k = (e.provider, e.source or "usage")
-            s = self._streams.get(k)
+            s = streams.get(k)
             if s is None:
-                s = self._streams[k] = _Stream(e.ts_ms)
-            if e.ts_ms > s.last_ts:
-                if e.ts_ms - s.last_ts > s.max_gap:
-                    s.max_gap = e.ts_ms - s.last_ts
-                s.last_ts = e.ts_ms
+                s = streams[k] = _Stream(ts)
+            gap = ts - s.last_ts
+            if gap > 0:
+                if gap > s.max_gap:
+                    s.max_gap = gap
+                s.last_ts = ts
             s.count += 1
             s.alerted = False
         self._gaps(ctx, ctx.watermark_ms)

@@ -19,6 +19,7 @@ import hmac
 import re
 import time
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Union
 
 import msgspec
@@ -49,8 +50,10 @@ _SECRET_BYTES = re.compile(_IN_TEXT.encode())
 # when a field would match. Four of the prefixes are looked for in the message with every byte
 # that none of them contains deleted: a prefix present in the message is still present there
 # (its bytes are all kept), and the copy is a fifth of the size, so five scans cost about one.
+# Literal regexes, not `in`: same answer, but `re` jumps to a (mostly rare) first byte: twice as fast.
 _B64_RUN = bytes(0x61 if chr(i).isascii() and (chr(i).isalnum() or chr(i) in "/+") else 0x20 for i in range(256))
 _NOT_PREFIX_BYTE = bytes(c for c in range(256) if c not in b"\\ABIJKSaeryz")
+_FIND_SK, *_FIND_FEW = (re.compile(p).search for p in (b"sk-", b"eyJ", b"AIza", b"ABSK", b"Bearer"))
 
 
 def _may_hold_secret(data: bytes) -> bool:
@@ -61,14 +64,14 @@ def _may_hold_secret(data: bytes) -> bool:
     >>> _may_hold_secret(b'{"a":"' + b"Ab1" * 14 + b'"}'), _may_hold_secret(b'{"a":"A B e r e r"}')
     (True, False)
     """
-    if b"sk-" in data:
+    if _FIND_SK(data):
         return True
     few = data.translate(None, _NOT_PREFIX_BYTE)
-    return (b"\\" in few or b"eyJ" in few or b"AIza" in few or b"ABSK" in few or b"Bearer" in few
-            or b"a" * 40 in data.translate(_B64_RUN))
+    return b"\\" in few or any(find(few) for find in _FIND_FEW) or b"a" * 40 in data.translate(_B64_RUN)
 
 
 _PLAIN_IDS_MAX = 200_000  # bound on `EventDecoder._plain_ids`; past it, unseen ids are just checked
+_BRACE = repeat(b"{")  # for a C-level `map` loop over the lines of a block
 
 
 class Reason:
@@ -206,8 +209,7 @@ class EventDecoder:
         >>> d.decode_block([ok, b'{"kind":"usage"}']) is None  # invalid: decode per line
         True
         """
-        limit = self.max_message_bytes
-        if not lines or any(line[:1] != b"{" or len(line) > limit for line in lines):
+        if not lines or max(map(len, lines)) > self.max_message_bytes or not all(map(bytes.startswith, lines, _BRACE)):
             return None
         data = b"[" + b",".join(lines) + b"]"
         try:
@@ -252,24 +254,22 @@ class EventDecoder:
             now = int(time.time() * 1000)
             limit = now + self.max_future_skew_ms
         kept = events
-        if limit is not None and any(e.ts_ms > limit for e in events):
+        if limit is not None and events and max([e.ts_ms for e in events]) > limit:
             kept = []
             for i, e in enumerate(events):
                 if e.ts_ms > limit:
                     dead.append(self._dead(Reason.FUTURE_TS, f"event {e.event_id!r} ts is {(e.ts_ms - now) // 1000}s ahead of the clock (limit {self.max_future_skew_ms // 1000}s)", msgspec.json.encode(e), origin, i))
                 else:
                     kept.append(e)
-        key = self.fingerprint_key
-        plain = self._plain_ids
-        for e in kept:
-            k = e.key_id
-            if k is None or k in plain:
-                continue
-            if looks_like_secret(k):
-                # A raw secret where an id belongs: never store it; identify it by keyed hash.
-                e.key_id = fingerprint(k, key)
-            elif len(plain) < _PLAIN_IDS_MAX:
-                plain.add(k)
+        key, plain = self.fingerprint_key, self._plain_ids
+        new = {e.key_id for e in kept}.difference(plain)  # distinct ids not known plain: one check each
+        new.discard(None)
+        secret = {k for k in new if looks_like_secret(k)}
+        plain.update(list(new - secret)[: max(0, _PLAIN_IDS_MAX - len(plain))])
+        if secret:  # a raw secret where an id belongs: never store it; identify it by keyed hash
+            for e in kept:
+                if e.key_id in secret:
+                    e.key_id = fingerprint(e.key_id, key)
         # A secret inside any other text field (a user agent carrying a bearer token, an error
         # code echoing a key): one scan of the raw message decides whether fields need a look.
         if _may_hold_secret(data):
