@@ -165,7 +165,8 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
         self.cur = {}
         learn, accept = self._learn_masks(t, n, ctx)
         exp, upper, spread = bank.step(t, x, learn, accept)
-        self.rq.step(t, n, bank.run_len[:n] > 0, learn)
+        if self.rq.cur or not self.rq.idle:
+            self.rq.step(t, n, bank.run_len[:n] > 0, learn)
         cands = self._candidates(x, exp, upper)
         calib = self.cal.step(np.maximum(0.0, x - exp) / np.maximum(spread, 1e-6), cands)  # scores of cands
         active = x != 0
@@ -180,9 +181,9 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
                     for k in np.nonzero(ur < 0)[0].tolist():
                         ur[k] = self.uni_row[sel[k]] = self.uni.add()
                 self.uni.step(ur, t * 60000, x[sel], None if learn is None else learn[sel], scores=False)  # findings read `recent_peak`
-            series = self.series
             grp = active & lv1 if learn is None else active & learn & lv1
-            self.rc.learn_many(t, [series[r][1:3] for r in np.nonzero(grp)[0].tolist()])
+            group_of = self._lvmask[3]  # project row → its root-cause group
+            self.rc.learn_many(t, [group_of[r] for r in np.nonzero(grp)[0].tolist()])
         self._findings(t, ts_ms, cands, calib, upper, ctx)
         if ctx.want_rows:  # False: the caller drops table rows (`keywatch replay`), build none
             if self.key_level_rows:
@@ -228,13 +229,19 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
 
     def _level_masks(self, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(project or provider rows, project rows) of rows 0..n-1, None when there are none;
-        cached until a row is (re)assigned (`_row` drops the cache)."""
+        cached until a row is (re)assigned or freed (`_row`, `_expire_idle` drop the cache). The
+        cache also holds each project row's root-cause group, (provider, project), by row."""
         c = self._lvmask
         if c is None or c[0] != n:
             lv = self.level[:n]
             lv1 = lv == 1
             shared = lv1 | (lv == 2)
-            c = self._lvmask = (n, shared, lv1) if shared.any() else (n, None, None)
+            if shared.any():
+                series = self.series
+                groups = [series[r][1:3] if is1 and r in series else None for r, is1 in enumerate(lv1.tolist())]
+                c = self._lvmask = (n, shared, lv1, groups)
+            else:
+                c = self._lvmask = (n, None, None, None)
         return c[1], c[2]
 
     def on_feedback(self, alert, label: str, until_ms: int | None) -> None:

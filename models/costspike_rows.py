@@ -144,7 +144,7 @@ class SeriesRows:
                 if self.uni_row[r] >= 0:
                     self.uni.remove(int(self.uni_row[r]))
                     self.uni_row[r] = -1
-                self._routes = self._tags = None  # row numbers are reused: the row caches are stale
+                self._routes = self._tags = self._lvmask = None  # row numbers are reused: the row caches are stale
 
 
 def _template(skey: tuple) -> dict:

@@ -27,11 +27,22 @@ PEAK_DECAY = 0.995  # per hour: the busiest hour is remembered for about a week
 
 
 class RequestRates:
+    # True while no request was ever counted: every total is then +0.0 and stays so, and a
+    # `step` would change nothing (the detector skips it: a global core has no key rows, so
+    # never any requests).
+    idle = False
+
     def __init__(self, capacity: int = 16) -> None:
+        self.idle = True
         self.cur: dict[int, float] = {}
         self.peak = np.zeros(capacity)
         self.hour = np.zeros(capacity)
         self.run = np.zeros(capacity)
+
+    def __setstate__(self, st: dict) -> None:
+        self.__dict__.update(st)
+        if "idle" not in st:  # snapshots from before the flag: idle if every total is zero
+            self.idle = not (self.cur or self.peak.any() or self.hour.any() or self.run.any())
 
     def add(self, r: int, n: int) -> None:
         self.cur[r] = self.cur.get(r, 0.0) + n
@@ -57,6 +68,7 @@ class RequestRates:
         self._grow(n)
         xq = None
         if self.cur:
+            self.idle = False
             xq = np.zeros(n)
             xq[np.fromiter(self.cur.keys(), np.int64, len(self.cur))] = np.fromiter(self.cur.values(), np.float64, len(self.cur))
             self.cur = {}

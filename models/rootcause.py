@@ -36,6 +36,7 @@ class RootCause:
         # Holds because a minute gets no spend once a later one has started (the detector adds
         # to the current minute only).
         self._acc: dict[tuple, tuple[int, dict]] = {}
+        self._ordered = True  # `minutes` keys ascend in insertion order (see `minute`)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_acc"}  # a cache
@@ -45,17 +46,32 @@ class RootCause:
         self._acc = {}
         if "newest" not in st:  # older pickles
             self.newest = max(self.minutes, default=None)
+        if "_ordered" not in st:  # older pickles (a dict pickles in insertion order)
+            keys = list(self.minutes)
+            self._ordered = keys == sorted(keys)
 
     def minute(self, minute: int) -> dict[tuple, dict[tuple, float]]:
         """The spend of `minute` (group → contributor → $), started (and the oldest minutes
         dropped) if new: what `add` adds into, for callers that add many events at once."""
-        per = self.minutes.get(minute)
+        minutes = self.minutes
+        per = minutes.get(minute)
         if per is None:
-            per = self.minutes[minute] = {}
+            per = minutes[minute] = {}
+            cut = minute - KEEP_MINUTES
             if self.newest is None or minute > self.newest:
                 self.newest = minute
-            for old in [m for m in self.minutes if m < minute - KEEP_MINUTES]:
-                del self.minutes[old]
+                if self._ordered:
+                    # Keys ascend in insertion order (the detector's minutes only ever advance):
+                    # the ones to drop are a prefix, no need to look at all ~120 of them.
+                    while True:
+                        old = next(iter(minutes))
+                        if old >= cut:
+                            return per
+                        del minutes[old]
+            else:
+                self._ordered = False
+            for old in [m for m in minutes if m < cut]:
+                del minutes[old]
         return per
 
     def add(self, minute: int, group: tuple, contributor: tuple, usd: float) -> None:

@@ -66,7 +66,8 @@ class WindowPool:
         filled = vals[::10] > -np.inf  # per row (its 10 records step together)
         # Row number of each filled slot: the block's values are the row's last ones.
         seq = np.cumsum(filled, axis=1) - 1 + (self.f[:n, N].astype(np.int64) - filled.sum(axis=1))[:, None]
-        later = np.maximum.accumulate(vals[:, ::-1], axis=1)[:, ::-1]
+        # Suffix max along each block (into a fresh contiguous buffer: faster than numpy's own).
+        later = np.maximum.accumulate(vals[:, ::-1], axis=1, out=np.empty((P, B)))[:, ::-1]
         keep_b = vals > np.concatenate([later[:, 1:], np.full((P, 1), -np.inf)], axis=1)
         nb = keep_b.sum(axis=1)
         ln = self.dq_len[:n].ravel()
@@ -82,7 +83,7 @@ class WindowPool:
         out_rows, out_vals = np.empty(new_len.sum(), np.int64), np.empty(new_len.sum())
         at = new_start[pair[keep_o]] + offs[keep_o]
         out_rows[at], out_vals[at] = orow[keep_o], ov[keep_o]
-        pb, kb = np.nonzero(keep_b)  # pair-major, block order
+        pb, kb = divmod(np.flatnonzero(keep_b), B)  # pair-major, block order (2-D np.nonzero is ~5× slower)
         at = new_start[pb] + cut[pb] + np.arange(len(pb)) - (np.cumsum(nb) - nb)[pb]
         out_rows[at], out_vals[at] = seq[pb // 10, kb], vals[pb, kb]
         return out_rows, out_vals, new_len.reshape(n, 10)
