@@ -32,6 +32,7 @@ PROBE_CODES = frozenset({
     "model_not_found", "invalid_api_key", "permission_denied", "insufficient_quota", "invalid_request_error",
     "not_found_error", "permission_error", "authentication_error", "DeploymentNotFound"})
 T5, T10, T60 = 300_000.0, 600_000.0, 3_600_000.0
+_T5, _T10, _T60 = int(T5), int(T10), int(T60)  # the same time constants (ms), exact as ints
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -129,9 +130,9 @@ class KeyState:
         t_last = self.t_last
         dt = ts - t_last
         if dt > 0 and t_last:
-            exp = math.exp
-            f10, f60 = exp(-dt / T10), exp(-dt / T60)
-            self.c5 = self.c5 * exp(-dt / T5) + requests
+            exp = math.exp  # int / int below: as exact as dividing by the float constants, cheaper
+            f10, f60 = exp(-dt / _T10), exp(-dt / _T60)
+            self.c5 = self.c5 * exp(-dt / _T5) + requests
             self.c10 = self.c10 * f10 + requests
             if self.err10:  # 0 stays 0
                 self.err10 *= f10

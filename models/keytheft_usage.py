@@ -30,15 +30,13 @@ from typing import TYPE_CHECKING
 
 from keywatch.models.core import Context
 from keywatch.models.keytheft_identity import _IDENT, _ident_items, identity_novelty, pop_learn
-from keywatch.models.keytheft_state import PROBE_CODES, T5, T10, T60
+from keywatch.models.keytheft_state import PROBE_CODES
 from keywatch.models.keytheft_window import KIND, assess, close_window
 
 if TYPE_CHECKING:
     from keywatch.models.keytheft import KeyTheftDetector
 
-_log, _exp = math.log, math.exp
-_T5, _T10, _T60 = int(T5), int(T10), int(T60)  # the decay time constants (ms) as ints
-assert (_T5, _T10, _T60) == (T5, T10, T60)
+_log = math.log
 
 
 def usage(self: KeyTheftDetector, e, ctx: Context) -> None:
@@ -78,32 +76,9 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
         probe = err and (e.error_code in PROBE_CODES or (status in (400, 401, 403, 404)))
         requests = e.requests
         # Float sums take it as a float (the same value): float-only arithmetic skips Python's
-        # int → float coercion; likewise `-dt / _T10` divides two ints, as exactly as `-dt / T10`.
+        # int → float coercion.
         req_f = 1.0 if requests == 1 else float(requests)
-        t_last = st.t_last  # `st.count(ts, requests, cost, expensive, probe)`, inlined
-        dt = ts - t_last
-        if dt > 0 and t_last:
-            f10, f60 = _exp(-dt / _T10), _exp(-dt / _T60)
-            st.c5 = st.c5 * _exp(-dt / _T5) + req_f
-            st.c10 = st.c10 * f10 + req_f
-            if st.err10:  # 0 stays 0
-                st.err10 *= f10
-            st.c60 = st.c60 * f60 + req_f
-            st.k60 = st.k60 * f60 + cost
-            if st.e60:
-                st.e60 *= f60
-            st.t_last = ts
-        else:
-            if ts > t_last:
-                st.t_last = ts
-            st.c5 += req_f
-            st.c10 += req_f
-            st.c60 += req_f
-            st.k60 += cost
-        if expensive:
-            st.e60 += req_f
-        if probe:
-            st.err10 += 1
+        st.count(ts, req_f, cost, expensive, probe)
         inp, out = e.input_tokens, e.output_tokens
         if inp or out:
             st.flags |= 2
