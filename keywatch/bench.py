@@ -8,6 +8,9 @@ On one embedded broker (issue 8):
 * worker, one event per message — the same over `single_events` events;
 * baseline — raw aiokafka consume + orjson decode + chDB insert of raw rows of the batched
   topic, no detection (the ratio worker/baseline is the cost of detection and guarantees);
+* CPU per event of both — CPU seconds of the whole process (every thread, chDB's included)
+  over the same span ÷ events, and cores busy (CPU ÷ wall): what capacity planning needs, and
+  why a ratio is out of reach on a machine whose cores are already all busy;
 * latency — p50/p99 event-to-alert wall time under a paced load (keywatch/bench_latency.py);
 * state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py) in a child
   process: bytes of state per tracked key and peak RSS at `state_keys` keys, and replay
@@ -98,7 +101,14 @@ def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, dat
     st = StatusFile.read(data_dir / "worker.status.json")
     secs = max(1e-6, st["last_batch_at"] - st["first_batch_at"])
     return {"events": st["events_in"], "seconds": round(secs, 3), "events_per_s": round(st["events_in"] / secs, 1),
-            "batches": st["batches"], "alerts": st["alerts"], "dead_letters": st["dead_letters"]}
+            "batches": st["batches"], "alerts": st["alerts"], "dead_letters": st["dead_letters"],
+            **_cpu(st["last_batch_cpu"] - st["first_batch_cpu"], secs, st["events_in"])}
+
+
+def _cpu(cpu_s: float, secs: float, events: int) -> dict:
+    """CPU cost: seconds of the whole process (all threads, chDB's too), µs per event, cores busy."""
+    return {"cpu_s": round(cpu_s, 3), "cpu_us_per_event": round(1e6 * cpu_s / max(1, events), 1),
+            "cores": round(cpu_s / max(1e-6, secs), 2)}
 
 
 def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1) -> dict:
@@ -128,7 +138,7 @@ async def _baseline(bootstrap: str, topic: str, n: int, client) -> dict:
         parts = consumer.partitions_for_topic(topic) or set()
         consumer.assign([TopicPartition(topic, p) for p in parts])
         await consumer.seek_to_beginning()
-        seen, started = 0, None
+        seen, started, cpu0 = 0, None, 0.0
         cols = ["event_id", "ts", "provider", "key_id", "model", "input_tokens", "output_tokens"]
         while seen < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=500)
@@ -141,11 +151,12 @@ async def _baseline(bootstrap: str, topic: str, n: int, client) -> dict:
                         rows.append([e["event_id"], datetime.utcfromtimestamp(ts / 1000), e["provider"], e.get("key_id") or "",
                                      e.get("model") or "", e.get("input_tokens", 0), e.get("output_tokens", 0)])
             if rows:
-                started = started or time.perf_counter()
+                if started is None:
+                    started, cpu0 = time.perf_counter(), time.process_time()
                 client.insert("bench.raw_events", rows, column_names=cols)
                 seen += len(rows)
         secs = time.perf_counter() - started
-        return {"events": seen, "seconds": secs, "events_per_s": seen / secs}
+        return {"events": seen, "seconds": secs, "events_per_s": seen / secs, **_cpu(time.process_time() - cpu0, secs, seen)}
     finally:
         await consumer.stop()
 
@@ -215,6 +226,10 @@ def print_table(r: dict, console: Console) -> None:
     t.add_row("worker, 1 event/message", f"{ws['events_per_s']:,.0f} ev/s", f"{ws['events']:,} events")
     t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s", f"{b['events']:,} events")
     t.add_row("[bold]ratio worker/baseline[/bold]", f"[bold]{r['ratio']:.2f}×[/bold]", f"1 event/message: {r['ratio_single']:.2f}×")
+    if "cpu_us_per_event" in wb and "cpu_us_per_event" in b:
+        t.add_row("CPU per event, worker", f"{wb['cpu_us_per_event']:,.0f} µs",
+                  f"{wb['cores']:.2f} cores busy; 1 event/message: {ws.get('cpu_us_per_event', 0):,.0f} µs")
+        t.add_row("CPU per event, baseline", f"{b['cpu_us_per_event']:,.0f} µs", f"{b['cores']:.2f} cores busy")
     fmt = lambda x: f"{x:.2f} s" if x is not None else "–"  # noqa: E731
     t.add_row("event→alert p50", fmt(lat["p50_s"]), f"{lat['alerts']} alerts at {lat['rate_achieved']:,.0f} ev/s")
     t.add_row("event→alert p99", fmt(lat["p99_s"]), f"target {lat['rate_target']:,.0f} ev/s")

@@ -39,6 +39,7 @@ class BatchResult:
     messages: int = 0
     oldest_ts: float | None = None
     started: float = field(default_factory=time.perf_counter)
+    cpu_started: float = field(default_factory=time.process_time)  # the process's CPU seconds (all threads)
 
 
 def describe(res: BatchResult) -> dict[str, Any]:

@@ -203,6 +203,10 @@ class Consumer(RebalanceHandler):
             m.events_rejected.labels(d.reason).inc()
         m.batch_latency.observe(seconds)
         m.batch_size.observe(n)
+        size = sum(len(x.value) for x in msgs)
+        m.batch_bytes.observe(size)
+        top = self.status.data.setdefault("largest_batch", {"messages": 0, "bytes": 0})  # batching limits at work
+        top["messages"], top["bytes"] = max(top["messages"], len(msgs)), max(top["bytes"], size)
         for key, off in res.last.items():
             topic, p = key.rsplit(":", 1)
             try:

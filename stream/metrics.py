@@ -21,6 +21,8 @@ class Metrics:
         )
         self.batch_size = Histogram("keywatch_batch_events", "Events per batch", registry=r,
                                     buckets=(1, 10, 100, 1000, 5000, 10000, 50000))
+        self.batch_bytes = Histogram("keywatch_batch_bytes", "Kafka message bytes per batch (KEYWATCH_BATCH_MAX_BYTES bounds it)",
+                                     registry=r, buckets=(1e3, 1e4, 1e5, 1e6, 4e6, 8e6, 16e6, 64e6))
         self.event_to_alert = Histogram(
             "keywatch_event_to_alert_seconds", "Wall time from an event's arrival to its alert being stored", registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),

@@ -32,6 +32,9 @@ class StatusFile:
             "dead_letters": 0, "dead_by_reason": {}, "alerts": 0, "alert_seq": 0, "recent_alerts": [],
             "batches": 0, "skipped_messages": 0, "redelivered_rows": 0, "duplicates": 0,
             "first_batch_at": None, "last_batch_at": None, "snapshots": 0,
+            # CPU seconds of the whole process (every thread, chDB's included) at the start of the
+            # first batch and the end of the last: `keywatch bench` reports CPU per event from them.
+            "first_batch_cpu": None, "last_batch_cpu": None,
         }
 
     def update(self, force: bool = True, **fields: Any) -> None:
@@ -43,6 +46,9 @@ class StatusFile:
         now = time.time()
         d["first_batch_at"] = d["first_batch_at"] or (now - (time.perf_counter() - res.started))
         d["last_batch_at"] = now
+        if d.get("first_batch_cpu") is None:
+            d["first_batch_cpu"] = res.cpu_started
+        d["last_batch_cpu"] = time.process_time()
         d["batches"] += 1
         d["messages"] += res.messages
         d["events_in"] += events

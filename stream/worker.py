@@ -1,11 +1,11 @@
 """`keywatch worker`: the faust app that consumes the input topic and writes to ClickHouse.
 
-Commit-after-write: the agent iterates ``stream.noack_take(batch_max_messages,
-within=batch_max_seconds)`` — the buffered `take()` that leaves acking to us (plain `take()`
-acks a batch in a ``finally`` when the generator resumes *or is closed*, so a cancelled or
-failed batch would be committed). A batch is acked only after (1) its output is stored in
-ClickHouse (retried with backoff, never skipped) and (2) a detector snapshot covering it is
-stored; faust then commits acked offsets. So a crash loses nothing and re-reads only what the
+Commit-after-write: the agent iterates `take_batches` (stream/take.py) — faust's buffered
+`noack_take()`, which leaves acking to us (plain `take()` acks a batch in a ``finally`` when the
+generator resumes *or is closed*, so a cancelled or failed batch would be committed), bounded
+by bytes as well as messages and filling the next batch while this one is handled. A batch
+is acked only after (1) its output is stored in ClickHouse (retried with backoff, never
+skipped) and (2) a detector snapshot covering it is stored; faust then commits acked offsets. So a crash loses nothing and re-reads only what the
 last snapshot does not hold; `Pipeline` (stream/pipeline.py) makes the re-read exactly-once.
 Batch N+1 is decoded and detected (detect thread) while batch N is written (io thread, the only
 thread that touches chDB); snapshots wait for a quiescent point (see `Consumer.handle`).
@@ -133,6 +133,7 @@ def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: St
     import faust
 
     from keywatch.stream.hookrunner import HookRunner
+    from keywatch.stream.take import take_batches
 
     web_port = settings.web_port
     _fetch_wait(settings.kafka_fetch_max_wait_ms)
@@ -162,7 +163,8 @@ def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: St
     @app.agent(in_topic, name="keywatch.consume", concurrency=1)
     async def consume(stream):
         consumer.stream = stream
-        async for batch in stream.noack_take(settings.batch_max_messages, within=settings.batch_max_seconds):
+        async for batch in take_batches(stream, settings.batch_max_messages, settings.batch_max_bytes,
+                                        settings.batch_max_seconds):
             await consumer.handle(batch)
 
     @app.task
