@@ -17,6 +17,9 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     r = json.loads(out.read_text())
     for run in ("worker_batched", "worker_single", "baseline"):
         assert r[run]["events"] > 0 and r[run]["events_per_s"] > 0, run
+        # CPU of the whole process over the timed span: positive, and busy cores no more than
+        # the machine has (with slack for timer granularity): a wrong span or unit breaks it
+        assert 0 < r[run]["cpu_us_per_event"] and 0 < r[run]["cores"] <= (os.cpu_count() or 1) * 1.5, (run, r[run])
     assert r["worker_batched"]["events_per_message"] == 100 and r["worker_single"]["events_per_message"] == 1
     assert r["ratio"] > 0 and r["ratio_single"] > 0
     lat = r["latency"]
