@@ -1,9 +1,11 @@
 """`keywatch bench-core`: detection-core speed and memory, each next to a baseline from the same run.
 
 * throughput — a simulated JSON Lines file (`keywatch simulate`: keys × days, attacks and a
-  runaway loop included) through `replay`, three ways: decode only (read + validate), the core
-  with no detectors (dedupe, ordering, prices), and the default core (`build_core`, every
-  detector). Best of `--repeat` runs each.
+  runaway loop included) through `replay`, four ways: decode only (read + validate), the core
+  with no detectors (dedupe, ordering, prices), the default core (`build_core`, every
+  detector) as `keywatch replay` runs it (a big file is read and decoded by a reader process,
+  keywatch/replay_read.py), and the default core with reading and decoding inline — the
+  same-run comparison for the reader process. Best of `--repeat` runs each.
 * state — bytes of detector state per tracked key: `state_keys` synthetic keys (a few calls
   each, from a handful of networks, user agents and models) through the default core, then the
   pickled size of the whole core (what a snapshot stores) ÷ keys, and of each detector alone.
@@ -32,6 +34,7 @@ from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
 from keywatch.replay import read_lines, replay
+from keywatch.replay_read import use_reader_process
 from keywatch.stream.decode import EventDecoder, Origin
 
 
@@ -51,8 +54,8 @@ def _decode_only(path: Path, decoder: EventDecoder) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
-def _replay(path: Path, core: DetectionCore, decoder: EventDecoder, tmp: Path) -> tuple[int, float]:
-    s = replay([path], tmp / "alerts.jsonl", core, decoder, dead_letters_out=tmp / "dead.jsonl")
+def _replay(path: Path, core: DetectionCore, decoder: EventDecoder, tmp: Path, reader_process: bool | None = None) -> tuple[int, float]:
+    s = replay([path], tmp / "alerts.jsonl", core, decoder, dead_letters_out=tmp / "dead.jsonl", reader_process=reader_process)
     return s.events, s.seconds
 
 
@@ -98,7 +101,8 @@ def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: i
         incidents = ["loud_burst", "runaway_loop"] if days > 0.5 else []
         n_lines = write_jsonl(SimConfig(keys=keys, projects=max(1, keys // 25), days=days, seed=seed,
                                         incidents=incidents, warmup_days=min(1.5, days / 2)), path)
-        runs: dict[str, list[tuple[int, float]]] = {"decode_only": [], "core_no_detectors": [], "all_detectors": []}
+        runs: dict[str, list[tuple[int, float]]] = {"decode_only": [], "core_no_detectors": [], "all_detectors": [],
+                                                    "all_detectors_inline": []}
         last_core = None
         for _ in range(max(1, repeat)):
             gc.collect()
@@ -109,12 +113,15 @@ def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: i
             runs["core_no_detectors"].append(_replay(path, bare, decoder, tmp))
             last_core = build_core(settings)
             gc.collect()
-            runs["all_detectors"].append(_replay(path, last_core, decoder, tmp))
+            runs["all_detectors"].append(_replay(path, last_core, decoder, tmp))  # as `keywatch replay` runs
+            gc.collect()  # … and with reading and decoding in this process (no reader process)
+            runs["all_detectors_inline"].append(_replay(path, build_core(settings), decoder, tmp, reader_process=False))
         result["throughput"] = {}
         for name, rs in runs.items():
             n, secs = min(rs, key=lambda r: r[1])
             result["throughput"][name] = {"events": n, "seconds": round(secs, 3), "events_per_s": round(n / secs) if secs else 0}
         result["throughput"]["lines"] = n_lines
+        result["throughput"]["reader_process"] = use_reader_process([path])
         kt = last_core.detector("key_theft") if last_core else None
         replay_keys = len(kt.keys) if kt is not None else 0
         state = {"replay": _per_key(last_core, replay_keys)}
@@ -140,9 +147,11 @@ def print_report(r: dict, console: Console) -> None:
     for col in ("run", "events", "seconds", "events/s", "vs decode only"):
         t.add_column(col, justify="right" if col != "run" else "left")
     base = tp["decode_only"]["events_per_s"] or 1
-    for name in ("decode_only", "core_no_detectors", "all_detectors"):
+    labels = {"all_detectors": "all detectors" + (" (reader process)" if tp.get("reader_process") else ""),
+              "all_detectors_inline": "all detectors, decoded inline"}
+    for name in ("decode_only", "core_no_detectors", "all_detectors", "all_detectors_inline"):
         x = tp[name]
-        t.add_row(name.replace("_", " "), f"{x['events']:,}", f"{x['seconds']:.2f}", f"{x['events_per_s']:,}",
+        t.add_row(labels.get(name, name.replace("_", " ")), f"{x['events']:,}", f"{x['seconds']:.2f}", f"{x['events_per_s']:,}",
                   f"{x['events_per_s'] / base:.2f}×")
     console.print(t)
     s = Table(title="detector state per tracked key (pickled core ÷ keys)")

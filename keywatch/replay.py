@@ -8,23 +8,18 @@ order first raised, carrying its final state (later evidence updates it; no copi
 
 from __future__ import annotations
 
-import gzip
-import zlib
 import time
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable
 
 import orjson
 
 from keywatch.models.alerts import Alert
 from keywatch.models.core import CoreOutput, DetectionCore
-from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
-
-
-BLOCK_LINES = 500  # lines decoded in one parse (`EventDecoder.decode_block`)
-_BRACE = repeat(b"{")  # for a C-level `map` over lines
+from keywatch.replay_read import (  # noqa: F401  (`read_lines`, `open_text`, `BLOCK_LINES`: public here too)
+    BLOCK_LINES, blocks_in_process, decoded_blocks, open_text, read_lines, use_reader_process)
+from keywatch.stream.decode import DeadLetter, EventDecoder
 
 
 @dataclass
@@ -38,61 +33,11 @@ class ReplaySummary:
     alerts: int = 0
     alerts_by_kind: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    reader: str = "inline"  # "process": read and decoded by a reader process (keywatch/replay_read.py)
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
-
-
-def open_text(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def read_lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, bytes | None]]:
-    """(file, line number, line) for every non-blank line; `None` marks a file whose compressed
-    stream broke off at that line (the caller records it; the next file is still read)."""
-    for path in paths:
-        n = 0
-        try:
-            with open_text(path) as fh:
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
-                        yield str(path), n, line
-        except (gzip.BadGzipFile, EOFError, zlib.error):
-            yield str(path), n, None
-
-
-def _read_runs(paths: Iterable[Path], hint: int = 1 << 16) -> Iterator[tuple[str, Sequence[int] | int, list[bytes] | None]]:
-    """`read_lines` in runs: (file, line numbers, lines without their line end) for the non-blank
-    lines, and `(file, line, None)` where a compressed file broke off. Parallel lists, not a tuple
-    per line: this runs for every line of a replay. A plain file is read many lines per call
-    (`readlines`), not line by line; compressed files go through `read_lines`, so that a break is
-    still found at its line."""
-    for path in paths:
-        name = str(path)
-        if path.suffix == ".gz":
-            nums: list[int] = []
-            lines: list[bytes] = []
-            for _, n, line in read_lines([path]):
-                if line is None:
-                    yield name, nums, lines
-                    nums, lines = [], []
-                    yield name, n, None
-                else:
-                    nums.append(n)
-                    lines.append(line.rstrip(b"\r\n"))
-            yield name, nums, lines
-            continue
-        with open(path, "rb") as fh:
-            n = 0
-            while raw := fh.readlines(hint):
-                lines = [line.rstrip(b"\r\n") for line in raw]
-                if all(map(bytes.startswith, lines, _BRACE)):  # the usual run: no blank line to drop
-                    yield name, range(n + 1, n + 1 + len(lines)), lines
-                else:
-                    kept = [(i, line) for i, line in enumerate(lines, n + 1) if line.strip()]
-                    yield name, [i for i, _ in kept], [line for _, line in kept]
-                n += len(raw)
 
 
 def replay(
@@ -104,8 +49,12 @@ def replay(
     dead_letters_out: Path | None = None,
     chunk_lines: int = 5000,
     on_output: Callable[[CoreOutput], None] | None = None,
+    reader_process: bool | None = None,
 ) -> ReplaySummary:
-    """Run files through the core. Raises OSError only if a file cannot be read."""
+    """Run files through the core. Raises OSError only if a file cannot be read.
+
+    `reader_process`: read and decode in a forked reader process (None: when the input is big
+    and there is a spare core, `use_reader_process`). The output is the same either way."""
     for p in paths:  # fail before doing any work if a file is missing or unreadable
         with open(p, "rb"):
             pass
@@ -133,44 +82,18 @@ def replay(
             chunk.clear()
             dead.clear()
 
-        block: list[bytes] = []  # lines of the next block, and where they came from (for dead letters)
-        block_from: list[tuple[str, Sequence[int]]] = []
-
-        def decode_block() -> None:
-            # One parse for the whole block when every line is a good event (the common case);
-            # otherwise line by line, so each dead letter names its file and line.
-            fast = decoder.decode_block(block)
-            if fast is not None:
-                chunk.extend(fast)
-            else:
-                where = [(name, lineno) for name, nums in block_from for lineno in nums]
-                for (name, lineno), line in zip(where, block):
-                    ok, bad = decoder.decode(line, Origin(name, -1, lineno))
-                    chunk.extend(ok)
-                    dead.extend(bad)
-            block.clear()
-            block_from.clear()
-            if len(chunk) >= chunk_lines:
-                flush()
-
-        for name, nums, lines in _read_runs(paths):
-            if lines is None:  # a compressed file broke off after line `nums`
-                decode_block()
-                dead.append(DeadLetter(reason=Reason.CORRUPT_FILE, error=f"cannot decompress after line {nums}",
-                                       topic=name, partition=-1, offset=nums, index=-1, payload=b"",
-                                       payload_size=0, received_at_ms=int(time.time() * 1000)))
-                continue
-            summary.lines += len(lines)
-            # Blocks of exactly BLOCK_LINES lines across runs and files, as line by line.
-            i, m = 0, len(lines)
-            while i < m:
-                take = BLOCK_LINES - len(block)
-                block.extend(lines[i:i + take])
-                block_from.append((name, nums[i:i + take]))
-                i += take
-                if len(block) >= BLOCK_LINES:
-                    decode_block()
-        decode_block()
+        process = use_reader_process(paths) if reader_process is None else reader_process
+        summary.reader = "process" if process else "inline"
+        blocks = blocks_in_process(paths, decoder) if process else decoded_blocks(paths, decoder)
+        try:
+            for n, events, bad in blocks:
+                summary.lines += n
+                chunk.extend(events)
+                dead.extend(bad)
+                if len(chunk) >= chunk_lines:
+                    flush()
+        finally:
+            blocks.close()  # stops the reader process if the core failed part-way
         flush()
     finally:
         if dead_fh:

@@ -159,6 +159,7 @@ class EventDecoder:
         self._many = msgspec.json.Decoder(list[Event])
         # Key ids already seen not to look like a secret (ids repeat: one regex each, not per event).
         self._plain_ids: set[str] = set()
+        self.scrubbed = 0  # messages whose events may have been changed by secret scrubbing
 
     @classmethod
     def from_settings(cls, settings, *, streaming: bool) -> "EventDecoder":
@@ -267,12 +268,14 @@ class EventDecoder:
         secret = {k for k in new if looks_like_secret(k)}
         plain.update(list(new - secret)[: max(0, _PLAIN_IDS_MAX - len(plain))])
         if secret:  # a raw secret where an id belongs: never store it; identify it by keyed hash
+            self.scrubbed += 1
             for e in kept:
                 if e.key_id in secret:
                     e.key_id = fingerprint(e.key_id, key)
         # A secret inside any other text field (a user agent carrying a bearer token, an error
         # code echoing a key): one scan of the raw message decides whether fields need a look.
         if _may_hold_secret(data):
+            self.scrubbed += 1  # (maybe: fields may have changed, and grown past their schema bounds)
             for e in kept:
                 for name in e.__struct_fields__:
                     v = getattr(e, name)
