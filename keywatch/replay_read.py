@@ -23,6 +23,7 @@ import gzip
 import multiprocessing
 import os
 import queue
+import sys
 import time
 import zlib
 from itertools import repeat
@@ -136,13 +137,10 @@ def decoded_blocks(paths: Iterable[Path], decoder: EventDecoder) -> Iterator[Blo
 
 
 def use_reader_process(paths: Sequence[Path]) -> bool:
-    """Big input, more than one core for this process, and `fork` available (Linux)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return (cores > 1 and "fork" in multiprocessing.get_all_start_methods()
-            and sum(p.stat().st_size for p in paths) >= READER_PROCESS_MIN_BYTES)
+    """Big input, Linux (where forking is safe and cheap), more than one core for this process."""
+    if sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2:
+        return False
+    return sum(p.stat().st_size for p in paths) >= READER_PROCESS_MIN_BYTES
 
 
 def blocks_in_process(paths: Sequence[Path], decoder: EventDecoder) -> Iterator[Block]:
