@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="bearer token for mutating HTTP API endpoints")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]= Field("INFO", description='logging level')
     snapshot_interval_s: float = Field(10.0, gt=0, le=3600, description="worker: snapshot detector state (and commit offsets) this often")
+    # Detection waits while a snapshot pickles the cores (≈ 6 s at 100k keys): spacing periodic
+    # snapshots by their own duration keeps that wait a bounded share of the worker's time.
+    snapshot_max_share: float = Field(0.1, gt=0, le=1, description="worker: periodic snapshots are spaced so that they take at most this share of the time (wider than KEYWATCH_SNAPSHOT_INTERVAL_S when state is big)")
     global_order_idle_s: float = Field(5.0, gt=0, le=3600, description="worker: project-level detection waits for every input partition's events up to the same event time; a partition that sent nothing for this many seconds no longer holds it back")
     global_order_max_pending: int = Field(1_000_000, ge=1000, description="worker: most events waiting for that cross-partition event-time order (the oldest go on beyond it)")
     sink_retry_max_s: float = Field(30.0, gt=0, description="worker: longest backoff between ClickHouse write retries")

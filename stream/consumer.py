@@ -160,7 +160,8 @@ class Consumer(RebalanceHandler):
         for ev in events:
             await self.stream.ack(ev)
         self._spent("ack", t)
-        self.status.update(snapshots=self.status.data.get("snapshots", 0) + 1, snapshot_bytes=size)
+        self.status.update(snapshots=self.status.data.get("snapshots", 0) + 1, snapshot_bytes=size,
+                           snapshot_seconds=round(self.pipeline.snapshot_seconds, 3))
 
     async def tick(self) -> None:
         """Timer: snapshot and ack even when no new batch arrives; release project-level events

@@ -72,6 +72,7 @@ class Pipeline(RecheckSteps, WriteSteps):
         # while batch N is written): a key evicted in N and seen in N+1 is restored from here.
         self.unwritten_baselines: dict[tuple[str, str], dict] = {}
         self.last_snapshot = time.monotonic()
+        self.snapshot_seconds = 0.0  # duration of the last snapshot that stored something
         self.now = time.monotonic  # wall clock of the cross-partition event-time order (tests set it)
         self.restores: list[dict[str, Any]] = []  # where assigned partitions' state came from (`_restored`)
         chaos = getattr(runtime.settings, "chaos_sink_fail_file", None)

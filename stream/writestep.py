@@ -51,10 +51,17 @@ class WriteSteps:
 
     # --- step 3: snapshot (then the caller acks everything written so far) ---------------------
     def snapshot_due(self, interval_s: float) -> bool:
-        return time.monotonic() - self.last_snapshot >= interval_s
+        """`interval_s` after the last snapshot — or longer, when snapshots are slow: detection
+        waits while one is taken, so a snapshot of d seconds is followed by at least d × (1 −
+        share) / share seconds of work (`KEYWATCH_SNAPSHOT_MAX_SHARE`; 0.1: 9 d). A crash then
+        re-reads more (still exactly once), and offsets are committed less often."""
+        share = self.rt.settings.snapshot_max_share
+        gap = max(interval_s, self.snapshot_seconds * (1.0 - share) / share)
+        return time.monotonic() - self.last_snapshot >= gap
 
     def snapshot(self) -> int:
         """One snapshot row per partition written since its last one; returns the bytes stored."""
+        started = time.monotonic()
         size = 0
         if self.dirty and self.cores.global_core is not None:
             # First: if a partition snapshot below then fails, the global core is ahead of it
@@ -67,4 +74,6 @@ class WriteSteps:
                 size += self.state.save_snapshot(core, {key: self.in_state.get(key, -1)}, scope_for(self.topic, p))
             self.dirty.discard(p)
         self.last_snapshot = time.monotonic()
+        if size:  # how long taking one lasts (spaces the periodic ones: `snapshot_due`)
+            self.snapshot_seconds = self.last_snapshot - started
         return size

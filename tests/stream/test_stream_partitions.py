@@ -96,3 +96,25 @@ def test_partition_moves_with_its_state_when_a_worker_dies(ch_db):
     assert expected and [r[0] for r in theft] == sorted(expected)
     # the facade the HTTP API reads spans every partition core
     assert b.cores.describe_key(events[0]["key_id"])["key_id"] == events[0]["key_id"]
+
+
+def test_slow_snapshots_are_spaced_to_a_share_of_the_time(ch_db):
+    """A snapshot stops detection while it is taken: periodic ones wait 9× their own duration
+    (KEYWATCH_SNAPSHOT_MAX_SHARE 0.1) when that is longer than KEYWATCH_SNAPSHOT_INTERVAL_S."""
+    import time
+
+    client, settings = ch_db
+    pipe = _worker(client, settings)
+    pipe.assign({0, 1, 2})
+    cfg = SimConfig(keys=30, projects=3, days=0.5, seed=4, incidents=[], warmup_days=0.2)
+    _run(pipe, _messages(list(generate(cfg))), batch=50)
+    assert pipe.snapshot() > 0
+    took = pipe.snapshot_seconds
+    assert took > 0
+    interval = took  # shorter than 9 × took: the share decides
+    pipe.last_snapshot = time.monotonic() - 5 * took
+    assert not pipe.snapshot_due(interval)
+    pipe.last_snapshot = time.monotonic() - 9.5 * took
+    assert pipe.snapshot_due(interval)
+    pipe.last_snapshot = time.monotonic() - 9.5 * took  # a longer interval still holds it back
+    assert not pipe.snapshot_due(20 * took)
