@@ -33,8 +33,8 @@ from rich.table import Table
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
-from keywatch.replay import read_lines, replay
-from keywatch.replay_read import use_reader_process
+from keywatch.replay import replay
+from keywatch.replay_read import read_lines, use_reader_process
 from keywatch.stream.decode import EventDecoder, Origin
 
 

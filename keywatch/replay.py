@@ -17,8 +17,7 @@ import orjson
 
 from keywatch.models.alerts import Alert
 from keywatch.models.core import CoreOutput, DetectionCore
-from keywatch.replay_read import (  # noqa: F401  (`read_lines`, `open_text`, `BLOCK_LINES`: public here too)
-    BLOCK_LINES, blocks_in_process, decoded_blocks, open_text, read_lines, use_reader_process)
+from keywatch.replay_read import blocks_in_process, decoded_blocks, use_reader_process
 from keywatch.stream.decode import DeadLetter, EventDecoder
 
 
