@@ -5,6 +5,8 @@ On one embedded broker (issue 8):
 * worker, batched — `keywatch worker` (child process, fresh chDB) over `events` events sent
   100 per message: consume + decode + detect + insert; rate = events stored / (last batch end −
   first batch start), from the worker's status file;
+* worker, live event time — the batched run again with event time advancing at `LIVE_RATE`
+  events/s, as in live traffic of that rate (the simulated stream spans days: a backlog);
 * worker, one event per message — the same over `single_events` events;
 * baseline — raw aiokafka consume + orjson decode + chDB insert of raw rows of the batched
   topic, no detection (the ratio worker/baseline is the cost of detection and guarantees);
@@ -43,10 +45,19 @@ from keywatch.stream.broker import EmbeddedBroker, ensure_topics
 from keywatch.stream.produce import EventProducer
 from keywatch.stream.status import StatusFile
 
+LIVE_RATE = 50_000.0  # event time of the live-traffic run: events/s (about half the baseline's rate)
 FULL = {"events": 200_000, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
         "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0, "replay_repeat": 3}
 QUICK = {"events": 3_000, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
          "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1, "replay_repeat": 1}
+
+
+def live_time(events: list[dict], rate: float) -> list[dict]:
+    """The same events with event time advancing at `rate` events/s from their first time, as a
+    live stream of that rate has it (the simulated stream spans days: a backlog to catch up,
+    where every per-minute close of the cost-spike detectors weighs on few events)."""
+    t0 = events[0]["ts"] if events else 0
+    return [{**e, "ts": t0 + int(i * 1000 / rate)} for i, e in enumerate(events)]
 
 
 def bench_events(n: int, keys: int) -> list[dict]:
@@ -127,7 +138,8 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
             "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
             "replay_reader_process": r["throughput"].get("reader_process", False),
             "replay_inline_events_per_s": r["throughput"]["all_detectors_inline"]["events_per_s"],
-            "replay_decode_only_events_per_s": r["throughput"]["decode_only"]["events_per_s"]}
+            "replay_decode_only_events_per_s": r["throughput"]["decode_only"]["events_per_s"],
+            "snapshot": syn.get("snapshot", {})}
 
 
 async def _baseline(bootstrap: str, topic: str, n: int, client) -> dict:
@@ -188,8 +200,10 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     t_all = time.perf_counter()
     with EmbeddedBroker(log_file=root / "broker.log") as broker:
         bs = broker.bootstrap
-        for name, n, per in (("batched", cfg["events"], 100), ("single", cfg["single_events"], 1)):
+        for name, n, per in (("batched", cfg["events"], 100), ("live", cfg["events"], 100), ("single", cfg["single_events"], 1)):
             events = bench_events(n, cfg["keys"])
+            if name == "live":
+                events = live_time(events, LIVE_RATE)
             topic = f"bench.{uuid.uuid4().hex[:6]}.{name}"
             ensure_topics(bs, [(topic, settings.topic_partitions)])
             with EventProducer(bs, topic) as p:
@@ -210,6 +224,7 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     base = result["baseline"]["events_per_s"] or 1.0
     result["ratio"] = round(result["worker_batched"]["events_per_s"] / base, 3)
     result["ratio_single"] = round(result["worker_single"]["events_per_s"] / base, 3)
+    result["ratio_live"] = round(result["worker_live"]["events_per_s"] / base, 3)
     result["seconds"] = round(time.perf_counter() - t_all, 1)
     print_table(result, console)
     if json_out:
@@ -225,6 +240,10 @@ def print_table(r: dict, console: Console) -> None:
     t.add_column("detail")
     wb, ws, b, lat, c = r["worker_batched"], r["worker_single"], r["baseline"], r["latency"], r["core"]
     t.add_row("worker, 100 events/message", f"{wb['events_per_s']:,.0f} ev/s", f"{wb['events']:,} events, {wb['alerts']} alerts")
+    wl = r["worker_live"]
+    t.add_row("worker, 100 events/message, live event time", f"{wl['events_per_s']:,.0f} ev/s",
+              f"event time at {LIVE_RATE:,.0f} events/s (above: days of backlog); {r['ratio_live']:.2f}× baseline, "
+              f"{wl.get('cpu_us_per_event', 0):,.0f} µs CPU/event")
     t.add_row("worker, 1 event/message", f"{ws['events_per_s']:,.0f} ev/s", f"{ws['events']:,} events")
     t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s", f"{b['events']:,} events")
     t.add_row("[bold]ratio worker/baseline[/bold]", f"[bold]{r['ratio']:.2f}×[/bold]", f"1 event/message: {r['ratio_single']:.2f}×")
@@ -237,6 +256,10 @@ def print_table(r: dict, console: Console) -> None:
     t.add_row("event→alert p99", fmt(lat["p99_s"]), f"target {lat['rate_target']:,.0f} ev/s")
     t.add_row("state per tracked key", f"{c['bytes_per_key']:,.0f} B", f"{c['state_keys']:,} keys")
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
+    snap = c.get("snapshot", {})
+    if "forked_wait_s" in snap:
+        t.add_row("snapshot: detection waits", f"{snap['forked_wait_s']:.3f} s",
+                  f"forked (child {snap['forked_child_s']:.2f} s); in process {snap['in_process_wait_s']:.2f} s; {c['state_keys']:,} keys")
     t.add_row("replay (default core)", f"{c['replay_events_per_s']:,.0f} ev/s",
               f"{c['replay_events']:,} events, best of {c['replay_repeat']}" + (", reader process" if c.get("replay_reader_process") else "")
               + f"; decoded inline {c['replay_inline_events_per_s']:,.0f} ev/s; decode alone {c['replay_decode_only_events_per_s']:,.0f} ev/s")

@@ -9,7 +9,8 @@
 * state — bytes of detector state per tracked key: `state_keys` synthetic keys (a few calls
   each, from a handful of networks, user agents and models) through the default core, then the
   pickled size of the whole core (what a snapshot stores) ÷ keys, and of each detector alone.
-  The same figure for the replayed file (keys with a day of history) is reported beside it.
+  The same figure for the replayed file (keys with a day of history) is reported beside it,
+  and what a snapshot of that state costs detection: the wait in process against forked.
 * peak RSS of the process (`resource.getrusage`).
 
 >>> r = run_core_bench(None, keys=20, days=0.05, state_keys=200, quiet=True)
@@ -88,6 +89,28 @@ def synthetic_state(settings, keys: int, calls: int = 4, t0: int = 1_793_577_600
     return core
 
 
+def _snapshot_cost(core: DetectionCore) -> dict:
+    """What a worker's periodic snapshot of `core` costs detection (stream/snapfork.py): taken in
+    process, detection waits while it is pickled and sealed; forked, only for the fork. The
+    child's time is reported beside it (it keeps a core busy, not detection)."""
+    from keywatch.stream.snapfork import fork_snapshot, forking_supported
+    from keywatch.stream.state import StreamState
+
+    state = StreamState(None, "bench", "bench", b"bench-secret")
+    item = (core, {"bench:0": 0}, "p:bench:0")
+    started = time.perf_counter()
+    state.snapshot_row(*item, 0)
+    out = {"in_process_wait_s": round(time.perf_counter() - started, 3)}
+    if forking_supported():
+        with tempfile.TemporaryDirectory(prefix="kw-bench-snap-") as td:
+            started = time.perf_counter()
+            snap = fork_snapshot(state, [item], Path(td))
+            out["forked_wait_s"] = round(time.perf_counter() - started, 4)
+            snap.rows()
+            out["forked_child_s"] = round(snap.seconds, 3)
+    return out
+
+
 def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: int = 1, state_keys: int = 100_000,
                    repeat: int = 1, json_out: Path | None = None, quiet: bool = False) -> dict:
     from keywatch.simulate import SimConfig, write_jsonl
@@ -132,6 +155,7 @@ def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: i
     kt = core.detector("key_theft")
     state["synthetic"] = _per_key(core, len(kt.keys) if kt is not None else state_keys)
     state["synthetic"]["build_seconds"] = round(time.perf_counter() - started, 2)
+    state["synthetic"]["snapshot"] = _snapshot_cost(core)
     result["state"] = state
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if json_out is not None:
@@ -164,6 +188,10 @@ def print_report(r: dict, console: Console) -> None:
         s.add_row(f"  {name}", f"{rep['detectors'].get(name, 0):,.0f}", f"{syn['detectors'][name]:,.0f}")
     s.add_row("  dedupe window", f"{rep['dedupe_bytes_per_key']:,.0f}", f"{syn['dedupe_bytes_per_key']:,.0f}")
     console.print(s)
+    snap = syn.get("snapshot", {})
+    if "forked_wait_s" in snap:
+        console.print(f"snapshot of the synthetic state: detection waits {snap['in_process_wait_s']:.2f} s in process, "
+                      f"{snap['forked_wait_s']:.3f} s forked (the child takes {snap['forked_child_s']:.2f} s)")
     console.print(f"peak RSS {r['peak_rss_mb']:,.0f} MB")
 
 

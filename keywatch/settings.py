@@ -61,14 +61,21 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="bearer token for mutating HTTP API endpoints")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]= Field("INFO", description='logging level')
     snapshot_interval_s: float = Field(10.0, gt=0, le=3600, description="worker: snapshot detector state (and commit offsets) this often")
-    # Detection waits while a snapshot pickles the cores (≈ 6 s at 100k keys): spacing periodic
-    # snapshots by their own duration keeps that wait a bounded share of the worker's time.
+    # A snapshot pickles the cores (≈ 6 s at 100k keys; detection waits, or a forked child keeps
+    # a core busy): spacing periodic ones by their own duration bounds that share of the time.
     snapshot_max_share: float = Field(0.1, gt=0, le=1, description="worker: periodic snapshots are spaced so that they take at most this share of the time (wider than KEYWATCH_SNAPSHOT_INTERVAL_S when state is big)")
+    # Pickling ≈ 6 s at 100k keys stops detection for that long when done in the worker; a
+    # forked child does it from a copy-on-write image while detection goes on (stream/snapfork.py).
+    snapshot_fork: bool = Field(True, description="worker: take periodic snapshots in a forked child process (POSIX), so detection does not wait while the state is pickled; the child may copy up to the worker's resident memory while it runs, so it forks only while that much is available (else in process)")
+    # A child pickles more slowly than the worker (copy-on-write page faults: 8.5 s against 5.4 s
+    # at 100k keys) and competes for the cores: worth it only when the wait it saves is long.
+    snapshot_fork_min_s: float = Field(1.0, ge=0, le=3600, description="worker: fork for snapshots once one has taken at least this long; smaller state is pickled in process (less CPU, a short wait)")
     global_order_idle_s: float = Field(5.0, gt=0, le=3600, description="worker: project-level detection waits for every input partition's events up to the same event time; a partition that sent nothing for this many seconds no longer holds it back")
     global_order_max_pending: int = Field(1_000_000, ge=1000, description="worker: most events waiting for that cross-partition event-time order (the oldest go on beyond it)")
     sink_retry_max_s: float = Field(30.0, gt=0, description="worker: longest backoff between ClickHouse write retries")
     hook_queue_max: int = Field(10_000, ge=1, description="worker: alert batches queued for hooks before new ones are dropped")
     chaos_sink_fail_file: Path | None = Field(None, description="fault injection (tests, drills) only: while this file exists every ClickHouse write of the worker fails, as if the server were down")
+    chaos_snapshot_delay_s: float = Field(0.0, ge=0, le=600, description="fault injection (tests, drills) only: a forked snapshot child waits this long first, as if the state were big")
     kafka_fetch_max_wait_ms: int = Field(100, ge=1, le=10_000, description="worker: longest a fetch waits at the broker for data (faust's own 1500 ms adds up to that much latency on brokers that hold fetches, like the embedded one)")
     kafka_rebalance_timeout_s: float | None = Field(None, gt=0, le=600, description="worker: consumer-group rebalance timeout (session timeout = 2x); unset = faust's defaults. Short values (1.5) make the embedded broker's group join fast")
 

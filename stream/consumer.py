@@ -21,6 +21,7 @@ from keywatch.settings import Settings
 from keywatch.stream.ioclient import IoClient
 from keywatch.stream.pipeline import Msg, Pipeline
 from keywatch.stream.rebalance import RebalanceHandler, _tp
+from keywatch.stream.snapfork import ForkedSnapshot, forking_supported, memory_headroom_ok, remove_stale
 from keywatch.stream.status import StatusFile
 
 log = logging.getLogger("keywatch.worker")
@@ -51,6 +52,13 @@ class Consumer(RebalanceHandler):
         self.pending: list[Any] = []  # faust events stored in ClickHouse, acked at the next snapshot
         self.inflight: asyncio.Task | None = None  # the previous batch's write + publish
         self.stream = None
+        # Periodic snapshots in a forked child (stream/snapfork.py): the one in flight and the
+        # events it covers (acked when it is stored); None: snapshots are taken in this process.
+        self.fork_dir = runtime.settings.data_dir if runtime.settings.snapshot_fork and forking_supported() else None
+        self.snap: ForkedSnapshot | None = None
+        self.snap_covers: list[Any] = []
+        if self.fork_dir is not None and remove_stale(self.fork_dir):
+            log.info("removed files of snapshot children of a previous worker")
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -65,7 +73,8 @@ class Consumer(RebalanceHandler):
         msgs = [Msg(e.message.topic, e.message.partition, e.message.offset, e.message.value or b"", e.message.timestamp)
                 for e in events]
         async with self.lock:
-            if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+            await self._collect()
+            if self.snap is None and self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
                 await self._drain()
                 await self._snapshot_and_ack()
             started = time.perf_counter()
@@ -147,15 +156,60 @@ class Consumer(RebalanceHandler):
             self.hooks.submit(alerts)
 
     async def _snapshot_and_ack(self) -> None:
+        """At a quiescent point: snapshot what was written, then ack the events it covers —
+        at once when taken here, or once stored when a forked child takes it (`_collect`)."""
+        await self._collect(block=True)  # one at a time
         t = time.perf_counter()
         try:
             async with self.rt.core_lock:
-                size = await self._run(self.pipeline.snapshot)
+                forked = self.fork_dir is not None and self._may_fork()
+                if not forked:
+                    size = await self._run(self.pipeline.snapshot)
+                else:
+                    self.snap = await self._run(self.pipeline.snapshot_start, self.fork_dir,
+                                                self.settings.chaos_snapshot_delay_s)
         except Exception as exc:  # not acking keeps the data safe; try again next time
             log.warning("snapshot failed (offsets not committed yet): %s", exc)
             return
-        self._spent("snapshot", t)
-        events, self.pending = self.pending, []
+        self._spent("snapshot", t)  # with a fork: only the time detection waited
+        self.status.data["snapshot_stall_seconds"] = round(time.perf_counter() - t, 4)
+        if self.snap is not None:
+            self.snap_covers, self.pending = self.pending, []
+            self.status.update(snapshot_child=self.snap.pid)
+        else:  # taken here, or nothing written since the last one
+            events, self.pending = self.pending, []
+            await self._ack(events, 0 if forked else size)
+
+    def _may_fork(self) -> bool:
+        if self.pipeline.snapshot_seconds < self.settings.snapshot_fork_min_s:
+            return False  # small state: a short wait in process costs less than a child
+        ok = memory_headroom_ok()
+        if ok != self.status.data.get("snapshot_fork", True):
+            log.log(logging.INFO if ok else logging.WARNING, "snapshots %s", "forked again" if ok else
+                    "taken in process: less memory available than this worker's resident size, which a forked child may copy")
+        self.status.data["snapshot_fork"] = ok
+        return ok
+
+    async def _collect(self, block: bool = False) -> None:
+        """Store the forked snapshot once its child is done (or wait for it), then ack."""
+        snap = self.snap
+        if snap is None:
+            return
+        while not snap.done():
+            if not block:
+                return
+            await asyncio.sleep(0.02)
+        self.snap, events, self.snap_covers = None, self.snap_covers, []
+        self.status.data["snapshot_child"] = 0
+        try:
+            size = await self._run(self.pipeline.snapshot_finish, snap)
+        except Exception as exc:  # its events wait for the next snapshot, which covers them
+            log.warning("snapshot failed (offsets not committed yet): %s", exc)
+            self.pending[:0] = events
+            return
+        await self._ack(events, size)
+
+    async def _ack(self, events: list, size: int) -> None:
         t = time.perf_counter()
         for ev in events:
             await self.stream.ack(ev)
@@ -168,9 +222,12 @@ class Consumer(RebalanceHandler):
         waiting for partitions that went quiet (`EventTimeOrder`)."""
         if self.pipeline.global_ready() and self.stream is not None and not self.lock.locked():
             await self.handle([])
+        if self.snap is not None and self.stream is not None and not self.lock.locked():
+            async with self.lock:
+                await self._collect()
         if (self.pending or self.inflight is not None) and self.stream is not None and not self.lock.locked():
             async with self.lock:
-                if self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
+                if self.snap is None and self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
                     await self._drain()
                     await self._snapshot_and_ack()
         self.status.update(ready=self.rt.ready)
@@ -179,6 +236,7 @@ class Consumer(RebalanceHandler):
         try:
             async with self.lock:
                 await self._drain()
+                await self._collect(block=True)
                 if self.pipeline.dirty:
                     async with self.rt.core_lock:
                         await self._run(self.pipeline.snapshot)

@@ -13,12 +13,13 @@ log = logging.getLogger("keywatch.worker")
 
 
 class RebalanceHandler:
-    """Mixed into `Consumer`: uses its `app`, `settings`, `pipeline`, `rt`, `lock`, `_drain`, `_run`."""
+    """Mixed into `Consumer`: uses its `app`, `settings`, `pipeline`, `rt`, `lock`, `_drain`, `_collect`, `_run`."""
 
     async def assigned(self, tps) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.settings.input_topic}
         async with self.lock:
             await self._drain()
+            await self._collect(block=True)  # a forked snapshot in flight is stored first
             async with self.rt.core_lock:
                 await self._run(self.pipeline.assign, parts)
             await self._check_log_ends(parts)
@@ -27,6 +28,7 @@ class RebalanceHandler:
         parts = {tp.partition for tp in tps if tp.topic == self.settings.input_topic}
         async with self.lock:
             await self._drain()
+            await self._collect(block=True)
             async with self.rt.core_lock:
                 await self._run(self.pipeline.revoke, parts)
 

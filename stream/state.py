@@ -60,12 +60,22 @@ class StreamState:
 
     # --- snapshots -----------------------------------------------------------------------------
     def save_snapshot(self, core: Any, offsets: dict[str, int], scope: str = "core") -> int:
+        row = self.snapshot_row(core, offsets, scope, int(time.time() * 1000))
+        return self.insert_snapshot_rows([row])
+
+    def snapshot_row(self, core: Any, offsets: dict[str, int], scope: str, taken_ms: int) -> list:
+        """One `detector_snapshots` row (pickled, sealed); pure, so a forked child can build it
+        (stream/snapfork.py). `taken_ms` is when the state was this: the latest row of a scope wins."""
         raw = pickle.dumps(core, protocol=pickle.HIGHEST_PROTOCOL)
-        sealed = seal(raw, self.secret)
-        row = [self.worker_id, scope, dt(int(time.time() * 1000)), orjson.dumps(offsets).decode(),
-               int(getattr(core, "watermark_ms", 0)), len(raw), hashlib.sha256(raw).hexdigest()[:16], sealed]
-        self.client.insert(f"{self.db}.detector_snapshots", [row], column_names=SNAPSHOT_COLUMNS)
-        return len(raw)
+        return [self.worker_id, scope, taken_ms, orjson.dumps(offsets).decode(), int(getattr(core, "watermark_ms", 0)),
+                len(raw), hashlib.sha256(raw).hexdigest()[:16], seal(raw, self.secret)]
+
+    def insert_snapshot_rows(self, rows: list[list]) -> int:
+        """Store rows of `snapshot_row` in one INSERT; returns their pickled bytes."""
+        if rows:
+            self.client.insert(f"{self.db}.detector_snapshots", [[*r[:2], dt(r[2]), *r[3:]] for r in rows],
+                               column_names=SNAPSHOT_COLUMNS)
+        return sum(r[5] for r in rows)
 
     def load_snapshot(self, scope: str = "core") -> tuple[Any, dict[str, int]] | None:
         rows = self.client.query(

@@ -8,7 +8,8 @@ is acked only after (1) its output is stored in ClickHouse (retried with backoff
 skipped) and (2) a detector snapshot covering it is stored; faust then commits acked offsets. So a crash loses nothing and re-reads only what the
 last snapshot does not hold; `Pipeline` (stream/pipeline.py) makes the re-read exactly-once.
 Batch N+1 is decoded and detected (detect thread) while batch N is written (io thread, the only
-thread that touches chDB); snapshots wait for a quiescent point (see `Consumer.handle`).
+thread that touches chDB); snapshots wait for a quiescent point (see `Consumer.handle`) and
+are taken by a forked child while detection goes on (stream/snapfork.py).
 
 State is per input partition (stream/partitions.py): on assignment a partition's core is
 restored from its snapshot, on revocation it is snapshotted, so partitions move between the

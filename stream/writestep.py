@@ -3,14 +3,18 @@
 `write` records the intent mark (`stream_offsets`) before writing, so a re-read knows what may
 already be stored; a retry re-checks ids first. `snapshot` stores one row per partition
 written since its last snapshot (the global core first); the worker acks only after it.
+`snapshot_start` / `snapshot_finish` do the same in a forked child (stream/snapfork.py), so
+detection goes on while the state is pickled.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from keywatch.stream.batch import BatchResult
 from keywatch.stream.partitions import global_scope, scope_for
+from keywatch.stream.snapfork import ForkedSnapshot, fork_snapshot
 
 
 class WriteSteps:
@@ -58,6 +62,36 @@ class WriteSteps:
         share = self.rt.settings.snapshot_max_share
         gap = max(interval_s, self.snapshot_seconds * (1.0 - share) / share)
         return time.monotonic() - self.last_snapshot >= gap
+
+    def snapshot_start(self, directory: Path, delay_s: float = 0.0) -> ForkedSnapshot | None:
+        """Fork a child that snapshots what `snapshot` would (stream/snapfork.py); None if
+        nothing was written since the last one. The caller finishes it with `snapshot_finish`
+        and acks only then. Same order as `snapshot`: the global core's row comes first."""
+        if not self.dirty:
+            return None
+        items = []
+        if self.cores.global_core is not None:
+            items.append((self.cores.global_core, dict(self.g_in_state), global_scope(self.topic, self.rt.settings.worker_instance)))
+        parts = sorted(p for p in self.dirty if p in self.cores.cores)
+        for p in parts:
+            key = self._key(p)
+            items.append((self.cores.cores[p], {key: self.in_state.get(key, -1)}, scope_for(self.topic, p)))
+        snap = fork_snapshot(self.state, items, directory, delay_s=delay_s)
+        snap.partitions = set(self.dirty)
+        self.dirty.clear()  # batches written from now on mark their partitions again
+        self.last_snapshot = time.monotonic()
+        return snap
+
+    def snapshot_finish(self, snap: ForkedSnapshot) -> int:
+        """Store a forked snapshot's rows; returns the bytes stored. On failure its partitions
+        are dirty again (the next snapshot covers them) and the error is raised."""
+        try:
+            size = self.state.insert_snapshot_rows(snap.rows())
+        except Exception:
+            self.dirty |= snap.partitions
+            raise
+        self.snapshot_seconds = snap.seconds
+        return size
 
     def snapshot(self) -> int:
         """One snapshot row per partition written since its last one; returns the bytes stored."""

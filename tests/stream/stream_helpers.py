@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import zlib
+
+import orjson
+
+from keywatch.models.registry import build_core
 from keywatch.settings import Settings
+from keywatch.sinks.clickhouse import ClickHouseSink
 from keywatch.stream.broker import ensure_topics, topic_specs
+from keywatch.stream.decode import EventDecoder
+from keywatch.stream.metrics import Metrics
+from keywatch.stream.partitions import PartitionCores
+from keywatch.stream.pipeline import Msg, Pipeline
+from keywatch.stream.produce import group_messages
+from keywatch.stream.runtime import WorkerRuntime
+from keywatch.stream.state import StreamState
+
+TOPIC = "ev"  # the in-process pipelines' input topic
 
 
 def prepare(w) -> Settings:
@@ -23,3 +38,30 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
         return {f"{tp.topic}:{tp.partition}": o - 1 for tp, o in ends.items() if o > 0}
     finally:
         c.close()
+
+
+def pipeline_worker(client, settings, *, global_core: bool = False) -> Pipeline:
+    """An in-process worker (`Pipeline`) on `client`; several of them stand for one group's workers."""
+    db = settings.clickhouse_database
+    g = (lambda: build_core(settings, "global")) if global_core else None
+    part = (lambda: build_core(settings, "partition")) if global_core else (lambda: build_core(settings))
+    rt = WorkerRuntime(settings=settings, sink=ClickHouseSink(client, db), core=PartitionCores(part, g), metrics=Metrics())
+    state = StreamState(client, db, "group-1", b"secret")
+    hw = {f"{TOPIC}:{p}": o for p, o in state.high_water(TOPIC).items()}
+    return Pipeline(rt, EventDecoder.from_settings(settings, streaming=True), state, topic=TOPIC, high_water=hw)
+
+
+def pipeline_messages(events: list[dict]) -> list[Msg]:
+    """Events as 10-event messages over 3 partitions, keyed like the producer."""
+    offsets: dict[int, int] = {}
+    out = []
+    for key, group in group_messages(events, 10):
+        p = zlib.crc32(key or b"") % 3
+        offsets[p] = offsets.get(p, -1) + 1
+        out.append(Msg(TOPIC, p, offsets[p], orjson.dumps(group)))
+    return out
+
+
+def run_batches(pipe: Pipeline, msgs: list[Msg], batch: int = 8) -> None:
+    for i in range(0, len(msgs), batch):
+        pipe.write(pipe.process(msgs[i:i + batch]))

@@ -15,15 +15,18 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     subprocess.run([sys.executable, "-m", "keywatch.cli", "bench", "--quick", "--json-out", str(out)],
                    env=env, check=True, timeout=150, capture_output=True)
     r = json.loads(out.read_text())
-    for run in ("worker_batched", "worker_single", "baseline"):
+    for run in ("worker_batched", "worker_live", "worker_single", "baseline"):
         assert r[run]["events"] > 0 and r[run]["events_per_s"] > 0, run
         # CPU of the whole process over the timed span: positive, and busy cores no more than
         # the machine has (with slack for timer granularity): a wrong span or unit breaks it
         assert 0 < r[run]["cpu_us_per_event"] and 0 < r[run]["cores"] <= (os.cpu_count() or 1) * 1.5, (run, r[run])
     assert r["worker_batched"]["events_per_message"] == 100 and r["worker_single"]["events_per_message"] == 1
-    assert r["ratio"] > 0 and r["ratio_single"] > 0
+    assert r["ratio"] > 0 and r["ratio_single"] > 0 and r["ratio_live"] > 0
     lat = r["latency"]
     assert lat["alerts"] > 0 and 0 <= lat["p50_s"] <= lat["p99_s"], lat
     core = r["core"]
     assert core["state_keys"] > 0 and core["bytes_per_key"] > 0 and core["peak_rss_mb"] > 0
     assert core["replay_events_per_s"] > 0
+    if hasattr(os, "fork"):  # a forked snapshot's wait is the fork, well under pickling in process
+        snap = core["snapshot"]
+        assert 0 < snap["forked_wait_s"] < snap["forked_child_s"] and snap["in_process_wait_s"] > 0, snap

@@ -12,47 +12,18 @@ from __future__ import annotations
 
 import zlib
 
-import orjson
+import pytest
 
 from keywatch.models.registry import build_core
 from keywatch.simulate import SimConfig, generate, ground_truth
-from keywatch.sinks.clickhouse import ClickHouseSink
 from keywatch.stream.decode import EventDecoder, Origin
-from keywatch.stream.metrics import Metrics
-from keywatch.stream.partitions import PartitionCores
-from keywatch.stream.pipeline import Msg, Pipeline
-from keywatch.stream.produce import group_messages
-from keywatch.stream.runtime import WorkerRuntime
-from keywatch.stream.state import StreamState
 
-TOPIC = "ev"
+from stream_helpers import TOPIC, pipeline_messages as _messages, pipeline_worker as _worker, run_batches as _run
 
-
-def _worker(client, settings) -> Pipeline:
-    db = settings.clickhouse_database
-    rt = WorkerRuntime(settings=settings, sink=ClickHouseSink(client, db), core=PartitionCores(lambda: build_core(settings)),
-                       metrics=Metrics())
-    state = StreamState(client, db, "group-1", b"secret")
-    hw = {f"{TOPIC}:{p}": o for p, o in state.high_water(TOPIC).items()}
-    return Pipeline(rt, EventDecoder.from_settings(settings, streaming=True), state, topic=TOPIC, high_water=hw)
-
-
-def _messages(events: list[dict]) -> list[Msg]:
-    offsets: dict[int, int] = {}
-    out = []
-    for key, group in group_messages(events, 10):
-        p = zlib.crc32(key or b"") % 3
-        offsets[p] = offsets.get(p, -1) + 1
-        out.append(Msg(TOPIC, p, offsets[p], orjson.dumps(group)))
-    return out
-
-
-def _run(pipe: Pipeline, msgs: list[Msg], batch: int = 8) -> None:
-    for i in range(0, len(msgs), batch):
-        pipe.write(pipe.process(msgs[i:i + batch]))
-
-
-def test_partition_moves_with_its_state_when_a_worker_dies(ch_db):
+@pytest.mark.parametrize("forked", [False, True], ids=["inline", "forked"])
+def test_partition_moves_with_its_state_when_a_worker_dies(ch_db, tmp_path, forked):
+    """Forked: A's last snapshot is taken by a child (stream/snapfork.py) while A goes on
+    detecting and writing; it is stored only after that, and still holds the state of the fork."""
     client, settings = ch_db
     db = settings.clickhouse_database
     cfg = SimConfig(keys=6, projects=2, days=1.0, seed=3, incidents=["loud_burst"], warmup_days=0.5)
@@ -69,10 +40,13 @@ def test_partition_moves_with_its_state_when_a_worker_dies(ch_db):
     mine = lambda ps, ms: [m for m in ms if m.partition in ps]  # noqa: E731
     cut, more = int(len(msgs) * 0.55), int(len(msgs) * 0.6)
     _run(a, mine(a_parts, msgs[:cut]))
-    a.snapshot()  # then A acks: its committed offsets are these
+    snap = a.snapshot_start(tmp_path) if forked else a.snapshot()  # then A acks: its committed offsets are these
     at_snapshot = {k: a.cores.describe_key(k) for k in a_keys}
     committed = {k: o for k, o in a.in_state.items()}
     _run(a, mine(a_parts, msgs[cut:more]))  # written, never snapshotted: A is killed here
+    if forked:
+        assert a.dirty == a_parts  # … the next snapshot would cover these batches
+        assert a.snapshot_finish(snap) > 0 and snap.seconds > 0
     _run(b, mine(b_parts, msgs[:more]))
     b.revoke(b_parts)  # eager rebalance: B gives up what it had, then gets everything
     b.assign(parts)
