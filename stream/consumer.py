@@ -163,11 +163,15 @@ class Consumer(RebalanceHandler):
         try:
             async with self.rt.core_lock:
                 forked = self.fork_dir is not None and self._may_fork()
+                if forked:
+                    try:
+                        self.snap = await self._run(self.pipeline.snapshot_start, self.fork_dir,
+                                                    self.settings.chaos_snapshot_delay_s)
+                    except OSError as exc:  # fork refused (memory, process limit): never skip a snapshot
+                        log.warning("could not fork for the snapshot, taking it in process: %s", exc)
+                        forked = False
                 if not forked:
                     size = await self._run(self.pipeline.snapshot)
-                else:
-                    self.snap = await self._run(self.pipeline.snapshot_start, self.fork_dir,
-                                                self.settings.chaos_snapshot_delay_s)
         except Exception as exc:  # not acking keeps the data safe; try again next time
             log.warning("snapshot failed (offsets not committed yet): %s", exc)
             return
