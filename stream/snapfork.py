@@ -90,17 +90,6 @@ class ForkedSnapshot:
             for f in (self.path, err, self.path.with_suffix(".part")):
                 f.unlink(missing_ok=True)
 
-    def abandon(self) -> None:
-        """Stop the child (worker shutting down without waiting) and remove its files."""
-        if self.status is None:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            self.done(block=True)
-        for f in (self.path, self.path.with_suffix(".err"), self.path.with_suffix(".part")):
-            f.unlink(missing_ok=True)
-
 
 def fork_snapshot(state, items: list[tuple[Any, dict[str, int], str]], directory: Path, *,
                   delay_s: float = 0.0) -> ForkedSnapshot:

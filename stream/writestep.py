@@ -63,20 +63,25 @@ class WriteSteps:
         gap = max(interval_s, self.snapshot_seconds * (1.0 - share) / share)
         return time.monotonic() - self.last_snapshot >= gap
 
-    def snapshot_start(self, directory: Path, delay_s: float = 0.0) -> ForkedSnapshot | None:
-        """Fork a child that snapshots what `snapshot` would (stream/snapfork.py); None if
-        nothing was written since the last one. The caller finishes it with `snapshot_finish`
-        and acks only then. Same order as `snapshot`: the global core's row comes first."""
-        if not self.dirty:
-            return None
+    def _snapshot_items(self) -> list[tuple]:
+        """(core, offsets, scope) of what a snapshot stores now: the global core first, then each
+        partition written since its last snapshot (stored in one INSERT: all rows or none)."""
         items = []
         if self.cores.global_core is not None:
             items.append((self.cores.global_core, dict(self.g_in_state), global_scope(self.topic, self.rt.settings.worker_instance)))
-        parts = sorted(p for p in self.dirty if p in self.cores.cores)
-        for p in parts:
-            key = self._key(p)
-            items.append((self.cores.cores[p], {key: self.in_state.get(key, -1)}, scope_for(self.topic, p)))
-        snap = fork_snapshot(self.state, items, directory, delay_s=delay_s)
+        for p in sorted(self.dirty):
+            if p in self.cores.cores:
+                key = self._key(p)
+                items.append((self.cores.cores[p], {key: self.in_state.get(key, -1)}, scope_for(self.topic, p)))
+        return items
+
+    def snapshot_start(self, directory: Path, delay_s: float = 0.0) -> ForkedSnapshot | None:
+        """Fork a child that snapshots what `snapshot` would (stream/snapfork.py); None if
+        nothing was written since the last one. The caller finishes it with `snapshot_finish`
+        and acks only then."""
+        if not self.dirty:
+            return None
+        snap = fork_snapshot(self.state, self._snapshot_items(), directory, delay_s=delay_s)
         snap.partitions = set(self.dirty)
         self.dirty.clear()  # batches written from now on mark their partitions again
         self.last_snapshot = time.monotonic()
@@ -94,19 +99,15 @@ class WriteSteps:
         return size
 
     def snapshot(self) -> int:
-        """One snapshot row per partition written since its last one; returns the bytes stored."""
+        """One snapshot row per partition written since its last one (and the global core's),
+        taken in this process; returns the bytes stored."""
         started = time.monotonic()
         size = 0
-        if self.dirty and self.cores.global_core is not None:
-            # First: if a partition snapshot below then fails, the global core is ahead of it
-            # and the re-read skips it (see `g_in_state`); the other way round it would miss events.
-            size += self.state.save_snapshot(self.cores.global_core, dict(self.g_in_state), global_scope(self.topic, self.rt.settings.worker_instance))
-        for p in sorted(self.dirty):
-            core = self.cores.cores.get(p)
-            if core is not None:
-                key = self._key(p)
-                size += self.state.save_snapshot(core, {key: self.in_state.get(key, -1)}, scope_for(self.topic, p))
-            self.dirty.discard(p)
+        if self.dirty:
+            taken_ms = int(time.time() * 1000)
+            size = self.state.insert_snapshot_rows([self.state.snapshot_row(core, offsets, scope, taken_ms)
+                                                    for core, offsets, scope in self._snapshot_items()])
+            self.dirty.clear()
         self.last_snapshot = time.monotonic()
         if size:  # how long taking one lasts (spaces the periodic ones: `snapshot_due`)
             self.snapshot_seconds = self.last_snapshot - started
