@@ -7,6 +7,12 @@ On one embedded broker (issue 8):
   first batch start), from the worker's status file;
 * worker, live event time — the batched run again with event time advancing at `LIVE_RATE`
   events/s, as in live traffic of that rate (the simulated stream spans days: a backlog);
+* scale-out, live event time — the live run's topic again through `keywatch worker
+  --processes 2` (two `all` workers in one group, project-level detection per worker share)
+  and `--processes 2 --split-tiers` (two `keys` workers + one `projects` worker: exact), both
+  sharing the embedded chDB through `keywatch db serve` (keywatch/bench_group.py); the live
+  runs use `live_events` events (more than the batched run: group start-up and rebalancing
+  weigh on short runs of several workers);
 * worker, one event per message — the same over `single_events` events;
 * baseline — raw aiokafka consume + orjson decode + chDB insert of raw rows of the batched
   topic, no detection (the ratio worker/baseline is the cost of detection and guarantees);
@@ -39,6 +45,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from keywatch.bench_group import run_group_bench
 from keywatch.settings import Settings
 from keywatch.procs import stop_process
 from keywatch.stream.broker import EmbeddedBroker, ensure_topics
@@ -46,9 +53,9 @@ from keywatch.stream.produce import EventProducer
 from keywatch.stream.status import StatusFile
 
 LIVE_RATE = 50_000.0  # event time of the live-traffic run: events/s (about half the baseline's rate)
-FULL = {"events": 200_000, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
+FULL = {"events": 200_000, "live_events": 600_000, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
         "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0, "replay_repeat": 3}
-QUICK = {"events": 3_000, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
+QUICK = {"events": 3_000, "live_events": 3_000, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
          "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1, "replay_repeat": 1}
 
 
@@ -200,7 +207,7 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     t_all = time.perf_counter()
     with EmbeddedBroker(log_file=root / "broker.log") as broker:
         bs = broker.bootstrap
-        for name, n, per in (("batched", cfg["events"], 100), ("live", cfg["events"], 100), ("single", cfg["single_events"], 1)):
+        for name, n, per in (("batched", cfg["events"], 100), ("live", cfg["live_events"], 100), ("single", cfg["single_events"], 1)):
             events = bench_events(n, cfg["keys"])
             if name == "live":
                 events = live_time(events, LIVE_RATE)
@@ -212,6 +219,9 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
             console.print(f"{name}: {len(events):,} events in {messages:,} messages; running the worker …")
             result[f"worker_{name}"] = {**run_worker_bench(settings, bs, topic, len(events), root / f"worker_{name}"),
                                         "events_per_message": per, "messages": messages}
+            for group, split in (("group", False), ("tiers", True)) if name == "live" else ():
+                console.print(f"{name}: 2 worker processes{' + projects tier' if split else ''} …")
+                result[f"worker_{group}"] = run_group_bench(bs, topic, len(events), root / f"worker_{group}", 2, split)
             if name == "batched":
                 console.print("baseline (consume + decode + insert raw rows) …")
                 result["baseline"] = run_baseline(bs, topic, len(events), root / "baseline")
@@ -224,7 +234,8 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     base = result["baseline"]["events_per_s"] or 1.0
     result["ratio"] = round(result["worker_batched"]["events_per_s"] / base, 3)
     result["ratio_single"] = round(result["worker_single"]["events_per_s"] / base, 3)
-    result["ratio_live"] = round(result["worker_live"]["events_per_s"] / base, 3)
+    for k in ("live", "group", "tiers"):
+        result[f"ratio_{k}"] = round(result[f"worker_{k}"]["events_per_s"] / base, 3)
     result["seconds"] = round(time.perf_counter() - t_all, 1)
     print_table(result, console)
     if json_out:
@@ -244,6 +255,11 @@ def print_table(r: dict, console: Console) -> None:
     t.add_row("worker, 100 events/message, live event time", f"{wl['events_per_s']:,.0f} ev/s",
               f"event time at {LIVE_RATE:,.0f} events/s (above: days of backlog); {r['ratio_live']:.2f}× baseline, "
               f"{wl.get('cpu_us_per_event', 0):,.0f} µs CPU/event")
+    for k, label in (("group", "2 workers, one group"), ("tiers", "2 keys workers + 1 projects worker")):
+        w = r[f"worker_{k}"]
+        t.add_row(f"{label}, live event time", f"{w['events_per_s']:,.0f} ev/s",
+                  f"{r[f'ratio_{k}']:.2f}× baseline; {w['cpu_us_per_event']:,.0f} µs CPU/event in workers"
+                  + ("; project level per worker share" if k == "group" else "; project level exact"))
     t.add_row("worker, 1 event/message", f"{ws['events_per_s']:,.0f} ev/s", f"{ws['events']:,} events")
     t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s", f"{b['events']:,} events")
     t.add_row("[bold]ratio worker/baseline[/bold]", f"[bold]{r['ratio']:.2f}×[/bold]", f"1 event/message: {r['ratio_single']:.2f}×")

@@ -22,12 +22,21 @@ def _settings():
 def worker(
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="override KEYWATCH_KAFKA_BOOTSTRAP"),
     loglevel: Optional[str] = typer.Option(None, "--loglevel", help="default: KEYWATCH_LOG_LEVEL"),
+    processes: int = typer.Option(1, "--processes", min=1, max=64,
+                                  help="worker processes in one consumer group (embedded chDB is then shared through `db serve`)"),
+    split_tiers: bool = typer.Option(False, "--split-tiers",
+                                     help="with --processes: the workers run per-key detection and one more process the project-level detectors (exact project figures)"),
 ) -> None:
     """The streaming worker: input topic → decode → detect → ClickHouse (embedded broker if no bootstrap)."""
-    from keywatch.stream.worker import run_worker
-
     settings = _settings()
     logging.getLogger().setLevel((loglevel or settings.log_level).upper())
+    if processes > 1 or split_tiers:
+        from keywatch.stream.launcher import run_group
+
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        raise typer.Exit(run_group(settings, bootstrap or settings.kafka_bootstrap, processes, split_tiers, loglevel))
+    from keywatch.stream.worker import run_worker
+
     run_worker(settings, bootstrap or settings.kafka_bootstrap, loglevel=loglevel)
 
 
@@ -45,6 +54,7 @@ def demo(
 
 def bench(
     events: Optional[int] = typer.Option(None, "--events", "-n", help="events for the batched run (100 per message)"),
+    live_events: Optional[int] = typer.Option(None, "--live-events", help="events for the live-event-time runs (one worker, two, split tiers)"),
     single_events: Optional[int] = typer.Option(None, "--single-events", help="events for the one-event-per-message run"),
     keys: Optional[int] = typer.Option(None, "--keys", help="simulated keys of the throughput runs"),
     rate: Optional[float] = typer.Option(None, "--rate", help="paced events/s of the latency run"),
@@ -56,5 +66,5 @@ def bench(
     """Worker events/s (batched and 1/message) vs a raw baseline, event→alert p50/p99, state/key, RSS, replay."""
     from keywatch.bench import run_bench
 
-    run_bench(_settings(), json_out=json_out, quick=quick, events=events, single_events=single_events, keys=keys,
+    run_bench(_settings(), json_out=json_out, quick=quick, events=events, live_events=live_events, single_events=single_events, keys=keys,
               rate=rate, latency_s=latency_s, state_keys=state_keys)

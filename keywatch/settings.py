@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     dlq_payload_max_bytes: int= Field(4096, ge=64, le=1_048_576, description='bytes of a bad payload kept in the dead letter')
     max_future_skew_s: float = Field(3600.0, ge=0, description="worker: reject events this far ahead of wall clock")
     worker_id: str= Field("keywatch-worker", description='faust app id = Kafka consumer group of the workers')
+    # Scale-out without splitting projects: `keys` workers (any number, one group) run the
+    # per-key detectors and store the events; one `projects` worker (its own group, every
+    # partition) runs the project-level ones. Together they give what one `all` worker gives.
+    worker_tier: Literal["all", "keys", "projects"] = Field("all", description="worker: `all` = every detector (one worker, or several with project-level detection judged per worker share); `keys` = per-key detection, events and dead letters stored (scale out in one group); `projects` = project/provider-level detection only, in group `<KEYWATCH_WORKER_ID>-projects` (run one)")
     worker_instance: str = Field("", pattern=r"^[A-Za-z0-9_.\-]{0,64}$", description="a stable name per worker process when several run in one group (e.g. the StatefulSet pod name): each restores its own project-level snapshot; empty = one worker")
     web_host: str= Field("127.0.0.1", description="address of the worker's HTTP API (/health, /metrics, /alerts, …)")
     web_port: int= Field(6066, ge=0, le=65535, description="port of the worker's HTTP API")
@@ -192,6 +196,12 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().absolute()
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group (faust app id) and the `worker_id` of state rows: the projects tier
+        reads every partition, so it is a group of its own."""
+        return f"{self.worker_id}-projects" if self.worker_tier == "projects" else self.worker_id
 
     @property
     def embedded_kafka(self) -> bool:

@@ -14,6 +14,9 @@ Scopes (the worker splits detection in two, replay and tests run everything in o
   reconciliation, telemetry health (dead-letter flood). Fed with the enriched, deduplicated
   events the partition cores output, so it neither enriches (no enrichers) nor keeps a dedupe
   window (capacity 0: only duplicates inside one batch are dropped, and there are none).
+* ``"prepare"`` — a partition core without detectors: prices and deduplicates as a partition
+  core does, so a worker of the ``projects`` tier (`KEYWATCH_WORKER_TIER`) feeds its global core
+  the same events a worker running every tier would.
 
 Partition + global detectors are the ``"all"`` set (cost spikes split by level):
 
@@ -22,13 +25,15 @@ Partition + global detectors are the ``"all"`` set (cost spikes split by level):
 >>> names = lambda c: sorted(d.name for d in c.detectors)
 >>> names(build_core(s, "partition")), names(build_core(s, "global"))
 (['cost_spike', 'gateway_bypass', 'key_theft'], ['billing', 'budget', 'cost_spike', 'telemetry_health'])
+>>> names(build_core(s, "prepare")), [e.__class__.__name__ for e in build_core(s, "prepare").enrichers]
+([], ['PriceEnricher'])
 """
 
 from __future__ import annotations
 
 from keywatch.models.core import DetectionCore, Detector, Enricher
 
-SCOPES = ("all", "partition", "global")
+SCOPES = ("all", "partition", "global", "prepare")
 KEY_LEVELS = ("key",)
 SHARED_LEVELS = ("project", "provider", "model")
 
@@ -40,9 +45,12 @@ def build_core(settings, scope: str = "all") -> DetectionCore:
     enrichers: list[Enricher] = []
     per_key, shared = scope in ("all", "partition"), scope in ("all", "global")
     # --- enrichers (order matters: prices before anything that reads cost_usd) --------------
-    if per_key:  # the global core gets events the partition cores already priced
+    if scope != "global":  # the global core gets events the partition cores already priced
         from keywatch.models.prices import PriceEnricher  # issue 4: cost_usd, price_source
         enrichers.append(PriceEnricher.from_settings(settings))
+    if scope == "prepare":
+        return DetectionCore([], enrichers, quiet_ms=int(settings.incident_quiet_s * 1000),
+                             dedupe_capacity=settings.dedupe_window_events)
     # --- detectors ---------------------------------------------------------------------------
     if per_key:
         from keywatch.models.keytheft import KeyTheftDetector; detectors.append(KeyTheftDetector.from_settings(settings))  # issue 3

@@ -145,7 +145,7 @@ class Consumer(RebalanceHandler):
     async def _publish(self, res) -> None:
         """Dead letters to the DLQ topic, alerts to the alerts topic (awaited before any ack), hooks."""
         futs = [await self.dlq_topic.send(key=f"{d.topic}:{d.partition}:{d.offset}".encode(), value=dead_letter_record(d))
-                for d in res.dead]
+                for d in (res.dead if self.pipeline.stores_events else ())]  # else the `keys` tier's
         alerts = res.out.alerts if res.out is not None else []
         for a in alerts:
             futs.append(await self.alerts_topic.send(key=(a.key_id or a.project or a.alert_id).encode(),

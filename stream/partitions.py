@@ -12,7 +12,8 @@ telemetry health) needs every key of a project, so it is not per partition: the 
 are built with ``build_core(settings, "partition")`` and one worker-wide `global_core`
 (``build_core(settings, "global")``) is fed each batch's enriched, deduplicated events as the
 partition cores output them (stream/pipeline.py). It is snapshotted with the worker's snapshots
-(scope ``g:<topic>``). With several workers each global core sees its own partitions' share.
+(scope ``g:<topic>``). With several workers each global core sees its own partitions' share,
+unless the tiers are split (`tier_cores`): `keys` workers in one group, one `projects` worker.
 
 HTTP views (stream/api.py) use ``runtime.core``: `PartitionCores` offers the same
 `book` / `feedback` / `describe_key` surface, routed to the core that holds the alert or key
@@ -48,6 +49,27 @@ def global_scope(topic: str, instance: str = "") -> str:
     ('g:t', 'g:t:worker-1')
     """
     return f"g:{topic}:{instance}" if instance else f"g:{topic}"
+
+
+def tier_cores(settings) -> "PartitionCores":
+    """The cores of a worker of tier `KEYWATCH_WORKER_TIER`: per-key detectors per partition and
+    project/provider-level ones in one worker-wide core (`all`); the `keys` tier has no worker-wide
+    core; the `projects` tier's partition cores only price and deduplicate (scope ``prepare``),
+    so its global core gets the events partition cores would have given it.
+
+    >>> from keywatch.settings import Settings
+    >>> pc = tier_cores(Settings(worker_tier="projects"))
+    >>> [d.name for d in pc.core_for(0).detectors], pc.global_core is not None
+    ([], True)
+    >>> tier_cores(Settings(worker_tier="keys")).global_core is None
+    True
+    """
+    from keywatch.models.registry import build_core
+
+    tier = settings.worker_tier
+    per_partition = "prepare" if tier == "projects" else "partition"
+    return PartitionCores(lambda: build_core(settings, per_partition),
+                          None if tier == "keys" else lambda: build_core(settings, "global"))
 
 
 def merge_outputs(outs: list[CoreOutput]) -> CoreOutput | None:

@@ -75,6 +75,9 @@ class Pipeline(RecheckSteps, WriteSteps):
         self.snapshot_seconds = 0.0  # duration of the last snapshot that stored something
         self.now = time.monotonic  # wall clock of the cross-partition event-time order (tests set it)
         self.restores: list[dict[str, Any]] = []  # where assigned partitions' state came from (`_restored`)
+        # The `projects` tier (KEYWATCH_WORKER_TIER) stores only its detectors' output: the `keys`
+        # tier's workers store the events and dead letters of the same messages.
+        self.stores_events = getattr(runtime.settings, "worker_tier", "all") != "projects"
         chaos = getattr(runtime.settings, "chaos_sink_fail_file", None)
         self.chaos_file = Path(chaos) if chaos else None
 
@@ -222,7 +225,7 @@ class Pipeline(RecheckSteps, WriteSteps):
             self._process_global(res, outs, per_part, set(global_has))
         if recheck_msgs:
             res.rechecked = True
-            self._drop_stored(res, recheck_ids)
+            self._drop_stored(res, recheck_ids if self.stores_events else [])
         if res.out is not None:
             for r in res.out.rows.get("key_baselines", ()):
                 self.unwritten_baselines[(r.get("provider"), r.get("key_id"))] = r

@@ -65,11 +65,10 @@ log = logging.getLogger("keywatch.worker")
 def build_runtime(settings: Settings):
     """Open ClickHouse (the worker owns embedded chDB), restore the core, build the pipeline."""
     from keywatch.hooks import build_alert_hooks
-    from keywatch.models.registry import build_core
     from keywatch.sinks.clickhouse import ClickHouseSink, connect
     from keywatch.stream.decode import EventDecoder
     from keywatch.stream.metrics import Metrics
-    from keywatch.stream.partitions import PartitionCores
+    from keywatch.stream.partitions import tier_cores
     from keywatch.stream.runtime import WorkerRuntime
 
     # Snapshots hand key-theft models over as River objects; import River now, not in the
@@ -79,7 +78,7 @@ def build_runtime(settings: Settings):
 
     client = connect(settings)
     sink = ClickHouseSink(client, settings.clickhouse_database)
-    state = StreamState(client, settings.clickhouse_database, settings.worker_id,
+    state = StreamState(client, settings.clickhouse_database, settings.group_id,
                         settings.key_hash_secret.get_secret_value().encode())
     legacy = None
     try:  # the pre-partition single-core snapshot: partitions without their own start from it
@@ -89,8 +88,7 @@ def build_runtime(settings: Settings):
     # Partition cores are restored from their own snapshots when partitions are assigned.
     high_water = {f"{settings.input_topic}:{p}": o for p, o in state.high_water(settings.input_topic).items()}
     metrics = Metrics()
-    # Per-key detectors per partition; project/provider-level ones in one worker-wide core.
-    cores = PartitionCores(lambda: build_core(settings, "partition"), lambda: build_core(settings, "global"))
+    cores = tier_cores(settings)
     runtime = WorkerRuntime(settings=settings, sink=sink, core=cores, metrics=metrics)
     runtime.alert_hooks = build_alert_hooks(settings, sink, metrics)
     pipeline = Pipeline(runtime, EventDecoder.from_settings(settings, streaming=True), state,
@@ -139,7 +137,7 @@ def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: St
     web_port = settings.web_port
     _fetch_wait(settings.kafka_fetch_max_wait_ms)
     app = faust.App(
-        settings.worker_id,
+        settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
         datadir=str(settings.data_dir / "faust"),
         value_serializer="raw", key_serializer="raw",
@@ -209,7 +207,8 @@ def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: st
             else _given(bootstrap) as bs:
         ensure_topics(bs, topic_specs(settings))
         runtime, pipeline = build_runtime(settings)
-        status.update(bootstrap=bs, ready=False, data_dir=str(settings.data_dir))
+        status.update(bootstrap=bs, ready=False, data_dir=str(settings.data_dir), tier=settings.worker_tier,
+                      group=settings.group_id)
         app = create_app(settings, bs, runtime, pipeline, status)
         worker = Worker(app, loglevel=(loglevel or settings.log_level).lower(), quiet=True, redirect_stdouts=False)
         try:

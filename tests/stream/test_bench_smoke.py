@@ -13,7 +13,7 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(tmp_path / "data")}
     subprocess.run([sys.executable, "-m", "keywatch.cli", "bench", "--quick", "--json-out", str(out)],
-                   env=env, check=True, timeout=150, capture_output=True)
+                   env=env, check=True, timeout=300, capture_output=True)
     r = json.loads(out.read_text())
     for run in ("worker_batched", "worker_live", "worker_single", "baseline"):
         assert r[run]["events"] > 0 and r[run]["events_per_s"] > 0, run
@@ -22,6 +22,15 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
         assert 0 < r[run]["cpu_us_per_event"] and 0 < r[run]["cores"] <= (os.cpu_count() or 1) * 1.5, (run, r[run])
     assert r["worker_batched"]["events_per_message"] == 100 and r["worker_single"]["events_per_message"] == 1
     assert r["ratio"] > 0 and r["ratio_single"] > 0 and r["ratio_live"] > 0
+    # the scale-out runs: every event through the `all` workers of one group; with split tiers,
+    # through the `keys` workers once and through the `projects` worker once more
+    n = r["worker_live"]["events"]
+    for run, tiers in (("worker_group", ["all", "all"]), ("worker_tiers", ["keys", "keys", "projects"])):
+        w = r[run]
+        assert sorted(x["tier"] for x in w["per_worker"].values()) == tiers, w
+        assert sum(x["events"] for x in w["per_worker"].values() if x["tier"] != "projects") == n, w
+        assert [x["events"] for x in w["per_worker"].values() if x["tier"] == "projects"] in ([], [n]), w
+        assert w["events_per_s"] > 0 and r[f"ratio_{run[7:]}"] > 0
     lat = r["latency"]
     assert lat["alerts"] > 0 and 0 <= lat["p50_s"] <= lat["p99_s"], lat
     core = r["core"]

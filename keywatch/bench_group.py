@@ -1,0 +1,66 @@
+"""`keywatch bench`'s scale-out rows: `keywatch worker --processes N [--split-tiers]` on one topic.
+
+The launcher (stream/launcher.py) runs N workers in one consumer group, sharing the embedded
+chDB through `keywatch db serve`, and with ``--split-tiers`` one more worker for the
+project-level detectors. Rate = events / (first batch start of any worker → last batch end of
+any worker), from the children's status files; the run ends when the `keys`/`all` workers
+together — and the `projects` worker alone — have handled every event. CPU is the workers'
+(every thread); `db serve`'s and the broker's are not in it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from keywatch.procs import stop_process
+from keywatch.stream.launcher import status_files
+from keywatch.stream.status import StatusFile
+
+
+def _handled(st: dict) -> int:
+    return st.get("events_in", 0) + st.get("duplicates", 0) + st.get("dead_letters", 0)
+
+
+def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processes: int, split_tiers: bool,
+                    timeout: float = 900) -> dict:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "KEYWATCH_CLICKHOUSE_DSN"}  # embedded: shared via db serve
+    env.update({"KEYWATCH_DATA_DIR": str(data_dir), "KEYWATCH_INPUT_TOPIC": topic, "KEYWATCH_WEB_PORT": "0",
+                "KEYWATCH_WORKER_ID": f"bench-{uuid.uuid4().hex[:6]}", "KEYWATCH_KAFKA_REBALANCE_TIMEOUT_S": "1.5"})
+    cmd = [sys.executable, "-m", "keywatch.cli", "worker", "--loglevel", "WARNING", "--bootstrap", bootstrap,
+           "--processes", str(processes)] + (["--split-tiers"] if split_tiers else [])
+    with open(data_dir / "launcher.log", "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        sts = _wait(proc, data_dir, n, timeout)
+    finally:
+        stop_process(proc, grace=150)
+    sts = {name: StatusFile.read(p) for name, p in status_files(data_dir).items()}  # final figures
+    ran = [st for st in sts.values() if st.get("first_batch_at")]
+    first, last = min(st["first_batch_at"] for st in ran), max(st["last_batch_at"] for st in ran)
+    secs = max(1e-6, last - first)
+    cpu = sum(st["last_batch_cpu"] - st["first_batch_cpu"] for st in ran)
+    return {"events": n, "seconds": round(secs, 3), "events_per_s": round(n / secs, 1), "processes": processes,
+            "split_tiers": split_tiers, "alerts": sum(st.get("alerts", 0) for st in sts.values()),
+            "per_worker": {name: {"tier": st.get("tier"), "events": st.get("events_in", 0), "batches": st.get("batches", 0)}
+                           for name, st in sts.items()},
+            "cpu_s": round(cpu, 3), "cpu_us_per_event": round(1e6 * cpu / max(1, n), 1), "cores": round(cpu / secs, 2)}
+
+
+def _wait(proc: subprocess.Popen, data_dir: Path, n: int, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sts = {name: StatusFile.read(p) for name, p in status_files(data_dir).items()}
+        keys = sum(_handled(st) for st in sts.values() if st.get("tier") != "projects")
+        projects = [_handled(st) for st in sts.values() if st.get("tier") == "projects"]
+        if keys >= n and all(x >= n for x in projects):
+            return sts
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker group exited {proc.returncode}; see {data_dir}/launcher.log and workers/*/worker.log")
+        time.sleep(0.1)
+    raise RuntimeError(f"worker group did not handle {n} events in {timeout:.0f} s; see {data_dir}")
