@@ -259,6 +259,7 @@ def print_table(r: dict, console: Console) -> None:
         w = r[f"worker_{k}"]
         t.add_row(f"{label}, live event time", f"{w['events_per_s']:,.0f} ev/s",
                   f"{r[f'ratio_{k}']:.2f}× baseline; {w['cpu_us_per_event']:,.0f} µs CPU/event in workers"
+                  + (f" + {w['db_serve_cpu_us_per_event']:,.0f} in db serve" if w.get("db_serve_cpu_us_per_event") else "")
                   + ("; project level per worker share" if k == "group" else "; project level exact"))
     t.add_row("worker, 1 event/message", f"{ws['events_per_s']:,.0f} ev/s", f"{ws['events']:,} events")
     t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s", f"{b['events']:,} events")

@@ -37,7 +37,8 @@ def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processe
     with open(data_dir / "launcher.log", "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        sts = _wait(proc, data_dir, n, timeout)
+        _wait(proc, data_dir, n, timeout)
+        serve_cpu = _serve_cpu(proc.pid)
     finally:
         stop_process(proc, grace=150)
     sts = {name: StatusFile.read(p) for name, p in status_files(data_dir).items()}  # final figures
@@ -47,9 +48,27 @@ def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processe
     cpu = sum(st["last_batch_cpu"] - st["first_batch_cpu"] for st in ran)
     return {"events": n, "seconds": round(secs, 3), "events_per_s": round(n / secs, 1), "processes": processes,
             "split_tiers": split_tiers, "alerts": sum(st.get("alerts", 0) for st in sts.values()),
-            "per_worker": {name: {"tier": st.get("tier"), "events": st.get("events_in", 0), "batches": st.get("batches", 0)}
+            "per_worker": {name: {"tier": st.get("tier"), "events": st.get("events_in", 0), "batches": st.get("batches", 0),
+                                  "cpu_us_per_event": round(1e6 * (st["last_batch_cpu"] - st["first_batch_cpu"])
+                                                            / max(1, st.get("events_in", 0)), 1) if st.get("first_batch_at") else None}
                            for name, st in sts.items()},
-            "cpu_s": round(cpu, 3), "cpu_us_per_event": round(1e6 * cpu / max(1, n), 1), "cores": round(cpu / secs, 2)}
+            "cpu_s": round(cpu, 3), "cpu_us_per_event": round(1e6 * cpu / max(1, n), 1), "cores": round(cpu / secs, 2),
+            # `db serve`'s whole life (start-up and migrations included): an upper bound per event
+            "db_serve_cpu_s": serve_cpu, "db_serve_cpu_us_per_event": round(1e6 * serve_cpu / max(1, n), 1) if serve_cpu else None}
+
+
+def _serve_cpu(launcher_pid: int) -> float | None:
+    """CPU seconds (user + system) so far of the launcher's `db serve` child (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        kids = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+        for pid in kids:
+            if b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return round((int(f[11]) + int(f[12])) / tick, 3)
+    except OSError:
+        return None
+    return None
 
 
 def _wait(proc: subprocess.Popen, data_dir: Path, n: int, timeout: float) -> dict:
