@@ -10,6 +10,7 @@ stops the group cleanly (exit 0), after which the database is the launcher's emb
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -88,3 +89,48 @@ def test_split_tiers_launcher_equals_replay(worker_factory, broker, tmp_path):
     got = {a for a, k in alerts if k != "telemetry_health"}
     assert got == want, (sorted((ref.get(a), a) for a in got ^ want))
     assert end_offsets(broker.bootstrap, s.dlq_topic, 1) == {f"{s.dlq_topic}:0": 0}  # published once
+
+
+def test_a_worker_that_dies_stops_the_group(worker_factory, tmp_path):
+    """A child killed with -9: the launcher stops the other worker and `db serve`, and exits
+    non-zero so that its own supervisor restarts the group."""
+    w = worker_factory()
+    proc = subprocess.Popen([sys.executable, "-m", "keywatch.cli", "worker", "--loglevel", "WARNING", "--processes", "2"],
+                            env=w.env, stdout=open(tmp_path / "launcher.log", "ab"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            sts = {name: StatusFile.read(p) for name, p in status_files(w.data_dir).items()}
+            if len(sts) == 2 and all(st.get("ready") and st.get("pid") for st in sts.values()):
+                break
+            assert proc.poll() is None, (tmp_path / "launcher.log").read_text()[-3000:]
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"workers not ready: {sts}")
+        pids = {name: st["pid"] for name, st in sts.items()}
+        serve = [p for p in _children(proc.pid) if b"serve" in _cmdline(p)]
+        assert len(serve) == 1
+        os.kill(pids["w1"], signal.SIGKILL)
+        assert proc.wait(150) != 0
+    finally:
+        stop_process(proc, signal.SIGKILL, grace=5)
+    for pid in [pids["w0"], *serve]:  # nothing left running
+        assert not _alive(pid), pid
+    assert "worker w1 exited with -9" in (tmp_path / "launcher.log").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
