@@ -16,8 +16,9 @@ them as child processes and supervises them:
   project-level detectors over every partition (`KEYWATCH_WORKER_TIER`), so project-level
   detection is exact instead of judged per worker share (docs/operations.md).
 
-If a child exits, the others are stopped and the launcher exits with its code (the supervisor
-above — systemd, Kubernetes — restarts the group; commit-after-write makes that safe). SIGTERM
+If a child exits, the others are stopped and the launcher exits with its code (128 + N when a
+signal N killed it; 1 when it exited with 0), so that the supervisor
+above — systemd, Kubernetes — restarts the group; commit-after-write makes that safe. SIGTERM
 or SIGINT stop the workers first (each takes its final snapshot), then `db serve`, then the broker.
 """
 
@@ -59,7 +60,7 @@ def worker_envs(settings: Settings, processes: int, split_tiers: bool) -> dict[s
 
 
 def status_files(data_dir: Path) -> dict[str, Path]:
-    """The children's status files, by name (what `keywatch status` and the bench read)."""
+    """The children's status files, by name (what the bench and the tests read)."""
     root = Path(data_dir) / "workers"
     return {p.parent.name: p for p in sorted(root.glob("*/worker.status.json"))}
 
@@ -105,7 +106,7 @@ def run_group(settings: Settings, bootstrap: str | None, processes: int, split_t
                 if done:
                     name, code = next(iter(done.items()))
                     log.error("worker %s exited with %s: stopping the others", name, code)
-                    code = code or 1
+                    code = 128 - code if code < 0 else code or 1  # killed by signal N: 128 + N, as a shell says
                     break
                 time.sleep(0.2)
             for name, proc in children.items():  # SIGTERM to all first: they shut down in parallel

@@ -111,7 +111,7 @@ def test_a_worker_that_dies_stops_the_group(worker_factory, tmp_path):
         serve = [p for p in _children(proc.pid) if b"serve" in _cmdline(p)]
         assert len(serve) == 1
         os.kill(pids["w1"], signal.SIGKILL)
-        assert proc.wait(150) != 0
+        assert proc.wait(150) == 128 + signal.SIGKILL
     finally:
         stop_process(proc, signal.SIGKILL, grace=5)
     for pid in [pids["w0"], *serve]:  # nothing left running
