@@ -44,7 +44,7 @@ from typing import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from keywatch.sinks.chengine import ChdbEngine
-from keywatch.procs import stop_process
+from keywatch.procs import die_with_parent, stop_process
 from keywatch.sinks.chproto import CONTENT_TYPES, ChError, compress, decompress, parse_form
 
 log = logging.getLogger("keywatch.chserver")
@@ -260,7 +260,9 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "keywatch.cli", "db", "serve", "--host", self.host, "--port", str(self.port),
                "--path", str(self.path)]
         with open(self.log_file, "ab") as out:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            # Own session, as the broker: a terminal's Ctrl-C must not stop it before its clients.
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=die_with_parent())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = re.search(r"listening on http://\S+?:(\d+) ", self.log_file.read_text(errors="replace"))

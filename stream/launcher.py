@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from keywatch.procs import stop_process
+from keywatch.procs import die_with_parent, stop_process
 from keywatch.settings import Settings
 
 log = logging.getLogger("keywatch.launcher")
@@ -99,7 +99,11 @@ def run_group(settings: Settings, bootstrap: str | None, processes: int, split_t
             for name, env in envs.items():
                 Path(env["KEYWATCH_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
                 with open(Path(env["KEYWATCH_DATA_DIR"]) / "worker.log", "ab") as out:
-                    children[name] = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT)
+                    # Own session: a terminal's Ctrl-C reaches the launcher only, which stops the
+                    # workers before `db serve` (their final snapshots need it); and they get SIGTERM
+                    # if the launcher itself is killed.
+                    children[name] = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                                      start_new_session=True, preexec_fn=die_with_parent())
                 log.info("started worker %s (tier %s, pid %d)", name, env["KEYWATCH_WORKER_TIER"], children[name].pid)
             while not stop.requested:
                 done = {n: p.returncode for n, p in children.items() if p.poll() is not None}

@@ -42,6 +42,8 @@ from typing import Any
 
 import orjson
 
+from keywatch.procs import libc_prctl
+
 PREFIX = "snapshot-child-"
 
 
@@ -102,7 +104,7 @@ def fork_snapshot(state, items: list[tuple[Any, dict[str, int], str]], directory
     taken_ms = int(time.time() * 1000)
     path = directory / f"{PREFIX}{os.getpid()}-{taken_ms}-{time.monotonic_ns()}.json"
     started = time.monotonic()
-    prctl, parent = _prctl(), os.getpid()
+    prctl, parent = libc_prctl(), os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: pickle, write, leave — nothing else
         code = 1
@@ -145,18 +147,6 @@ def memory_headroom_ok() -> bool:
     except (OSError, ValueError):
         pass
     return avail >= rss
-
-
-def _prctl():
-    """libc's prctl on Linux (looked up in the parent: the child imports nothing), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
 
 
 def remove_stale(directory: Path) -> int:

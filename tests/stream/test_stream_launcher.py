@@ -119,6 +119,28 @@ def test_a_worker_that_dies_stops_the_group(worker_factory, tmp_path):
     assert "worker w1 exited with -9" in (tmp_path / "launcher.log").read_text()
 
 
+def test_a_launcher_killed_with_9_leaves_no_orphans(worker_factory, tmp_path):
+    """The workers and `db serve` run in their own sessions (a terminal's Ctrl-C reaches the
+    launcher alone, which stops them in order) and get SIGTERM when the launcher dies."""
+    w = worker_factory()
+    proc = subprocess.Popen([sys.executable, "-m", "keywatch.cli", "worker", "--loglevel", "WARNING", "--processes", "2"],
+                            env=w.env, stdout=open(tmp_path / "launcher.log", "ab"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_children(proc.pid)) < 3:
+            time.sleep(0.2)
+        kids = _children(proc.pid)
+        assert len(kids) == 3, kids  # db serve + two workers
+        assert all(os.getsid(k) == k for k in kids)  # each leads its own session
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.2)
+    assert not [k for k in kids if _alive(k)]
+
+
 def _children(pid: int) -> list[int]:
     return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
 
