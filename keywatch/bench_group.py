@@ -5,7 +5,8 @@ chDB through `keywatch db serve`, and with ``--split-tiers`` one more worker for
 project-level detectors. Rate = events / (first batch start of any worker → last batch end of
 any worker), from the children's status files; the run ends when the `keys`/`all` workers
 together — and the `projects` worker alone — have handled every event. CPU is the workers'
-(every thread); `db serve`'s and the broker's are not in it.
+(every thread, over the same span as the rate); `db serve`'s is reported apart, over its whole
+life (start-up and migrations included: an upper bound); the broker's is not counted.
 """
 
 from __future__ import annotations
