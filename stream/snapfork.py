@@ -34,7 +34,6 @@ someone else wrote can at worst fail to load.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
