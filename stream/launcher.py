@@ -91,6 +91,10 @@ def run_group(settings: Settings, bootstrap: str | None, processes: int, split_t
                 kafka_bootstrap(settings, create_topics=False, log_file=settings.data_dir / "broker.log"))
             ensure_topics(bs, topic_specs(settings))
             base = {**os.environ, "KEYWATCH_KAFKA_BOOTSTRAP": bs}
+            if bootstrap is None and settings.kafka_rebalance_timeout_s is None:
+                # The embedded broker holds a group join for half the session timeout: with faust's
+                # defaults the workers would wait ≈ 30 s before their first batch (as `keywatch demo`).
+                base["KEYWATCH_KAFKA_REBALANCE_TIMEOUT_S"] = "1.5"
             if settings.embedded_clickhouse:
                 srv = stack.enter_context(ServerProcess(settings.data_dir / "chdb", env=base,
                                                         log_file=settings.data_dir / "db-serve.log"))
