@@ -225,7 +225,7 @@ class Pipeline(RecheckSteps, WriteSteps):
             self._process_global(res, outs, per_part, set(global_has))
         if recheck_msgs:
             res.rechecked = True
-            self._drop_stored(res, recheck_ids if self.stores_events else [])
+            self._drop_stored(res, recheck_ids)
         if res.out is not None:
             for r in res.out.rows.get("key_baselines", ()):
                 self.unwritten_baselines[(r.get("provider"), r.get("key_id"))] = r

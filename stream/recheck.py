@@ -38,7 +38,10 @@ class RecheckSteps:
         self.no_baseline.update(set(unknown) - {(r["provider"], r["key_id"]) for r in rows})
 
     def _drop_stored(self, res: BatchResult, ids: list[str]) -> None:
-        stored = self.state.existing_usage_ids(ids) if ids else set()
+        # The `projects` tier stores no events: the usage rows of these ids are the `keys` tier's,
+        # maybe being written right now, and repairing their rollups from here could count a
+        # minute twice. It only re-checks its own rows (scores).
+        stored = self.state.existing_usage_ids(ids) if ids and self.stores_events else set()
         if stored and res.out is not None:
             before = len(res.out.usage)
             again = [e for e in res.out.usage if e.event_id in stored]

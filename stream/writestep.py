@@ -28,7 +28,7 @@ class WriteSteps:
             raise ConnectionError(f"chaos: ClickHouse writes fail while {self.chaos_file} exists")
         if attempt:
             # A failed attempt may have stored part of the batch: look again before rewriting.
-            self._drop_stored(res, [e.event_id for e in res.out.usage] if res.out is not None and self.stores_events else [])
+            self._drop_stored(res, [e.event_id for e in res.out.usage] if res.out is not None else [])
         intent = {k: o for k, o in res.last.items() if o > self.high_water.get(k, -1)}
         if intent:
             by_topic: dict[str, dict[int, int]] = {}
@@ -38,8 +38,9 @@ class WriteSteps:
             for t, offs in by_topic.items():
                 self.state.mark_high_water(t, offs)
             self.high_water.update(intent)
-        if res.out is not None and not self.stores_events:  # the `projects` tier: detector output only
-            self.rt.sink.write(replace(res.out, usage=[], audit=[], billing=[]))
+        if not self.stores_events:  # the `projects` tier: its detectors' output only
+            if res.out is not None:
+                self.rt.sink.write(replace(res.out, usage=[], audit=[], billing=[]))
         elif res.out is not None:
             self.rt.sink.write(res.out, res.dead, res.offsets)
             for r in res.out.rows.get("key_baselines", ()):
@@ -47,7 +48,7 @@ class WriteSteps:
                 self.no_baseline.discard(k)
                 if self.unwritten_baselines.get(k) is r:
                     del self.unwritten_baselines[k]
-        elif self.stores_events:
+        else:
             self.rt.sink.write_dead_letters(res.dead)
         g = self.cores.global_core is not None
         for k, o in res.last.items():
