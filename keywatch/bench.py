@@ -98,7 +98,7 @@ def wait_events(proc: subprocess.Popen, data_dir: Path, n: int, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = StatusFile.read(data_dir / "worker.status.json")
-        if st.get("events_in", 0) + st.get("duplicates", 0) + st.get("dead_letters", 0) >= n:
+        if StatusFile.handled(st) >= n:
             return st
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited {proc.returncode}; see {data_dir / 'worker.log'}")

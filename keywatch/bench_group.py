@@ -18,13 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
-from keywatch.procs import stop_process
+from keywatch.procs import child_pids, stop_process
 from keywatch.stream.launcher import status_files
 from keywatch.stream.status import StatusFile
-
-
-def _handled(st: dict) -> int:
-    return st.get("events_in", 0) + st.get("duplicates", 0) + st.get("dead_letters", 0)
 
 
 def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processes: int, split_tiers: bool,
@@ -62,8 +58,7 @@ def _serve_cpu(launcher_pid: int) -> float | None:
     """CPU seconds (user + system) so far of the launcher's `db serve` child (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     try:
-        kids = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
-        for pid in kids:
+        for pid in child_pids(launcher_pid):
             if b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 return round((int(f[11]) + int(f[12])) / tick, 3)
@@ -76,8 +71,8 @@ def _wait(proc: subprocess.Popen, data_dir: Path, n: int, timeout: float) -> dic
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sts = {name: StatusFile.read(p) for name, p in status_files(data_dir).items()}
-        keys = sum(_handled(st) for st in sts.values() if st.get("tier") != "projects")
-        projects = [_handled(st) for st in sts.values() if st.get("tier") == "projects"]
+        keys = sum(StatusFile.handled(st) for st in sts.values() if st.get("tier") != "projects")
+        projects = [StatusFile.handled(st) for st in sts.values() if st.get("tier") == "projects"]
         if keys >= n and all(x >= n for x in projects):
             return sts
         if proc.poll() is not None:

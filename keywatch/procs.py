@@ -19,6 +19,15 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float
         return proc.wait(10)
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of process `pid` (Linux /proc; [] elsewhere or once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
 def libc_prctl():
     """libc's prctl on Linux, else None. Look it up in the parent: a forked child should import
     nothing."""
@@ -34,7 +43,8 @@ def libc_prctl():
 
 def die_with_parent(sig: int = signal.SIGTERM):
     """A `preexec_fn` for `subprocess.Popen`: the child gets `sig` when its parent dies (Linux
-    PR_SET_PDEATHSIG), so a launcher killed with -9 leaves no orphans; None elsewhere."""
+    PR_SET_PDEATHSIG), so a launcher killed with -9 leaves no orphans; None elsewhere. The kernel
+    means the parent *thread*: start such children from a thread that lives as long as they do."""
     prctl = libc_prctl()
     if prctl is None:
         return None

@@ -30,7 +30,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 from keywatch.procs import die_with_parent, stop_process
@@ -65,14 +65,6 @@ def status_files(data_dir: Path) -> dict[str, Path]:
     return {p.parent.name: p for p in sorted(root.glob("*/worker.status.json"))}
 
 
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum, frame) -> None:  # noqa: ARG002
-        self.requested = True
-
-
 def run_group(settings: Settings, bootstrap: str | None, processes: int, split_tiers: bool,
               loglevel: str | None = None) -> int:
     """Start the children, wait until one exits or a stop signal arrives; the exit code."""
@@ -81,8 +73,8 @@ def run_group(settings: Settings, bootstrap: str | None, processes: int, split_t
 
     envs = worker_envs(settings, processes, split_tiers)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    stop = _Stop()
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     children: dict[str, subprocess.Popen] = {}
     code = 0
     try:
@@ -109,18 +101,16 @@ def run_group(settings: Settings, bootstrap: str | None, processes: int, split_t
                     children[name] = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT,
                                                       start_new_session=True, preexec_fn=die_with_parent())
                 log.info("started worker %s (tier %s, pid %d)", name, env["KEYWATCH_WORKER_TIER"], children[name].pid)
-            while not stop.requested:
-                done = {n: p.returncode for n, p in children.items() if p.poll() is not None}
+            while not stop.wait(0.2):
+                done = next(((n, p.returncode) for n, p in children.items() if p.poll() is not None), None)
                 if done:
-                    name, code = next(iter(done.items()))
-                    log.error("worker %s exited with %s: stopping the others", name, code)
-                    code = 128 - code if code < 0 else code or 1  # killed by signal N: 128 + N, as a shell says
+                    log.error("worker %s exited with %s: stopping the others", *done)
+                    code = 128 - done[1] if done[1] < 0 else done[1] or 1  # killed by signal N: 128 + N, as a shell says
                     break
-                time.sleep(0.2)
-            for name, proc in children.items():  # SIGTERM to all first: they shut down in parallel
+            for proc in children.values():  # SIGTERM to all first: they shut down in parallel
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for name, proc in children.items():
+            for proc in children.values():
                 stop_process(proc, grace=120)
     finally:
         for proc in children.values():

@@ -85,6 +85,15 @@ class StatusFile:
         os.replace(tmp, self.path)
 
     @staticmethod
+    def handled(st: dict[str, Any]) -> int:
+        """Events a worker is done with, by its status: stored, duplicate or dead.
+
+        >>> StatusFile.handled({"events_in": 5, "duplicates": 1, "dead_letters": 2})
+        8
+        """
+        return st.get("events_in", 0) + st.get("duplicates", 0) + st.get("dead_letters", 0)
+
+    @staticmethod
     def read(path: Path) -> dict[str, Any]:
         try:
             return orjson.loads(Path(path).read_bytes())

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from keywatch.models.registry import build_core
-from keywatch.procs import stop_process
+from keywatch.procs import child_pids, stop_process
 from keywatch.replay import replay
 from keywatch.settings import Settings
 from keywatch.simulate import SimConfig, generate
@@ -32,10 +32,6 @@ from keywatch.stream.status import StatusFile
 from stream_helpers import end_offsets
 
 pytestmark = pytest.mark.integration
-
-
-def _handled(st: dict) -> int:
-    return st.get("events_in", 0) + st.get("dead_letters", 0)
 
 
 def test_split_tiers_launcher_equals_replay(worker_factory, broker, tmp_path):
@@ -64,8 +60,8 @@ def test_split_tiers_launcher_equals_replay(worker_factory, broker, tmp_path):
         while time.monotonic() < deadline:
             sts = {name: StatusFile.read(p) for name, p in status_files(w.data_dir).items()}
             tiers = sorted(st.get("tier") or "" for st in sts.values())
-            keys = sum(_handled(st) for st in sts.values() if st.get("tier") == "keys")
-            proj = [_handled(st) for st in sts.values() if st.get("tier") == "projects"]
+            keys = sum(StatusFile.handled(st) for st in sts.values() if st.get("tier") == "keys")
+            proj = [StatusFile.handled(st) for st in sts.values() if st.get("tier") == "projects"]
             if tiers == ["keys", "keys", "projects"] and keys >= n and proj == [n]:
                 break
             assert proc.poll() is None, (tmp_path / "launcher.log").read_text()[-3000:]
@@ -108,7 +104,7 @@ def test_a_worker_that_dies_stops_the_group(worker_factory, tmp_path):
         else:
             raise AssertionError(f"workers not ready: {sts}")
         pids = {name: st["pid"] for name, st in sts.items()}
-        serve = [p for p in _children(proc.pid) if b"serve" in _cmdline(p)]
+        serve = [p for p in child_pids(proc.pid) if b"serve" in _cmdline(p)]
         assert len(serve) == 1
         os.kill(pids["w1"], signal.SIGKILL)
         assert proc.wait(150) == 128 + signal.SIGKILL
@@ -127,9 +123,9 @@ def test_a_launcher_killed_with_9_leaves_no_orphans(worker_factory, tmp_path):
                             env=w.env, stdout=open(tmp_path / "launcher.log", "ab"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(_children(proc.pid)) < 3:
+        while time.monotonic() < deadline and len(child_pids(proc.pid)) < 3:
             time.sleep(0.2)
-        kids = _children(proc.pid)
+        kids = child_pids(proc.pid)
         assert len(kids) == 3, kids  # db serve + two workers
         assert all(os.getsid(k) == k for k in kids)  # each leads its own session
     finally:
@@ -139,10 +135,6 @@ def test_a_launcher_killed_with_9_leaves_no_orphans(worker_factory, tmp_path):
     while time.monotonic() < deadline and any(_alive(k) for k in kids):
         time.sleep(0.2)
     assert not [k for k in kids if _alive(k)]
-
-
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
 
 
 def _cmdline(pid: int) -> bytes:
