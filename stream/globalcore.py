@@ -39,16 +39,36 @@ class EventTimeOrder:
     ['e2']
     """
 
+    # Lowest event time waiting (None: unknown, worked out on demand), so the worker's timer can
+    # ask `ready` without a pass over every waiting event; a class default for instances
+    # unpickled from snapshots of before it.
+    low: int | None = None
+    MAX_RUNS = 64  # sorted runs kept apart before they are merged into one
+
     def __init__(self) -> None:
-        self.pending: list = []  # events, arrival order
+        self.pending: list = []  # events added since the last release, arrival order
+        # Events held back at earlier releases: runs sorted by time, in arrival order. A release
+        # sorts only the new events and takes each run's prefix, instead of sorting everything
+        # that waits again (7.7 % of a `projects` worker under load).
+        self.runs: list[list] = []
         self.marks: dict[int, int] = {}  # partition → highest event time seen
         self.seen: dict[int, float] = {}  # partition → wall time it last sent events
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("runs", [])  # snapshots of before the runs
 
     def add(self, partition: int, events: list, now: float) -> None:
         if not events:
             return
+        times = [e.ts_ms for e in events]
+        low = min(times)
+        if not self.pending and not self.runs:
+            self.low = low
+        elif self.low is not None:
+            self.low = min(self.low, low)
         self.pending += events
-        top = max(e.ts_ms for e in events)
+        top = max(times)
         self.marks[partition] = max(self.marks.get(partition, top), top)
         self.seen[partition] = now
 
@@ -76,23 +96,42 @@ class EventTimeOrder:
         >>> EventTimeOrder().ready(0.0, 1.0)
         False
         """
-        if not self.pending:
+        if not self.pending and not self.runs:
             return False
         limit = self._limit(now, idle_s)
-        return limit is None or min(map(_ts, self.pending)) <= limit
+        if self.low is None:
+            self.low = min([_ts(r[0]) for r in self.runs] + list(map(_ts, self.pending)))
+        return limit is None or self.low <= limit
 
     def release(self, now: float, idle_s: float, max_pending: int = 1_000_000) -> list:
-        if not self.pending:
+        """Events at or before the limit, oldest first; equal times keep arrival order (every
+        sort is stable, and runs and their prefixes are taken in arrival order)."""
+        runs = self.runs
+        if self.pending:
+            self.pending.sort(key=_ts)
+            runs.append(self.pending)
+            self.pending = []
+        if not runs:
             return []
         limit = self._limit(now, idle_s)
-        self.pending.sort(key=_ts)  # stable: equal times keep arrival order
-        if limit is None:
-            n = len(self.pending)
+        over = sum(map(len, runs)) - max_pending
+        if limit is None or over > 0 or len(runs) > self.MAX_RUNS:
+            merged = [e for r in runs for e in r]
+            merged.sort(key=_ts)
+            n = len(merged) if limit is None else max(bisect.bisect_right(merged, limit, key=_ts), over)
+            out, rest = merged[:n], merged[n:]
+            runs[:] = [rest] if rest else []
         else:
-            n = bisect.bisect_right(self.pending, limit, key=_ts)
-            n = max(n, len(self.pending) - max_pending)
-        out = self.pending[:n]
-        del self.pending[:n]
+            out, keep = [], []
+            for r in runs:
+                k = bisect.bisect_right(r, limit, key=_ts)
+                if k:
+                    out += r[:k]
+                if k < len(r):
+                    keep.append(r[k:] if k else r)
+            out.sort(key=_ts)  # the runs' sorted prefixes, in arrival order
+            runs[:] = keep
+        self.low = min(_ts(r[0]) for r in runs) if runs else None
         return out
 
 
@@ -126,4 +165,4 @@ def process_global(g: DetectionCore, outs: list[CoreOutput], per_part: dict[int,
 
 def has_pending(g: DetectionCore | None) -> bool:
     o = g.__dict__.get("event_order") if g is not None else None
-    return bool(o is not None and o.pending)
+    return bool(o is not None and (o.pending or o.runs))
