@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -200,12 +201,12 @@ class Pipeline(RecheckSteps, WriteSteps):
                 res.oldest_ts = m.timestamp if res.oldest_ts is None else min(res.oldest_ts, m.timestamp)
             ok, bad = self.decoder.decode(m.value, Origin(m.topic, m.partition, m.offset))
             again = m.offset <= self.high_water.get(m.key, -1)
-            for e in ok:
-                res.offsets[e.event_id] = (m.partition, m.offset)
-                if again:
-                    recheck_ids.append(e.event_id)
+            ids = [e.event_id for e in ok]
+            res.offsets.update(zip(ids, repeat((m.partition, m.offset))))
+            if again:
+                recheck_ids += ids
             if g_state and m.offset <= g_state.get(m.key, -1):
-                global_has.extend(e.event_id for e in ok)
+                global_has += ids
             if again:
                 recheck_msgs += 1
             res.dead.extend(bad)

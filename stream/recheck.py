@@ -21,8 +21,8 @@ class RecheckSteps:
         if det is None or not hasattr(det, "restore"):
             return
         known, restored = getattr(det, "keys", {}), getattr(det, "restored", {})
-        unknown = {(e.provider, e.key_id) for e in events if getattr(e, "key_id", None)}
-        unknown = [k for k in unknown if k not in known and k not in restored]
+        unknown = {(e.provider, e.key_id) for e in events}  # every event kind has `key_id` (maybe None)
+        unknown = [k for k in unknown if k[1] and k not in known and k not in restored]
         # one read per key: the io thread removes written rows concurrently
         held = [(k, self.unwritten_baselines.get(k)) for k in unknown]
         mem = [r for _, r in held if r is not None]
