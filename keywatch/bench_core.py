@@ -34,6 +34,7 @@ from rich.table import Table
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
+from keywatch.gctune import fewer_collections
 from keywatch.replay import replay
 from keywatch.replay_read import read_lines, use_reader_process
 from keywatch.stream.decode import EventDecoder, Origin
@@ -127,18 +128,19 @@ def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: i
         runs: dict[str, list[tuple[int, float]]] = {"decode_only": [], "core_no_detectors": [], "all_detectors": [],
                                                     "all_detectors_inline": []}
         last_core = None
-        for _ in range(max(1, repeat)):
-            gc.collect()
-            runs["decode_only"].append(_decode_only(path, decoder))
-            bare = build_core(settings)
-            bare.detectors = []
-            gc.collect()
-            runs["core_no_detectors"].append(_replay(path, bare, decoder, tmp))
-            last_core = build_core(settings)
-            gc.collect()
-            runs["all_detectors"].append(_replay(path, last_core, decoder, tmp))  # as `keywatch replay` runs
-            gc.collect()  # … and with reading and decoding in this process (no reader process)
-            runs["all_detectors_inline"].append(_replay(path, build_core(settings), decoder, tmp, reader_process=False))
+        with fewer_collections(settings.gc_threshold):  # as `keywatch replay` runs
+            for _ in range(max(1, repeat)):
+                gc.collect()
+                runs["decode_only"].append(_decode_only(path, decoder))
+                bare = build_core(settings)
+                bare.detectors = []
+                gc.collect()
+                runs["core_no_detectors"].append(_replay(path, bare, decoder, tmp))
+                last_core = build_core(settings)
+                gc.collect()
+                runs["all_detectors"].append(_replay(path, last_core, decoder, tmp))  # as `keywatch replay` runs
+                gc.collect()  # … and with reading and decoding in this process (no reader process)
+                runs["all_detectors_inline"].append(_replay(path, build_core(settings), decoder, tmp, reader_process=False))
         result["throughput"] = {}
         for name, rs in runs.items():
             n, secs = min(rs, key=lambda r: r[1])

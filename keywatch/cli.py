@@ -48,7 +48,7 @@ def replay(
         summary = run_replay(
             files, alerts_out, build_core(settings), EventDecoder.from_settings(settings, streaming=False),
             dead_letters_out=dead_out, on_output=_revocation_callback(settings) if revoke else None,
-            reader_process=reader_process,
+            reader_process=reader_process, gc_threshold=settings.gc_threshold,
         )
     except OSError as exc:
         console.print(f"[red]cannot read[/red] {exc.filename}: {exc.strerror}")

@@ -53,6 +53,7 @@ import logging
 import os
 from pathlib import Path
 
+from keywatch.gctune import tune_gc
 from keywatch.settings import Settings
 from keywatch.stream.consumer import Consumer, dead_letter_record  # noqa: F401  (public here too)
 from keywatch.stream.pipeline import Msg, Pipeline  # noqa: F401  (public here too)
@@ -207,7 +208,7 @@ def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: st
             else _given(bootstrap) as bs:
         ensure_topics(bs, topic_specs(settings))
         runtime, pipeline = build_runtime(settings)
-        tune_gc(settings.gc_threshold)
+        tune_gc(settings.gc_threshold)  # keywatch/gctune.py
         status.update(bootstrap=bs, ready=False, data_dir=str(settings.data_dir), tier=settings.worker_tier,
                       group=settings.group_id)
         app = create_app(settings, bs, runtime, pipeline, status)
@@ -218,24 +219,6 @@ def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: st
             pass
         finally:
             status.update(ready=False, stopped=True)
-
-
-def tune_gc(threshold: int) -> None:
-    """Collect less often (`threshold` allocations between young collections; older generations
-    after 20 and 100 of those), and keep everything alive after start-up (modules, the runtime)
-    out of the collector's scans (`gc.freeze`, which also spares those copy-on-write pages in
-    forked snapshots). 0 leaves Python's defaults.
-
-    >>> import gc; before = gc.get_threshold(); tune_gc(0); gc.get_threshold() == before
-    True
-    """
-    import gc
-
-    if threshold <= 0:
-        return
-    gc.collect()  # no garbage frozen with the rest
-    gc.freeze()
-    gc.set_threshold(threshold, 20, 100)
 
 
 class _given:
