@@ -38,6 +38,7 @@ def replay(
     reader_process: Optional[bool] = typer.Option(None, "--reader-process/--inline", help="read and decode in a second process (default: for inputs of 16 MB or more, given a spare core); the output is the same"),
 ) -> None:
     """Run event files through the detection core (no broker, no server) and write the alerts."""
+    from keywatch.gctune import fewer_collections
     from keywatch.models.registry import build_core
     from keywatch.replay import replay as run_replay
     from keywatch.stream.decode import EventDecoder
@@ -45,11 +46,12 @@ def replay(
     settings = load_settings()
     dead_out = dead_letters_out or alerts_out.with_name(alerts_out.name + ".dead_letters.jsonl")
     try:
-        summary = run_replay(
-            files, alerts_out, build_core(settings), EventDecoder.from_settings(settings, streaming=False),
-            dead_letters_out=dead_out, on_output=_revocation_callback(settings) if revoke else None,
-            reader_process=reader_process, gc_threshold=settings.gc_threshold,
-        )
+        with fewer_collections(settings.gc_threshold):  # KEYWATCH_GC_THRESHOLD, as the worker
+            summary = run_replay(
+                files, alerts_out, build_core(settings), EventDecoder.from_settings(settings, streaming=False),
+                dead_letters_out=dead_out, on_output=_revocation_callback(settings) if revoke else None,
+                reader_process=reader_process,
+            )
     except OSError as exc:
         console.print(f"[red]cannot read[/red] {exc.filename}: {exc.strerror}")
         raise typer.Exit(1)

@@ -31,7 +31,7 @@ def tune_gc(threshold: int) -> None:
 
 @contextmanager
 def fewer_collections(threshold: int) -> Iterator[None]:
-    """For the duration of a call (`keywatch replay`): `threshold` allocations between young
+    """For the duration of a block (`keywatch replay`): `threshold` allocations between young
     collections, Python's own thresholds again afterwards; nothing frozen, as a library call
     must leave the process as it found it. 0 changes nothing.
 

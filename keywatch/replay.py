@@ -15,7 +15,6 @@ from typing import Callable
 
 import orjson
 
-from keywatch.gctune import fewer_collections
 from keywatch.models.alerts import Alert
 from keywatch.models.core import CoreOutput, DetectionCore
 from keywatch.replay_read import blocks_in_process, decoded_blocks, use_reader_process
@@ -50,22 +49,11 @@ def replay(
     chunk_lines: int = 5000,
     on_output: Callable[[CoreOutput], None] | None = None,
     reader_process: bool | None = None,
-    gc_threshold: int = 0,
 ) -> ReplaySummary:
     """Run files through the core. Raises OSError only if a file cannot be read.
 
     `reader_process`: read and decode in a forked reader process (None: when the input is big
-    and there is a spare core, `use_reader_process`). The output is the same either way.
-    `gc_threshold`: allocations between young garbage collections while it runs
-    (`KEYWATCH_GC_THRESHOLD`, keywatch/gctune.py; 0: the process's own)."""
-    with fewer_collections(gc_threshold):
-        return _replay(paths, alerts_out, core, decoder, dead_letters_out=dead_letters_out, chunk_lines=chunk_lines,
-                       on_output=on_output, reader_process=reader_process)
-
-
-def _replay(paths: list[Path], alerts_out: Path, core: DetectionCore, decoder: EventDecoder, *,
-            dead_letters_out: Path | None, chunk_lines: int, on_output: Callable[[CoreOutput], None] | None,
-            reader_process: bool | None) -> ReplaySummary:
+    and there is a spare core, `use_reader_process`). The output is the same either way."""
     for p in paths:  # fail before doing any work if a file is missing or unreadable
         with open(p, "rb"):
             pass

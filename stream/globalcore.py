@@ -149,11 +149,7 @@ class EventTimeOrder:
 
 _ts = attrgetter("ts_ms")
 _KINDS = {"usage": UsageEvent, "audit": AuditEvent, "billing": BillingEvent}
-_encode = msgspec.msgpack.Encoder().encode
-
-
-def _pack(events: list) -> bytes:
-    return _encode(events)
+_pack = msgspec.msgpack.Encoder().encode  # events → bytes (tagged: `kind` says the class)
 
 
 def _unpack(packed: bytes | list) -> list:

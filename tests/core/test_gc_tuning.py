@@ -52,8 +52,9 @@ def test_replay_gives_the_same_alerts_with_fewer_collections(make_settings, tmp_
     before = gc.get_threshold()
     out = {}
     for th in (0, settings.gc_threshold):
-        s = replay([src], tmp_path / f"alerts{th}.jsonl", build_core(settings),
-                   EventDecoder.from_settings(settings, streaming=False), gc_threshold=th)
+        with fewer_collections(th):  # as `keywatch replay` runs it
+            s = replay([src], tmp_path / f"alerts{th}.jsonl", build_core(settings),
+                       EventDecoder.from_settings(settings, streaming=False))
         assert gc.get_threshold() == before
         out[th] = (s.events, (tmp_path / f"alerts{th}.jsonl").read_bytes())
     assert out[0] == out[settings.gc_threshold] and out[0][0] > 1000 and out[0][1]
