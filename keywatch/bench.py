@@ -144,6 +144,8 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
             "peak_rss_mb": r["peak_rss_mb"], "replay_events": rep["events"], "replay_seconds": rep["seconds"],
             "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
             "replay_reader_process": r["throughput"].get("reader_process", False),
+            "replay_split": r["throughput"].get("split", False),
+            "replay_not_split_events_per_s": r["throughput"]["all_detectors_not_split"]["events_per_s"],
             "replay_inline_events_per_s": r["throughput"]["all_detectors_inline"]["events_per_s"],
             "replay_decode_only_events_per_s": r["throughput"]["decode_only"]["events_per_s"],
             "snapshot": syn.get("snapshot", {})}
@@ -278,6 +280,8 @@ def print_table(r: dict, console: Console) -> None:
         t.add_row("snapshot: detection waits", f"{snap['forked_wait_s']:.3f} s",
                   f"forked (child {snap['forked_child_s']:.2f} s); in process {snap['in_process_wait_s']:.2f} s; {c['state_keys']:,} keys")
     t.add_row("replay (default core)", f"{c['replay_events_per_s']:,.0f} ev/s",
-              f"{c['replay_events']:,} events, best of {c['replay_repeat']}" + (", reader process" if c.get("replay_reader_process") else "")
+              f"{c['replay_events']:,} events, best of {c['replay_repeat']}"
+              + (", detectors split with the reader process" if c.get("replay_split") else ", reader process" if c.get("replay_reader_process") else "")
+              + (f"; not split {c['replay_not_split_events_per_s']:,.0f} ev/s" if "replay_not_split_events_per_s" in c else "")
               + f"; decoded inline {c['replay_inline_events_per_s']:,.0f} ev/s; decode alone {c['replay_decode_only_events_per_s']:,.0f} ev/s")
     console.print(t)

@@ -1,11 +1,13 @@
 """`keywatch bench-core`: detection-core speed and memory, each next to a baseline from the same run.
 
 * throughput — a simulated JSON Lines file (`keywatch simulate`: keys × days, attacks and a
-  runaway loop included) through `replay`, four ways: decode only (read + validate), the core
+  runaway loop included) through `replay`, five ways: decode only (read + validate), the core
   with no detectors (dedupe, ordering, prices), the default core (`build_core`, every
   detector) as `keywatch replay` runs it (a big file is read and decoded by a reader process,
-  keywatch/replay_read.py), and the default core with reading and decoding inline — the
-  same-run comparison for the reader process. Best of `--repeat` runs each.
+  keywatch/replay_read.py, which also runs the cost-spike, budget, billing and telemetry
+  detectors: keywatch/replay_batches.py), the same with every detector in this process (no
+  split), and the default core with reading and decoding inline — the same-run comparisons
+  for the split and for the reader process. Best of `--repeat` runs each.
 * state — bytes of detector state per tracked key: `state_keys` synthetic keys (a few calls
   each, from a handful of networks, user agents and models) through the default core, then the
   pickled size of the whole core (what a snapshot stores) ÷ keys, and of each detector alone.
@@ -36,6 +38,7 @@ from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
 from keywatch.gctune import fewer_collections
 from keywatch.replay import replay
+from keywatch.replay_batches import splittable
 from keywatch.replay_read import read_lines, use_reader_process
 from keywatch.stream.decode import EventDecoder, Origin
 
@@ -56,8 +59,10 @@ def _decode_only(path: Path, decoder: EventDecoder) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
-def _replay(path: Path, core: DetectionCore, decoder: EventDecoder, tmp: Path, reader_process: bool | None = None) -> tuple[int, float]:
-    s = replay([path], tmp / "alerts.jsonl", core, decoder, dead_letters_out=tmp / "dead.jsonl", reader_process=reader_process)
+def _replay(path: Path, core: DetectionCore, decoder: EventDecoder, tmp: Path, reader_process: bool | None = None,
+            split: bool | None = None) -> tuple[int, float]:
+    s = replay([path], tmp / "alerts.jsonl", core, decoder, dead_letters_out=tmp / "dead.jsonl", reader_process=reader_process,
+               split=split)
     return s.events, s.seconds
 
 
@@ -126,7 +131,7 @@ def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: i
         n_lines = write_jsonl(SimConfig(keys=keys, projects=max(1, keys // 25), days=days, seed=seed,
                                         incidents=incidents, warmup_days=min(1.5, days / 2)), path)
         runs: dict[str, list[tuple[int, float]]] = {"decode_only": [], "core_no_detectors": [], "all_detectors": [],
-                                                    "all_detectors_inline": []}
+                                                    "all_detectors_not_split": [], "all_detectors_inline": []}
         last_core = None
         with fewer_collections(settings.gc_threshold):  # as `keywatch replay` runs
             for _ in range(max(1, repeat)):
@@ -136,17 +141,20 @@ def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: i
                 bare.detectors = []
                 gc.collect()
                 runs["core_no_detectors"].append(_replay(path, bare, decoder, tmp))
-                last_core = build_core(settings)
                 gc.collect()
-                runs["all_detectors"].append(_replay(path, last_core, decoder, tmp))  # as `keywatch replay` runs
-                gc.collect()  # … and with reading and decoding in this process (no reader process)
-                runs["all_detectors_inline"].append(_replay(path, build_core(settings), decoder, tmp, reader_process=False))
+                runs["all_detectors"].append(_replay(path, build_core(settings), decoder, tmp))  # as `keywatch replay` runs
+                gc.collect()  # … the reader process not running the shared detectors …
+                runs["all_detectors_not_split"].append(_replay(path, build_core(settings), decoder, tmp, split=False))
+                last_core = build_core(settings)  # … and with reading and decoding in this process (no reader process)
+                gc.collect()
+                runs["all_detectors_inline"].append(_replay(path, last_core, decoder, tmp, reader_process=False))
         result["throughput"] = {}
         for name, rs in runs.items():
             n, secs = min(rs, key=lambda r: r[1])
             result["throughput"][name] = {"events": n, "seconds": round(secs, 3), "events_per_s": round(n / secs) if secs else 0}
         result["throughput"]["lines"] = n_lines
         result["throughput"]["reader_process"] = use_reader_process([path])
+        result["throughput"]["split"] = result["throughput"]["reader_process"] and splittable(build_core(settings))
         kt = last_core.detector("key_theft") if last_core else None
         replay_keys = len(kt.keys) if kt is not None else 0
         state = {"replay": _per_key(last_core, replay_keys)}
@@ -173,10 +181,14 @@ def print_report(r: dict, console: Console) -> None:
     for col in ("run", "events", "seconds", "events/s", "vs decode only"):
         t.add_column(col, justify="right" if col != "run" else "left")
     base = tp["decode_only"]["events_per_s"] or 1
-    labels = {"all_detectors": "all detectors" + (" (reader process)" if tp.get("reader_process") else ""),
+    labels = {"all_detectors": "all detectors" + (" (split: reader process runs the shared side)" if tp.get("split")
+                                                  else " (reader process)" if tp.get("reader_process") else ""),
+              "all_detectors_not_split": "all detectors, one detecting process",
               "all_detectors_inline": "all detectors, decoded inline"}
-    for name in ("decode_only", "core_no_detectors", "all_detectors", "all_detectors_inline"):
-        x = tp[name]
+    for name in ("decode_only", "core_no_detectors", "all_detectors", "all_detectors_not_split", "all_detectors_inline"):
+        x = tp.get(name)
+        if x is None:  # results from before the split
+            continue
         t.add_row(labels.get(name, name.replace("_", " ")), f"{x['events']:,}", f"{x['seconds']:.2f}", f"{x['events_per_s']:,}",
                   f"{x['events_per_s'] / base:.2f}×")
     console.print(t)

@@ -62,7 +62,8 @@ def replay(
             ("duplicates", summary.duplicates), ("dead letters", f"{summary.dead_letters} {summary.dead_by_reason or ''} → {dead_out}"),
             ("alerts", f"{summary.alerts} {summary.alerts_by_kind or ''} → {alerts_out}"),
             ("throughput", f"{summary.events_per_s:,.0f} events/s ({summary.seconds:.2f} s"
-                            + ("; reader process)" if summary.reader == "process" else ")")),
+                            + ("; reader process" + (", detectors split" if summary.split else "") + ")"
+                               if summary.reader == "process" else ")")),
         ]:
             t.add_row(k, str(v))
         console.print(t)

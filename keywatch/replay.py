@@ -3,7 +3,11 @@
 No broker, no server: the same `build_core` as the worker. Lines are decoded by the same
 `EventDecoder` (one line = one message: an object or an array). Bad lines become dead letters
 (written beside the alerts file and counted), never a crash. Each alert is written once, in the
-order first raised, carrying its final state (later evidence updates it; no copies).
+order first raised, carrying its final state (later evidence updates it; no copies). "Order
+raised" is batch by batch (`chunk_lines` events), and by detection time (then id) within a
+batch: an order that does not depend on which detector ran first, so that a split replay
+(keywatch/replay_batches.py: the shared-level detectors in the reader process) writes the same
+file as one core.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import orjson
 
 from keywatch.models.alerts import Alert
 from keywatch.models.core import CoreOutput, DetectionCore
-from keywatch.replay_read import blocks_in_process, decoded_blocks, use_reader_process
+from keywatch.replay_batches import Batches, SharedDetection, splittable
+from keywatch.replay_read import ReaderProcess, decoded_blocks, use_reader_process
 from keywatch.stream.decode import DeadLetter, EventDecoder
 
 
@@ -33,6 +38,7 @@ class ReplaySummary:
     alerts_by_kind: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     reader: str = "inline"  # "process": read and decoded by a reader process (keywatch/replay_read.py)
+    split: bool = False  # the reader process ran the shared side of the detectors (keywatch/replay_batches.py)
 
     @property
     def events_per_s(self) -> float:
@@ -49,56 +55,75 @@ def replay(
     chunk_lines: int = 5000,
     on_output: Callable[[CoreOutput], None] | None = None,
     reader_process: bool | None = None,
+    split: bool | None = None,
 ) -> ReplaySummary:
-    """Run files through the core. Raises OSError only if a file cannot be read.
+    """Run files through the core. Raises OSError if a file cannot be read (and ValueError for
+    `split=True` with a core that `splittable` refuses).
 
     `reader_process`: read and decode in a forked reader process (None: when the input is big
-    and there is a spare core, `use_reader_process`). The output is the same either way."""
+    and there is a spare core, `use_reader_process`). `split`: the reader process also runs the
+    cost-spike, budget, billing and telemetry-health detectors (keywatch/replay_batches.py;
+    None: whenever there is a reader process, no `on_output` and a `splittable` core). A split
+    leaves `core` with key theft and gateway bypass only. The output is the same either way:
+    alerts are written batch by batch (the batch first raised), then by `detected_at`, then id."""
     for p in paths:  # fail before doing any work if a file is missing or unreadable
         with open(p, "rb"):
             pass
     summary = ReplaySummary(files=len(paths))
     want_rows = on_output is not None  # replay writes alerts only: rows nobody reads are not built
     started = time.perf_counter()
-    alerts: dict[str, Alert] = {}
+    alerts: dict[str, Alert] = {}  # id → latest state
+    first: dict[str, tuple[int, int]] = {}  # id → (batch first raised, detected_at_ms): the file's order
+    process = use_reader_process(paths) if reader_process is None else reader_process
+    if split is None:
+        split = process and on_output is None and splittable(core)
+    elif split and not splittable(core):
+        raise ValueError("split replay: the core's detectors are not all on one side or the other (replay_batches.splittable)")
     dead_fh = open(dead_letters_out, "wb") if dead_letters_out else None
-    try:
-        chunk: list = []
-        dead: list[DeadLetter] = []
+    shared = SharedDetection(core, chunk_lines) if split and process else None
+    summary.split = shared is not None
+    batches = Batches(chunk_lines)
+    numbered = [0]
 
+    def note(n: int, raised: list[Alert]) -> None:
+        for a in raised:
+            alerts[a.alert_id] = a
+            if a.alert_id not in first:
+                first[a.alert_id] = (n, a.detected_at_ms)
+
+    try:
         def flush() -> None:
-            rejected: dict[str, int] = {}
-            for d in dead:
-                rejected[d.reason] = rejected.get(d.reason, 0) + 1
-            out = core.process(chunk, rejected=rejected, rows=want_rows)
+            events, rejected = batches.take()
+            out = core.process(events, rejected=rejected, rows=want_rows)
             summary.events += len(out.usage) + len(out.audit) + len(out.billing)
             summary.duplicates += out.duplicates
-            for a in out.alerts:
-                alerts[a.alert_id] = a  # dict keeps first-raised order; value is the latest
+            note(numbered[0], out.alerts)
+            numbered[0] += 1
             if on_output is not None:
                 on_output(out)
-            _write_dead(dead, dead_fh, summary)
-            chunk.clear()
-            dead.clear()
+            _write_dead(batches.clear_dead(), dead_fh, summary)
 
-        process = use_reader_process(paths) if reader_process is None else reader_process
         summary.reader = "process" if process else "inline"
-        blocks = blocks_in_process(paths, decoder) if process else decoded_blocks(paths, decoder)
+        reader = ReaderProcess(paths, decoder, shared) if process else None
         try:
-            for n, events, bad in blocks:
+            for n, events, bad in reader.blocks() if reader else decoded_blocks(paths, decoder):
                 summary.lines += n
-                chunk.extend(events)
-                dead.extend(bad)
-                if len(chunk) >= chunk_lines:
+                if batches.add(events, bad):
                     flush()
+            flush()
+            if reader:
+                reader.finish()
         finally:
-            blocks.close()  # stops the reader process if the core failed part-way
-        flush()
+            if reader:
+                reader.stop()  # stops the reader process if the core failed part-way
     finally:
         if dead_fh:
             dead_fh.close()
+    for n, raised in shared.received if shared is not None else ():
+        note(n, raised)
     with open(alerts_out, "wb") as fh:
-        for a in alerts.values():
+        for i in sorted(first, key=lambda i: (*first[i], i)):
+            a = alerts[i]
             fh.write(orjson.dumps(a.to_contract()) + b"\n")
             summary.alerts_by_kind[a.kind] = summary.alerts_by_kind.get(a.kind, 0) + 1
     summary.alerts = len(alerts)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import multiprocessing
 import os
+import pickle
 import queue
 import sys
 import time
@@ -33,6 +34,7 @@ from typing import Iterable, Iterator, Sequence
 import msgspec
 
 from keywatch.models.events import Event
+from keywatch.replay_batches import SharedDetection
 from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
 
 BLOCK_LINES = 500  # lines decoded in one parse (`EventDecoder.decode_block`)
@@ -144,51 +146,97 @@ def use_reader_process(paths: Sequence[Path]) -> bool:
 
 
 def blocks_in_process(paths: Sequence[Path], decoder: EventDecoder) -> Iterator[Block]:
-    """`decoded_blocks` run by a forked reader process, up to `_QUEUE_BLOCKS` blocks ahead.
+    """`decoded_blocks` run by a `ReaderProcess`; the process is stopped when this generator is
+    closed (or raises, with the child's error)."""
+    reader = ReaderProcess(paths, decoder)
+    try:
+        yield from reader.blocks()
+        reader.finish()
+    finally:
+        reader.stop()
+
+
+class ReaderProcess:
+    """A forked process runs `decoded_blocks`, up to `_QUEUE_BLOCKS` blocks ahead of `blocks()`.
 
     Fork, not spawn: the child starts at once with this decoder (its settings, its secret key)
     and needs no imports; it only reads files and decodes. Blocks come as msgpack, decoded and
     validated here again — except a block that secret scrubbing may have changed (a fingerprint
     can be longer than the secret it replaces, past a field's bound): it comes pickled. An error
-    in the child is raised here; the child is stopped when this generator is closed."""
-    ctx = multiprocessing.get_context("fork")
-    q = ctx.Queue(maxsize=_QUEUE_BLOCKS)
-    proc = ctx.Process(target=_reader_main, args=(list(paths), decoder, q), name="keywatch-replay-reader", daemon=True)
-    proc.start()
-    unpack = msgspec.msgpack.Decoder(list[Event]).decode
-    try:
+    in the child is raised here. Call `finish` after the last block, and `stop` in any case.
+
+    With `shared` the child also runs the shared side of the replay's detectors on its batches
+    (keywatch/replay_batches.py): from the fork on `shared.core` here holds the key side, and
+    `finish` collects the child's alerts into `shared.received`."""
+
+    def __init__(self, paths: Sequence[Path], decoder: EventDecoder, shared: SharedDetection | None = None) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.q = ctx.Queue(maxsize=_QUEUE_BLOCKS)
+        self.shared = shared
+        self.proc = ctx.Process(target=_reader_main, args=(list(paths), decoder, self.q, shared),
+                                name="keywatch-replay-reader", daemon=True)
+        self.proc.start()
+        if shared is not None:
+            shared.after_fork()
+
+    def _items(self) -> Iterator[tuple]:
+        """The child's items up to the end of the input (`blocks`) or of its work (`finish`)."""
         while True:
             try:
-                item = q.get(timeout=1.0)
+                item = self.q.get(timeout=1.0)
             except queue.Empty:
-                if not proc.is_alive():
-                    raise RuntimeError(f"the replay reader process stopped (exit code {proc.exitcode}) before the end of the input")
+                if not self.proc.is_alive():
+                    raise RuntimeError(f"the replay reader process stopped (exit code {self.proc.exitcode}) before the end of the input")
                 continue
-            if item is None:
-                break
-            kind, n, events, dead = item
-            if kind == "error":
-                raise events
-            yield n, unpack(events) if kind == "msgpack" else events, dead
-        proc.join()
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-        q.close()
-        q.cancel_join_thread()
+            if item is None or item[0] == "blocks_done":
+                return
+            if item[0] == "error":
+                raise item[2]
+            if item[0] == "alerts":  # the shared side's alerts of batch n
+                self.shared.received.append((item[1], item[2]))
+                continue
+            yield item
+
+    def blocks(self) -> Iterator[Block]:
+        unpack = msgspec.msgpack.Decoder(list[Event]).decode
+        for kind, n, events, dead in self._items():
+            yield n, unpack(events) if kind == "msgpack" else pickle.loads(events), dead
+
+    def finish(self) -> None:
+        """The child's last alerts, and its exit."""
+        for _ in self._items():
+            pass
+        self.proc.join()
+
+    def stop(self) -> None:
+        if self.shared is not None:
+            self.shared.finish()
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        self.q.close()
+        self.q.cancel_join_thread()
 
 
-def _reader_main(paths: list[Path], decoder: EventDecoder, q) -> None:
+def _reader_main(paths: list[Path], decoder: EventDecoder, q, shared: SharedDetection | None) -> None:
     pack = msgspec.msgpack.Encoder().encode
     try:
+        if shared is not None:
+            shared.in_reader()
         scrubbed = decoder.scrubbed
         for n, events, dead in decoded_blocks(paths, decoder):
             if decoder.scrubbed != scrubbed:
                 scrubbed = decoder.scrubbed
-                q.put(("objects", n, events, dead))
+                # pickled now, not by the queue's feeder thread: the shared detectors below
+                # price these very objects
+                q.put(("pickled", n, pickle.dumps(events, protocol=5), dead))
             else:
                 q.put(("msgpack", n, pack(events), dead))
+            if shared is not None:  # after the block is on its way: the other process can go on
+                shared.block(events, dead, q.put)
+        q.put(("blocks_done", 0, None, []))
+        if shared is not None:
+            shared.end(q.put)
         q.put(None)
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent, which raises it
         q.put(("error", 0, exc, []))
