@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import sys
 import time
 import zlib
@@ -34,6 +35,7 @@ from typing import Iterable, Iterator, Sequence
 import msgspec
 
 from keywatch.models.events import Event
+from keywatch.procs import die_with_parent
 from keywatch.replay_batches import SharedDetection
 from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
 
@@ -173,7 +175,9 @@ class ReaderProcess:
         ctx = multiprocessing.get_context("fork")
         self.q = ctx.Queue(maxsize=_QUEUE_BLOCKS)
         self.shared = shared
-        self.proc = ctx.Process(target=_reader_main, args=(list(paths), decoder, self.q, shared),
+        # A replay killed with -9 takes its reader with it (it could wait on a full queue forever).
+        on_parent_death = die_with_parent(signal.SIGKILL)
+        self.proc = ctx.Process(target=_reader_main, args=(list(paths), decoder, self.q, shared, on_parent_death, os.getpid()),
                                 name="keywatch-replay-reader", daemon=True)
         self.proc.start()
         if shared is not None:
@@ -218,7 +222,11 @@ class ReaderProcess:
         self.q.cancel_join_thread()
 
 
-def _reader_main(paths: list[Path], decoder: EventDecoder, q, shared: SharedDetection | None) -> None:
+def _reader_main(paths: list[Path], decoder: EventDecoder, q, shared: SharedDetection | None, on_parent_death, parent: int) -> None:
+    if on_parent_death is not None:
+        on_parent_death()
+    if os.getppid() != parent:  # died before the line above
+        os._exit(1)
     pack = msgspec.msgpack.Encoder().encode
     try:
         if shared is not None:

@@ -12,12 +12,17 @@ caller and leaves no reader process behind.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from keywatch.models.registry import build_core
+from keywatch.procs import child_pids
 from keywatch.replay import replay
 from keywatch.replay_batches import KEY_SIDE, JoinedBook
 from keywatch.settings import Settings
@@ -102,3 +107,38 @@ def test_split_needs_a_core_it_can_place(tmp_path):
         _run(src, s, tmp_path / "out.jsonl", core=core, reader_process=True, split=True)
     summary, *_ = _run(src, s, tmp_path / "out.jsonl", core=build_core(s), reader_process=True, split=None)
     assert summary.split
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has exited
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_replay_killed_with_9_leaves_no_reader(tmp_path):
+    """The reader waits on a pipe that never ends; its replay is killed with -9: it goes too."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDWR)  # a writer that stays: the reader blocks, never sees the end
+    try:
+        os.write(held, orjson.dumps({"kind": "usage", "event_id": "e1", "ts": 1_795_622_400_000, "provider": "openai",
+                                     "key_id": "k", "model": "gpt-4o"}) + b"\n")
+        proc = subprocess.Popen([sys.executable, "-m", "keywatch.cli", "replay", str(fifo), "--alerts-out",
+                                 str(tmp_path / "out.jsonl"), "--reader-process"], env={**os.environ, "KEYWATCH_DATA_DIR": str(tmp_path)})
+        deadline = time.monotonic() + 60
+        while not (kids := child_pids(proc.pid)) and time.monotonic() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.05)
+        assert kids, "no reader process started"
+        time.sleep(0.5)  # the reader is past its start-up
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while not all(map(_gone, kids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(map(_gone, kids)), kids
+    finally:
+        os.close(held)
