@@ -12,6 +12,7 @@ file as one core.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,7 @@ def replay(
     shared = SharedDetection(core, chunk_lines) if split and process else None
     summary.split = shared is not None
     batches = Batches(chunk_lines)
-    numbered = [0]
+    batch_no = itertools.count()
 
     def note(n: int, raised: list[Alert]) -> None:
         for a in raised:
@@ -93,15 +94,14 @@ def replay(
 
     try:
         def flush() -> None:
-            events, rejected = batches.take()
+            events, dead, rejected = batches.take()
             out = core.process(events, rejected=rejected, rows=want_rows)
             summary.events += len(out.usage) + len(out.audit) + len(out.billing)
             summary.duplicates += out.duplicates
-            note(numbered[0], out.alerts)
-            numbered[0] += 1
+            note(next(batch_no), out.alerts)
             if on_output is not None:
                 on_output(out)
-            _write_dead(batches.clear_dead(), dead_fh, summary)
+            _write_dead(dead, dead_fh, summary)
 
         summary.reader = "process" if process else "inline"
         reader = ReaderProcess(paths, decoder, shared) if process else None

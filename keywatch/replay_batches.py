@@ -14,7 +14,7 @@ batches this way, so both halves of a split replay see the same batches.
   billing and telemetry health (`SHARED_SIDE`) and runs them on the same batches while it reads
   and decodes. Cost spikes read one thing from the others: a key under another detector's open
   incident does not learn (`IncidentBook.open_keys_at`). So after each batch's key theft and
-  gateway bypass this process sends the batch's view of its book (`BookView`, taken where the
+  gateway bypass this process sends the batch's view of its book (`book_view`, taken where the
   cost-spike detector would have run in one core), and the reader runs the batch's shared
   detectors only once that view has come (`JoinedBook` answers from both books).
 
@@ -26,10 +26,11 @@ them (keywatch/replay.py); tests/core/test_replay_split.py holds the file to one
 >>> b = Batches(3)
 >>> b.add([1, 2], []), b.add([3, 4], [DeadLetter("not_json", "x", "f", -1, 1, -1, b"", 0, 0)])
 (False, True)
+>>> events, dead, rejected = b.take()
+>>> events, [d.reason for d in dead], rejected
+([1, 2, 3, 4], ['not_json'], {'not_json': 1})
 >>> b.take()
-([1, 2, 3, 4], {'not_json': 1})
->>> [d.reason for d in b.clear_dead()], b.take()
-(['not_json'], ([], {}))
+([], [], {})
 """
 
 from __future__ import annotations
@@ -62,18 +63,14 @@ class Batches:
         self.dead.extend(dead)
         return len(self.events) >= self.size
 
-    def take(self) -> tuple[list, dict[str, int]]:
-        """(events, dead letters by reason) of the batch; its dead letters stay in `dead` for
-        the caller to write, until `clear_dead`."""
-        events, self.events = self.events, []
+    def take(self) -> tuple[list, list[DeadLetter], dict[str, int]]:
+        """The batch: (events, dead letters, dead letters by reason)."""
+        events, dead = self.events, self.dead
+        self.events, self.dead = [], []
         rejected: dict[str, int] = {}
-        for d in self.dead:
+        for d in dead:
             rejected[d.reason] = rejected.get(d.reason, 0) + 1
-        return events, rejected
-
-    def clear_dead(self) -> list[DeadLetter]:
-        dead, self.dead = self.dead, []
-        return dead
+        return events, dead, rejected
 
 
 def splittable(core: DetectionCore) -> bool:
@@ -82,7 +79,7 @@ def splittable(core: DetectionCore) -> bool:
     return bool(names & KEY_SIDE) and bool(names & SHARED_SIDE) and names <= KEY_SIDE | SHARED_SIDE
 
 
-def BookView(book: IncidentBook) -> IncidentBook:
+def book_view(book: IncidentBook) -> IncidentBook:
     """What `open_keys_at` reads of `book`, copied (the original goes on changing)."""
     view = IncidentBook(book.quiet_ms)
     view.open, view.last_seen_ms, view.closed = dict(book.open), dict(book.last_seen_ms), list(book.closed)
@@ -100,7 +97,7 @@ class JoinedBook(IncidentBook):
 
 
 class _BookTap:
-    """The last detector of this process's half: sends the batch's `BookView`."""
+    """The last detector of this process's half: sends the batch's `book_view`."""
 
     name = "book_tap"
 
@@ -108,12 +105,12 @@ class _BookTap:
         self.send = send
 
     def process(self, batch: Batch, ctx: Context) -> None:
-        self.send(BookView(ctx.book))
+        self.send(book_view(ctx.book))
 
 
 class SharedDetection:
     """The split of a replay's core: `in_reader` runs in the forked reader process, `after_fork`
-    and `finish` here; `received` collects the reader's alerts as (batch number, alerts)."""
+    and `close` here; `received` collects the reader's alerts as (batch number, alerts)."""
 
     def __init__(self, core: DetectionCore, batch_size: int) -> None:
         self.core = core
@@ -129,7 +126,7 @@ class SharedDetection:
         self.core.detectors = [d for d in self.core.detectors if d.name in KEY_SIDE]
         self.core.detectors.append(_BookTap(self.views.put))
 
-    def finish(self) -> None:
+    def close(self) -> None:
         """After the replay (or its failure): the core keeps its own detectors only. The reader
         has had every view by now, or is stopped: none is left to send."""
         self.core.detectors = [d for d in self.core.detectors if d.name != _BookTap.name]
@@ -137,11 +134,8 @@ class SharedDetection:
         self.views.cancel_join_thread()
 
     def in_reader(self) -> None:
-        core = self.core
-        core.detectors = [d for d in core.detectors if d.name in SHARED_SIDE]
-        book = JoinedBook.__new__(JoinedBook)
-        book.__dict__.update(core.book.__dict__)
-        core.book = book
+        self.core.detectors = [d for d in self.core.detectors if d.name in SHARED_SIDE]
+        self.core.book.__class__ = JoinedBook  # this process's own copy
 
     def block(self, events: list, dead: list[DeadLetter], put: Callable[[tuple], None]) -> None:
         if self.batches.add(events, dead):
@@ -151,8 +145,8 @@ class SharedDetection:
         self._cut(put, wait=True)
 
     def _cut(self, put: Callable[[tuple], None], wait: bool) -> None:
-        self.waiting.append(self.batches.take())
-        self.batches.clear_dead()
+        events, _, rejected = self.batches.take()  # the other process writes the dead letters
+        self.waiting.append((events, rejected))
         while self.waiting:  # run the batches whose view has come; at the end, wait for them all
             view = self._next_view(wait)
             if view is None:

@@ -5,9 +5,10 @@ files (plain or gzip) in blocks of `BLOCK_LINES` lines, each block decoded in on
 every line is a good event, else line by line so that each dead letter names its file and line.
 
 On a machine with more than one core, a big input (≥ `READER_PROCESS_MIN_BYTES`) is read and
-decoded by `blocks_in_process`: a forked child runs `decoded_blocks` and hands each block over
+decoded by a `ReaderProcess`: a forked child runs `decoded_blocks` and hands each block over
 as msgpack (msgspec, validated again on arrival) while this process runs the detectors, so
-reading and decoding (≈ a fifth of a replay's time) no longer add to it. The events, dead
+reading and decoding (≈ a fifth of a replay's time) no longer add to it; in a split replay the
+child also runs the shared-level detectors (keywatch/replay_batches.py). The events, dead
 letters and their order are the same either way (tests/core/test_replay_reader.py).
 
 >>> import tempfile, pathlib
@@ -147,17 +148,6 @@ def use_reader_process(paths: Sequence[Path]) -> bool:
     return sum(p.stat().st_size for p in paths) >= READER_PROCESS_MIN_BYTES
 
 
-def blocks_in_process(paths: Sequence[Path], decoder: EventDecoder) -> Iterator[Block]:
-    """`decoded_blocks` run by a `ReaderProcess`; the process is stopped when this generator is
-    closed (or raises, with the child's error)."""
-    reader = ReaderProcess(paths, decoder)
-    try:
-        yield from reader.blocks()
-        reader.finish()
-    finally:
-        reader.stop()
-
-
 class ReaderProcess:
     """A forked process runs `decoded_blocks`, up to `_QUEUE_BLOCKS` blocks ahead of `blocks()`.
 
@@ -214,7 +204,7 @@ class ReaderProcess:
 
     def stop(self) -> None:
         if self.shared is not None:
-            self.shared.finish()
+            self.shared.close()
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(5)

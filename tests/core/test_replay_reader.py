@@ -18,7 +18,7 @@ import pytest
 
 from keywatch.models.registry import build_core
 from keywatch.replay import replay
-from keywatch.replay_read import blocks_in_process, use_reader_process
+from keywatch.replay_read import ReaderProcess, use_reader_process
 from keywatch.settings import Settings
 from keywatch.simulate import SimConfig, write_jsonl
 from keywatch.stream.decode import EventDecoder
@@ -72,13 +72,16 @@ def test_reader_process_gives_the_same_output(tmp_path):
 def test_reader_errors_reach_the_caller_and_the_reader_stops(tmp_path):
     f = tmp_path / "a.jsonl"
     f.write_bytes((orjson.dumps(GOOD) + b"\n") * 3000)
-    blocks = blocks_in_process([f, tmp_path / "missing.jsonl"], EventDecoder())
-    with pytest.raises(FileNotFoundError):
-        for _ in blocks:
-            pass
-    blocks = blocks_in_process([f] * 20, EventDecoder())
-    next(blocks)
-    blocks.close()  # the caller gave up: the reader is stopped, not left behind
+    reader = ReaderProcess([f, tmp_path / "missing.jsonl"], EventDecoder())
+    try:
+        with pytest.raises(FileNotFoundError):
+            for _ in reader.blocks():
+                pass
+    finally:
+        reader.stop()
+    reader = ReaderProcess([f] * 20, EventDecoder())
+    next(reader.blocks())
+    reader.stop()  # the caller gave up: the reader is stopped, not left behind
     assert not [p for p in multiprocessing.active_children() if p.name == "keywatch-replay-reader"]
 
 
