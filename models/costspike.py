@@ -184,6 +184,13 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
             grp = active & lv1 if learn is None else active & learn & lv1
             group_of = self._lvmask[3]  # project row → its root-cause group
             self.rc.learn_many(t, [group_of[r] for r in np.nonzero(grp)[0].tolist()])
+        elif "project" not in self.levels:
+            # A partition core has no project rows to learn root-cause shares from, so its
+            # key-level spikes would count a key's whole spend as excess. It learns each group
+            # its key rows show spend in — what one core's project rows learn, except while a
+            # project-level spike (which only the worker-wide core knows of) stops those.
+            series = self.series
+            self.rc.learn_many(t, list(dict.fromkeys(series[r][1:3] for r in np.nonzero(active)[0].tolist() if r in series)))
         self._findings(t, ts_ms, cands, calib, upper, ctx)
         if ctx.want_rows:  # False: the caller drops table rows (`keywatch replay`), build none
             if self.key_level_rows:
