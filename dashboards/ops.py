@@ -28,8 +28,10 @@ def build(db: str) -> dict:
     g.place(prom_panel("Events/s by kind", [(f"sum by (kind) (rate(keywatch_events_in_total{R}))", "{{kind}}"),
                                             (f"sum(rate(keywatch_messages_in_total{R}))", "kafka messages")],
                        unit="ops"), w=12, h=8)
-    g.place(prom_panel("Consumer lag", [("sum by (topic, partition) (keywatch_consumer_lag)", "{{topic}}/{{partition}}")],
-                       unit="short", description="Messages behind the log end; rising = the worker is not keeping up."),
+    g.place(prom_panel("Consumer lag", [("sum by (topic, partition) (keywatch_consumer_lag)", "{{topic}}/{{partition}}"),
+                                        ("sum(keywatch_project_level_waiting_events)", "events held for project level")],
+                       unit="short", description="Messages behind the log end; rising = the worker is not keeping up. "
+                       "Events held for project-level detection wait for lagging partitions (docs/operations.md)."),
             w=12, h=8)
     g.place(prom_panel("Batch latency", _quantiles("keywatch_batch_seconds"), unit="s"), w=8, h=8)
     g.place(prom_panel("Event → alert latency", _quantiles("keywatch_event_to_alert_seconds"), unit="s"), w=8, h=8)

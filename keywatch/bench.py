@@ -45,7 +45,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from keywatch.bench_group import run_group_bench
+from keywatch.bench_group import run_group_bench, wait_released
 from keywatch.settings import Settings
 from keywatch.procs import stop_process
 from keywatch.stream.broker import EmbeddedBroker, ensure_topics
@@ -111,15 +111,19 @@ def stop_worker(proc: subprocess.Popen) -> None:
 
 
 def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, data_dir: Path) -> dict:
+    """Rate and CPU up to the batch that completes the input; alerts after the release of the
+    last project-level events (`wait_released`)."""
+    status = data_dir / "worker.status.json"
     proc = start_worker(bootstrap, topic, data_dir)
     try:
-        wait_events(proc, data_dir, n)
+        st = wait_events(proc, data_dir, n)
+        wait_released(proc, [status])
     finally:
         stop_worker(proc)
-    st = StatusFile.read(data_dir / "worker.status.json")
+    final = StatusFile.read(status)
     secs = max(1e-6, st["last_batch_at"] - st["first_batch_at"])
     return {"events": st["events_in"], "seconds": round(secs, 3), "events_per_s": round(st["events_in"] / secs, 1),
-            "batches": st["batches"], "alerts": st["alerts"], "dead_letters": st["dead_letters"],
+            "batches": st["batches"], "alerts": final["alerts"], "dead_letters": final["dead_letters"],
             **_cpu(st["last_batch_cpu"] - st["first_batch_cpu"], secs, st["events_in"])}
 
 

@@ -6,7 +6,8 @@ project-level detectors. Rate = events / (first batch start of any worker → la
 any worker), from the children's status files; the run ends when the `keys`/`all` workers
 together — and the `projects` worker alone — have handled every event. CPU is the workers'
 (every thread, over the same span as the rate); `db serve`'s is reported apart, over its whole
-life (start-up and migrations included: an upper bound); the broker's is not counted.
+life (start-up and migrations included: an upper bound); the broker's is not counted. Alerts
+are counted once the last project-level events have been released (`wait_released`).
 """
 
 from __future__ import annotations
@@ -34,17 +35,18 @@ def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processe
     with open(data_dir / "launcher.log", "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(proc, data_dir, n, timeout)
+        sts = _wait(proc, data_dir, n, timeout)  # rate and CPU up to the batches that complete the input
         serve_cpu = _serve_cpu(proc.pid)
+        wait_released(proc, list(status_files(data_dir).values()))  # the last project-level alerts
     finally:
         stop_process(proc, grace=150)
-    sts = {name: StatusFile.read(p) for name, p in status_files(data_dir).items()}  # final figures
+    final = {name: StatusFile.read(p) for name, p in status_files(data_dir).items()}
     ran = [st for st in sts.values() if st.get("first_batch_at")]
     first, last = min(st["first_batch_at"] for st in ran), max(st["last_batch_at"] for st in ran)
     secs = max(1e-6, last - first)
     cpu = sum(st["last_batch_cpu"] - st["first_batch_cpu"] for st in ran)
     return {"events": n, "seconds": round(secs, 3), "events_per_s": round(n / secs, 1), "processes": processes,
-            "split_tiers": split_tiers, "alerts": sum(st.get("alerts", 0) for st in sts.values()),
+            "split_tiers": split_tiers, "alerts": sum(st.get("alerts", 0) for st in final.values()),
             "per_worker": {name: {"tier": st.get("tier"), "events": st.get("events_in", 0), "batches": st.get("batches", 0),
                                   "cpu_us_per_event": round(1e6 * (st["last_batch_cpu"] - st["first_batch_cpu"])
                                                             / max(1, st.get("events_in", 0)), 1) if st.get("first_batch_at") else None}
@@ -52,6 +54,20 @@ def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processe
             "cpu_s": round(cpu, 3), "cpu_us_per_event": round(1e6 * cpu / max(1, n), 1), "cores": round(cpu / secs, 2),
             # `db serve`'s whole life (start-up and migrations included): an upper bound per event
             "db_serve_cpu_s": serve_cpu, "db_serve_cpu_us_per_event": round(1e6 * serve_cpu / max(1, n), 1) if serve_cpu else None}
+
+
+def wait_released(proc: subprocess.Popen, status_paths: list[Path], timeout: float = 120) -> None:
+    """Once the input has ended, project-level events still wait for partitions that could
+    send more (`EventTimeOrder`), until those have been idle `KEYWATCH_GLOBAL_ORDER_IDLE_S`:
+    wait for that release, so that a run's alerts are all of its alerts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(StatusFile.read(p).get("project_level_waiting", 0) == 0 for p in status_paths):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode} before releasing its project-level events")
+        time.sleep(0.1)
+    raise RuntimeError(f"project-level events still waiting after {timeout:.0f} s: {status_paths}")
 
 
 def _serve_cpu(launcher_pid: int) -> float | None:

@@ -279,5 +279,8 @@ class Consumer(RebalanceHandler):
             except Exception:  # the consumer may be rebalancing; lag is best effort
                 pass
         m.tracked_keys.set(self.pipeline.tracked_keys())
+        waiting = self.pipeline.project_level_waiting()
+        m.project_level_waiting.set(waiting)
+        self.status.data["project_level_waiting"] = waiting
         self.status.data["offsets"] = dict(self.pipeline.in_state)
         self.status.batch(res, n, [a.to_contract() for a in out.alerts] if out is not None else [])

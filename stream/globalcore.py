@@ -70,6 +70,10 @@ class EventTimeOrder:
         self.pending = _unpack(state.get("pending", []))
         self.runs = [_unpack(r) for r in state.get("runs", [])]  # none in snapshots of before the runs
 
+    def __len__(self) -> int:
+        """Events waiting."""
+        return len(self.pending) + sum(map(len, self.runs))
+
     def add(self, partition: int, events: list, now: float) -> None:
         if not events:
             return

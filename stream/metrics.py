@@ -33,6 +33,9 @@ class Metrics:
         self.consumer_lag = Gauge("keywatch_consumer_lag", "Messages behind the log end", ["topic", "partition"], registry=r)
         self.tracked_keys = Gauge("keywatch_tracked_keys", "Keys with detector state in memory", registry=r)
         self.backpressure = Gauge("keywatch_backpressure", "1 while the worker is paused waiting for the sink", registry=r)
+        self.project_level_waiting = Gauge(
+            "keywatch_project_level_waiting_events",
+            "Events held for project-level detection until every active input partition reaches their event time", registry=r)
         self.partition_restores = Counter(
             "keywatch_partition_restores_total",
             "Input partitions taken over on assignment, by where their detector state came from (snapshot, parked, legacy, new)",

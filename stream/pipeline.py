@@ -252,3 +252,9 @@ class Pipeline(RecheckSteps, WriteSteps):
 
     def tracked_keys(self) -> int:
         return self.cores.tracked_keys()
+
+    def project_level_waiting(self) -> int:
+        """Events the worker-wide core has not run yet: waiting for lagging partitions
+        (`EventTimeOrder`); 0 without a worker-wide core (the `keys` tier)."""
+        g = self.cores.global_core
+        return len(order_of(g)) if g is not None else 0

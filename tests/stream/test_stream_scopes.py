@@ -129,10 +129,11 @@ def test_unevenly_consumed_partitions_give_replays_project_alerts(ch_db, tmp_pat
         pipe.write(res)
         got += [a.to_contract() for a in res.out.alerts]
     assert not pipe.global_ready()  # the tail waits for partitions that may still send
+    assert pipe.project_level_waiting() > 0  # (the worker's status file and gauge show how much)
     clock[0] += settings.global_order_idle_s + 1  # the stream ends: the partitions go quiet
     assert pipe.global_ready()  # so the worker's timer would run an empty batch to release it
     res = pipe.process([])
-    assert not pipe.global_ready()
+    assert not pipe.global_ready() and pipe.project_level_waiting() == 0
     pipe.write(res)
     got += [a.to_contract() for a in (res.out.alerts if res.out is not None else [])]
     assert project(got) == project(ref)

@@ -58,6 +58,8 @@ def test_events_and_bad_input_flow_to_clickhouse_and_dlq(worker_factory, broker,
     w.start()
     st = w.wait(_caught_up(ends), timeout=90)
     assert st["dead_letters"] == 5
+    # the input has ended: once its partitions idle, the project-level events still held go too
+    w.wait(lambda st: st.get("project_level_waiting", -1) == 0, timeout=60)
     assert w.stop() == 0
     usage, dead, snaps, mv = w.query(
         f"SELECT count(), uniqExact(event_id) FROM {s.clickhouse_database}.usage_events",
