@@ -67,8 +67,15 @@ def live_time(events: list[dict], rate: float) -> list[dict]:
     return [{**e, "ts": t0 + int(i * 1000 / rate)} for i, e in enumerate(events)]
 
 
+WEEK_MS = 7 * 86_400_000
+
+
 def bench_events(n: int, keys: int) -> list[dict]:
-    start = int(time.time() * 1000) - 3 * 86_400_000
+    """The bench's events: simulated, starting ≈ 3 days ago. The start is a whole number of weeks
+    from the epoch (minus 3 days), so runs of any week get the same hours and weekdays — the
+    same traffic to the seasonal detectors, and so the same alerts — rather than depending on
+    the hour a run starts."""
+    start = int(time.time() * 1000) // WEEK_MS * WEEK_MS - 3 * 86_400_000
     if importlib.util.find_spec("keywatch.simulate") is not None:
         from keywatch.simulate import SimConfig, generate
 
