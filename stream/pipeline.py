@@ -255,6 +255,9 @@ class Pipeline(RecheckSteps, WriteSteps):
 
     def project_level_waiting(self) -> int:
         """Events the worker-wide core has not run yet: waiting for lagging partitions
-        (`EventTimeOrder`); 0 without a worker-wide core (the `keys` tier)."""
+        (`EventTimeOrder`); 0 without a worker-wide core (the `keys` tier). Read while the
+        detection thread may be changing them (a gauge, as `tracked_keys`), so it never creates
+        the order (`order_of` would): that belongs to detection."""
         g = self.cores.global_core
-        return len(order_of(g)) if g is not None else 0
+        o = g.__dict__.get("event_order") if g is not None else None
+        return len(o) if o is not None else 0
