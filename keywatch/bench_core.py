@@ -37,9 +37,8 @@ from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
 from keywatch.gctune import fewer_collections
-from keywatch.replay import replay
-from keywatch.replay_batches import splittable
-from keywatch.replay_read import read_lines, use_reader_process
+from keywatch.replay import ReplaySummary, replay
+from keywatch.replay_read import read_lines
 from keywatch.stream.decode import EventDecoder, Origin
 
 
@@ -60,9 +59,12 @@ def _decode_only(path: Path, decoder: EventDecoder) -> tuple[int, float]:
 
 
 def _replay(path: Path, core: DetectionCore, decoder: EventDecoder, tmp: Path, reader_process: bool | None = None,
-            split: bool | None = None) -> tuple[int, float]:
-    s = replay([path], tmp / "alerts.jsonl", core, decoder, dead_letters_out=tmp / "dead.jsonl", reader_process=reader_process,
-               split=split)
+            split: bool | None = None) -> ReplaySummary:
+    return replay([path], tmp / "alerts.jsonl", core, decoder, dead_letters_out=tmp / "dead.jsonl", reader_process=reader_process,
+                  split=split)
+
+
+def _timing(s: ReplaySummary) -> tuple[int, float]:
     return s.events, s.seconds
 
 
@@ -140,21 +142,22 @@ def run_core_bench(settings=None, *, keys: int = 300, days: float = 1.0, seed: i
                 bare = build_core(settings)
                 bare.detectors = []
                 gc.collect()
-                runs["core_no_detectors"].append(_replay(path, bare, decoder, tmp))
+                runs["core_no_detectors"].append(_timing(_replay(path, bare, decoder, tmp)))
                 gc.collect()
-                runs["all_detectors"].append(_replay(path, build_core(settings), decoder, tmp))  # as `keywatch replay` runs
+                as_cli = _replay(path, build_core(settings), decoder, tmp)  # as `keywatch replay` runs
+                runs["all_detectors"].append(_timing(as_cli))
                 gc.collect()  # … the reader process not running the shared detectors …
-                runs["all_detectors_not_split"].append(_replay(path, build_core(settings), decoder, tmp, split=False))
+                runs["all_detectors_not_split"].append(_timing(_replay(path, build_core(settings), decoder, tmp, split=False)))
                 last_core = build_core(settings)  # … and with reading and decoding in this process (no reader process)
                 gc.collect()
-                runs["all_detectors_inline"].append(_replay(path, last_core, decoder, tmp, reader_process=False))
+                runs["all_detectors_inline"].append(_timing(_replay(path, last_core, decoder, tmp, reader_process=False)))
         result["throughput"] = {}
         for name, rs in runs.items():
             n, secs = min(rs, key=lambda r: r[1])
             result["throughput"][name] = {"events": n, "seconds": round(secs, 3), "events_per_s": round(n / secs) if secs else 0}
         result["throughput"]["lines"] = n_lines
-        result["throughput"]["reader_process"] = use_reader_process([path])
-        result["throughput"]["split"] = result["throughput"]["reader_process"] and splittable(build_core(settings))
+        result["throughput"]["reader_process"] = as_cli.reader == "process"
+        result["throughput"]["split"] = as_cli.split
         kt = last_core.detector("key_theft") if last_core else None
         replay_keys = len(kt.keys) if kt is not None else 0
         state = {"replay": _per_key(last_core, replay_keys)}
@@ -186,9 +189,7 @@ def print_report(r: dict, console: Console) -> None:
               "all_detectors_not_split": "all detectors, one detecting process",
               "all_detectors_inline": "all detectors, decoded inline"}
     for name in ("decode_only", "core_no_detectors", "all_detectors", "all_detectors_not_split", "all_detectors_inline"):
-        x = tp.get(name)
-        if x is None:  # results from before the split
-            continue
+        x = tp[name]
         t.add_row(labels.get(name, name.replace("_", " ")), f"{x['events']:,}", f"{x['seconds']:.2f}", f"{x['events_per_s']:,}",
                   f"{x['events_per_s'] / base:.2f}×")
     console.print(t)

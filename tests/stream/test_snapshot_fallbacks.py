@@ -46,7 +46,6 @@ def _consumer(ch_db, tmp_path):
     pipe.assign({0, 1, 2})
     run_batches(pipe, pipeline_messages(list(generate(SimConfig(keys=12, projects=2, days=0.15, seed=5, incidents=["loud_burst"], warmup_days=0.05)))), batch=20)
     pipe.snapshot_seconds = 5.0  # the last snapshot was slow: big state, so the worker wants to fork
-    pipe.rt.settings = settings
     c = Consumer(None, pipe.rt, pipe, None, StatusFile(tmp_path / "worker.status.json", os.getpid()), None, None)
     c.stream = _Stream()
     c.pending = ["event-1", "event-2"]  # stored in ClickHouse, waiting for a snapshot to cover them
