@@ -41,7 +41,10 @@ def build(db: str) -> dict:
                        unit="ops"), w=8, h=8)
     g.place(prom_panel("Sink errors and backpressure", [(f"sum(rate(keywatch_sink_errors_total{R}))", "sink errors/s"),
                                                          ("max(keywatch_backpressure)", "paused")]), w=8, h=8)
-    g.place(prom_panel("Duplicates/s", [(f"sum(rate(keywatch_duplicate_events_total{R}))", "duplicates")], unit="ops"),
+    g.place(prom_panel("Duplicates and late events/s", [(f"sum(rate(keywatch_duplicate_events_total{R}))", "duplicates"),
+                                                        (f"sum(rate(keywatch_late_events_total{R}))", "late")], unit="ops",
+                       description="Late: older than the minute their partition's detection had reached, so cost "
+                       "spikes count them in a later minute. Keep each partition in event-time order (docs/operations.md)."),
             w=8, h=8)
     g.row("Outputs")
     g.place(prom_panel("Alerts/s by kind and severity",

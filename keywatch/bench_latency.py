@@ -43,24 +43,6 @@ def percentile(xs: list[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def partition_messages(events: list[dict], partitions: int) -> list[tuple[bytes | None, list[dict]]]:
-    """(key, events) per input partition, as Kafka's default partitioner would place each event's key.
-
-    >>> [len(g) for _, g in partition_messages([{"key_id": "a"}, {"key_id": "a"}, {"project": None}], 4)]
-    [2, 1]
-    """
-    from kafka.partitioner.default import murmur2
-
-    from keywatch.stream.produce import _key
-
-    groups: dict[int | None, tuple[bytes | None, list[dict]]] = {}
-    for e in events:
-        k = _key(e)
-        p = (murmur2(k) & 0x7FFFFFFF) % partitions if k is not None else None  # the producer's own choice
-        groups.setdefault(p, (k, []))[1].append(e)
-    return list(groups.values())
-
-
 def latency_events(rate: float, seconds: float, keys: int, seed: int = 1) -> tuple[list[dict], list[dict]]:
     """(warm-up, paced) events: ~`rate × seconds` paced ones with incidents spread over them."""
     from keywatch.simulate import SimConfig, generate
@@ -108,7 +90,7 @@ class AlertWatcher(threading.Thread):
 def run_latency(settings, bootstrap: str, data_dir: Path, *, rate: float, seconds: float, keys: int) -> dict:
     from keywatch.bench import start_worker, stop_worker, wait_events
     from keywatch.stream.broker import ensure_topics
-    from keywatch.stream.produce import EventProducer, paced
+    from keywatch.stream.produce import EventProducer, paced, partition_messages
 
     data_dir.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:6]
@@ -131,8 +113,8 @@ def run_latency(settings, bootstrap: str, data_dir: Path, *, rate: float, second
                     when = format_ts(e["ts"])
                     sent.setdefault((e.get("key_id"), when), now)
                     sent.setdefault((None, when), now)
-                for key, group in partition_messages(chunk, settings.topic_partitions):
-                    p.send_raw(orjson.dumps(group), key)
+                for part, group in partition_messages(chunk, len(chunk), settings.topic_partitions):
+                    p.send_raw(orjson.dumps(group), None, part)  # one message per partition and chunk
             p.flush()
             messages = p.messages
         produce_s = time.time() - started

@@ -68,8 +68,9 @@ class _Out:
                 self.alerts[a.alert_id] = a  # first-raised order, latest state (as replay does)
         elif self.fh is not None:
             self.fh.writelines(orjson.dumps(self.to_dict(e)) + b"\n" for e in events)
-        else:
-            self.producer.send_events([self.to_dict(e) for e in events], self.batch_size)
+        else:  # each chunk in event-time order: its partitions then are too (stream/produce.py)
+            ordered = sorted(events, key=lambda e: e.ts_ms)
+            self.producer.send_events([self.to_dict(e) for e in ordered], self.batch_size)
 
     def close(self) -> None:
         if self.core is not None:

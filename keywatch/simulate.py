@@ -107,6 +107,10 @@ def _plan(cfg: SimConfig) -> _Plan:
             key = free[int(irng.integers(len(free)))]
         used.add(key.idx)
         lo = int(cfg.warmup_days * 1440)
+        if lo >= n_min and "at_s" not in spec:  # the incident would start after the last minute
+            raise ValueError(f"incident #{n} ({kind}) would start after the stream ends: incidents start after "
+                             f"{cfg.warmup_days} days of history (warmup_days) and the stream lasts {cfg.days} days "
+                             f"(days, --days)")
         hi = max(lo + 1, n_min - (60 if kind in SHORT else 360))
         t0_min = int(spec["at_s"] // 60) if "at_s" in spec else int(irng.integers(lo, hi))
         dur = int(spec["duration_s"] // 60) if "duration_s" in spec else None
@@ -211,7 +215,10 @@ def simulate_command(
 
     cfg = SimConfig(keys=keys, projects=projects, days=days, seed=seed, start_ms=start_ms, incidents=parse_incidents(incidents))
     console = Console(stderr=True)
-    gt = ground_truth(cfg)
+    try:
+        gt = ground_truth(cfg)
+    except ValueError as e:  # e.g. incidents after the stream's end
+        raise typer.BadParameter(str(e)) from None
     if kafka:
         if find_spec("keywatch.stream.produce") is None:
             console.print("[red]keywatch.stream.produce is not available[/red]")

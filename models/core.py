@@ -16,6 +16,7 @@ for it. The whole core (detectors included) pickles, so its state can be snapsho
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -110,6 +111,10 @@ class CoreOutput:
     scores: list[ScoreRow]
     rows: dict[str, list[dict[str, Any]]]
     duplicates: int = 0
+    # Events older than the minute the core had reached before this batch: minute series (cost
+    # spikes) count them in a later minute, so their input is out of event-time order across
+    # batches, and where they land depends on the batch cuts (docs/operations.md).
+    late: int = 0
 
 
 class DetectionCore:
@@ -185,14 +190,16 @@ class DetectionCore:
             billing = [e for e in kept if e.__class__ is BillingEvent]
         for enricher in self.enrichers:
             enricher.enrich(usage)
+        late = 0
         if kept:
+            late = bisect.bisect_left(kept, self.watermark_ms // 60000 * 60000, key=_ts)  # kept is sorted
             self.watermark_ms = max(self.watermark_ms, kept[-1].ts_ms)
         ctx = Context(self.book, self.watermark_ms, rows)
         batch = Batch(usage, audit, billing, dict(rejected or {}))
         for det in self.detectors:
             det.process(batch, ctx)
         ctx.alerts.extend(self.book.expire(self.watermark_ms))
-        return CoreOutput(usage, audit, billing, ctx.alerts, ctx.scores, ctx.rows, dups)
+        return CoreOutput(usage, audit, billing, ctx.alerts, ctx.scores, ctx.rows, dups, late)
 
     def feedback(self, alert_id: str, label: str, now_ms: int, until_ms: int | None = None) -> Alert | None:
         """Analyst feedback (`not_anomaly`, `planned_activity`, `confirmed`, …) on an open alert.

@@ -257,6 +257,9 @@ class Consumer(RebalanceHandler):
                     m.events_in.labels(kind).inc(len(evs))
                     n += len(evs)
             m.duplicates.inc(out.duplicates + res.redelivered_rows)
+            if out.late:
+                m.late_events.inc(out.late)
+                self.status.data["late_events"] = self.status.data.get("late_events", 0) + out.late
             now = time.time()
             for a in out.alerts:
                 m.alerts.labels(a.kind, a.severity).inc()

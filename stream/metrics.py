@@ -15,6 +15,10 @@ class Metrics:
         self.messages_in = Counter("keywatch_messages_in_total", "Kafka messages consumed", registry=r)
         self.events_rejected = Counter("keywatch_events_rejected_total", "Dead letters, by reason", ["reason"], registry=r)
         self.duplicates = Counter("keywatch_duplicate_events_total", "Events dropped as already seen (same event_id)", registry=r)
+        self.late_events = Counter(
+            "keywatch_late_events_total",
+            "Events older than the minute their partition's detection had reached (input out of event-time order "
+            "across batches: their spend counts in a later minute)", registry=r)
         self.batch_latency = Histogram(
             "keywatch_batch_seconds", "Time to process and store one batch", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

@@ -85,6 +85,7 @@ def merge_outputs(outs: list[CoreOutput]) -> CoreOutput | None:
         m.alerts += o.alerts
         m.scores += o.scores
         m.duplicates += o.duplicates
+        m.late += o.late
         for t, rows in o.rows.items():
             m.rows.setdefault(t, []).extend(rows)
     return m

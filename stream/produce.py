@@ -1,7 +1,15 @@
-"""Produce canonical events to the input topic: batched JSON-array messages keyed by `key_id`.
+"""Produce canonical events to the input topic: batched JSON-array messages, a key's events on one partition.
 
-Keying by `key_id` puts every event of a key on one partition, so one worker holds that key's
-detector state. With ``batch_size=1`` each event is its own message (one JSON object).
+Every event of a `key_id` goes to the partition Kafka's default partitioner gives that key
+(murmur2, as the Java client), so one worker holds that key's detector state, whether events
+are sent one per message (keyed, ``batch_size=1``: one JSON object) or batched. A batched
+message holds up to `batch_size` events *of one partition*, in input order, not of one key:
+grouped per key, a quiet key's 100 events span hours of a backlog, its message then sits in
+its partition after messages that reach later, and the partition leaves event-time order. Its
+cores would count those events in a later minute, at places that depend on where the worker's
+batches are cut (the same input gave 55 and 5 key-level cost spikes). Grouped per partition,
+each partition keeps the input's order, so a time-ordered input stays time-ordered in every
+partition.
 Used by `keywatch demo`, `keywatch bench`, the tests and the `ingest`/`poll` commands.
 
 Example (needs a broker)::
@@ -9,8 +17,11 @@ Example (needs a broker)::
     from keywatch.stream.produce import produce_events
     n = produce_events("127.0.0.1:9092", "keywatch.events", events, batch_size=100)
 
->>> [(k, len(v)) for k, v in group_messages([{"key_id": "a"}, {"key_id": "b"}, {"key_id": "a"}], 2)]
-[(b'a', 2), (b'b', 1)]
+>>> [partition_of(k, 3) for k in (b"a", b"b", b"c")]
+[1, 2, 1]
+>>> evs = [{"key_id": k, "n": i} for i, k in enumerate("abcab")]
+>>> [(p, [e["n"] for e in g]) for p, g in partition_messages(evs, 2, partitions=3)]
+[(1, [0, 2]), (2, [1, 4]), (1, [3])]
 """
 
 from __future__ import annotations
@@ -19,27 +30,36 @@ import time
 from typing import Any, Iterable, Iterator
 
 import orjson
+from kafka.partitioner.default import murmur2
 
 
-def _key(event: dict[str, Any]) -> bytes | None:
+def message_key(event: dict[str, Any]) -> bytes | None:
+    """The key that places an event: its `key_id`, else (project-level events such as billing)
+    its project, so those stay together."""
     k = event.get("key_id") if isinstance(event, dict) else None
-    if k is None:  # project-level events (billing) go by project so they stay together
+    if k is None:
         k = event.get("project") if isinstance(event, dict) else None
     return str(k).encode() if k is not None else None
 
 
-def group_messages(events: Iterable[dict[str, Any]], batch_size: int) -> Iterator[tuple[bytes | None, list[dict]]]:
-    """(key, events) per message: up to `batch_size` events of one key, in input order per key."""
-    pending: dict[bytes | None, list[dict]] = {}
+def partition_of(key: bytes | None, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key` among `partitions` (no key: that of
+    b"", so keyless events stay together too, where the partitioner would scatter them)."""
+    return (murmur2(key or b"") & 0x7FFFFFFF) % partitions
+
+
+def partition_messages(events: Iterable[dict[str, Any]], batch_size: int, partitions: int) -> Iterator[tuple[int, list[dict]]]:
+    """(partition, events) per message: up to `batch_size` events of one partition, in input order."""
+    pending: dict[int, list[dict]] = {}
     for ev in events:
-        k = _key(ev)
-        buf = pending.setdefault(k, [])
+        p = partition_of(message_key(ev), partitions)
+        buf = pending.setdefault(p, [])
         buf.append(ev)
         if len(buf) >= batch_size:
-            yield k, pending.pop(k)
-    for k, buf in pending.items():
+            yield p, pending.pop(p)
+    for p, buf in pending.items():
         if buf:
-            yield k, buf
+            yield p, buf
 
 
 class EventProducer:
@@ -51,21 +71,36 @@ class EventProducer:
         self.topic = topic
         self.messages = 0
         self.events = 0
+        self._partitions: int | None = None
         self._p = KafkaProducer(
             bootstrap_servers=bootstrap.split(","), client_id="keywatch-producer", acks="all",
             linger_ms=linger_ms, max_request_size=max_request_size, retries=5,
         )
 
-    def send_raw(self, value: bytes, key: bytes | None = None) -> None:
-        self._p.send(self.topic, value=value, key=key)
+    def send_raw(self, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
+        self._p.send(self.topic, value=value, key=key, partition=partition)
         self.messages += 1
 
+    def partitions(self) -> int:
+        """The topic's partition count (asked of the broker once; the topic must exist)."""
+        if self._partitions is None:
+            parts = self._p.partitions_for(self.topic)
+            if not parts:
+                raise RuntimeError(f"topic {self.topic!r} has no partitions on the broker (create it first; the worker creates its topics when it starts)")
+            self._partitions = len(parts)
+        return self._partitions
+
     def send_events(self, events: Iterable[dict[str, Any]], batch_size: int = 100) -> int:
+        """Send events, `batch_size` per message (see the module's docstring); return the count."""
         n = 0
-        for key, group in group_messages(events, batch_size):
-            value = orjson.dumps(group[0] if batch_size == 1 else group)
-            self.send_raw(value, key)
-            n += len(group)
+        if batch_size == 1:  # one JSON object per message, keyed: the default partitioner places it
+            for ev in events:
+                self.send_raw(orjson.dumps(ev), message_key(ev))
+                n += 1
+        else:
+            for p, group in partition_messages(events, batch_size, self.partitions()):
+                self.send_raw(orjson.dumps(group), None, p)
+                n += len(group)
         self.events += n
         return n
 
@@ -84,7 +119,7 @@ class EventProducer:
 
 
 def produce_events(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], batch_size: int = 100) -> int:
-    """Produce events (batched per key) and wait until the broker acknowledged them; return the count."""
+    """Produce events (batched per partition) and wait until the broker acknowledged them; return the count."""
     with EventProducer(bootstrap, topic) as p:
         return p.send_events(events, batch_size)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
-
 import orjson
 
 from keywatch.models.registry import build_core
@@ -14,7 +12,7 @@ from keywatch.stream.decode import EventDecoder
 from keywatch.stream.metrics import Metrics
 from keywatch.stream.partitions import PartitionCores
 from keywatch.stream.pipeline import Msg, Pipeline
-from keywatch.stream.produce import group_messages
+from keywatch.stream.produce import partition_messages
 from keywatch.stream.runtime import WorkerRuntime
 from keywatch.stream.state import StreamState
 
@@ -52,11 +50,10 @@ def pipeline_worker(client, settings, *, global_core: bool = False) -> Pipeline:
 
 
 def pipeline_messages(events: list[dict]) -> list[Msg]:
-    """Events as 10-event messages over 3 partitions, keyed like the producer."""
+    """Events as 10-event messages over 3 partitions, grouped and placed as the producer does."""
     offsets: dict[int, int] = {}
     out = []
-    for key, group in group_messages(events, 10):
-        p = zlib.crc32(key or b"") % 3
+    for p, group in partition_messages(events, 10, 3):
         offsets[p] = offsets.get(p, -1) + 1
         out.append(Msg(TOPIC, p, offsets[p], orjson.dumps(group)))
     return out

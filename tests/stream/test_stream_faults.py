@@ -19,7 +19,7 @@ import pytest
 
 from keywatch.settings import Settings
 from keywatch.stream.broker import EmbeddedBroker, ensure_topics, topic_specs
-from keywatch.stream.produce import group_messages, produce_events
+from keywatch.stream.produce import partition_messages, produce_events
 
 from stream_helpers import end_offsets as _end_offsets, prepare as _prepare  # noqa: E402
 
@@ -72,12 +72,12 @@ def test_kill_9_five_times_exactly_once_exact_rollups_and_replay_alerts(worker_f
     w = worker_factory(BATCH_MAX_MESSAGES=5, BATCH_MAX_SECONDS=0.05)
     s = _prepare(w)
     produce_events(broker.bootstrap, s.input_topic, evs, batch_size=10)
-    n_msgs = len(list(group_messages(evs, 10)))
+    n_msgs = len(list(partition_messages(evs, 10, s.topic_partitions)))
     ends = _all_ends(broker.bootstrap, s.input_topic, s.topic_partitions, n_msgs)
     if sum(o + 1 for o in ends.values()) < n_msgs:
         # Seen rarely: the embedded broker acked but does not hold the producer's last records.
         # Send the tail again (ids are deduplicated) so the input is complete.
-        tail = [e for _, group in list(group_messages(evs, 10))[-20:] for e in group]
+        tail = [e for _, group in list(partition_messages(evs, 10, s.topic_partitions))[-20:] for e in group]
         produce_events(broker.bootstrap, s.input_topic, tail, batch_size=10)
         ends = _end_offsets(broker.bootstrap, s.input_topic, s.topic_partitions)
     rnd = random.Random(20261125)
@@ -129,7 +129,7 @@ def test_clickhouse_down_30s_backpressure_then_recovery(worker_factory, broker, 
     down = time.monotonic()
     produce_events(broker.bootstrap, s.input_topic, second, batch_size=20)
     ends = _all_ends(broker.bootstrap, s.input_topic, s.topic_partitions,
-                     len(list(group_messages(first + second, 20))))
+                     len(list(partition_messages(first, 20, s.topic_partitions))) + len(list(partition_messages(second, 20, s.topic_partitions))))
     st = w.wait(lambda st: st.get("backpressure") == 1, timeout=30)
     held = dict(st.get("offsets", {}))
     time.sleep(max(0.0, 30 - (time.monotonic() - down)))

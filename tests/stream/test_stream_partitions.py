@@ -10,13 +10,13 @@ ClickHouse server both can reach; chDB allows one process per data path.)
 
 from __future__ import annotations
 
-import zlib
 
 import pytest
 
 from keywatch.models.registry import build_core
 from keywatch.simulate import SimConfig, generate, ground_truth
 from keywatch.stream.decode import EventDecoder, Origin
+from keywatch.stream.produce import partition_of
 
 from stream_helpers import TOPIC, pipeline_messages as _messages, pipeline_worker as _worker, run_batches as _run
 
@@ -30,10 +30,10 @@ def test_partition_moves_with_its_state_when_a_worker_dies(ch_db, tmp_path, fork
     events = list(generate(cfg))
     msgs = _messages(events)
     parts = {m.partition for m in msgs}
-    attacked = zlib.crc32(ground_truth(cfg)[0]["key_id"].encode()) % 3
+    attacked = partition_of(ground_truth(cfg)[0]["key_id"].encode(), 3)
     a_parts, b_parts = {attacked}, parts - {attacked}  # the attacked key's partition moves
     assert b_parts
-    a_keys = {e["key_id"] for e in events if e.get("key_id") and zlib.crc32(e["key_id"].encode()) % 3 in a_parts}
+    a_keys = {e["key_id"] for e in events if e.get("key_id") and partition_of(e["key_id"].encode(), 3) in a_parts}
     a, b = _worker(client, settings), _worker(client, settings)
     a.assign(a_parts)
     b.assign(b_parts)

@@ -10,7 +10,6 @@ runaway loop goes through an in-process `Pipeline` over three partitions and thr
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import orjson
@@ -23,6 +22,7 @@ from keywatch.stream.decode import EventDecoder
 from keywatch.stream.metrics import Metrics
 from keywatch.stream.partitions import PartitionCores
 from keywatch.stream.pipeline import Msg, Pipeline
+from keywatch.stream.produce import message_key, partition_of
 from keywatch.stream.runtime import WorkerRuntime
 from keywatch.stream.state import StreamState
 
@@ -31,11 +31,11 @@ PARTS = 3
 
 
 def _messages(events: list[dict]) -> list[Msg]:
-    """One event per message, keyed by key_id as the producer does, in stream order."""
+    """One event per message, placed by key_id as the producer does, in stream order."""
     offsets: dict[int, int] = {}
     out = []
     for e in events:
-        p = zlib.crc32((e.get("key_id") or "").encode()) % PARTS
+        p = partition_of(message_key(e), PARTS)
         offsets[p] = offsets.get(p, -1) + 1
         out.append(Msg(TOPIC, p, offsets[p], orjson.dumps(e)))
     return out

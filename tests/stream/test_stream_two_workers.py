@@ -37,7 +37,7 @@ from keywatch.sinks.chserver import ServerProcess
 from keywatch.sinks.migrate import migrate, migration_params
 from keywatch.stream.broker import ensure_topics, topic_specs
 from keywatch.stream.decode import EventDecoder
-from keywatch.stream.produce import group_messages, produce_events
+from keywatch.stream.produce import partition_messages, produce_events
 
 from stream_helpers import end_offsets  # noqa: E402
 
@@ -114,7 +114,7 @@ def test_two_workers_one_killed_its_partitions_move_with_their_state(worker_fact
         snaps = {p: _snapshot_offset(client, db, topic, p) for p in victim_parts}
 
         produce_events(broker.bootstrap, topic, phase2, batch_size=10)  # the stream goes on
-        n_msgs = len(list(group_messages(phase1, 10))) + len(list(group_messages(phase2, 10)))
+        n_msgs = len(list(partition_messages(phase1, 10, PARTITIONS))) + len(list(partition_messages(phase2, 10, PARTITIONS)))
         ends = _complete_ends(broker.bootstrap, topic, n_msgs, phase2[-200:])
         st = survivor.wait(lambda st: all(st.get("offsets", {}).get(k, -1) >= o for k, o in ends.items()), timeout=120)
         assert set(st["partitions"]) == set(range(PARTITIONS))

@@ -60,6 +60,14 @@ def test_events_and_bad_input_flow_to_clickhouse_and_dlq(worker_factory, broker,
     assert st["dead_letters"] == 5
     # the input has ended: once its partitions idle, the project-level events still held go too
     w.wait(lambda st: st.get("project_level_waiting", -1) == 0, timeout=60)
+    assert "late_events" not in st  # the producer keeps every partition in event-time order
+    # events older than the minute their partitions reached (another shipper's stragglers) are
+    # stored and counted (`keywatch_late_events_total`): cost spikes sum them into a later minute
+    late = [{**e, "event_id": f"late{i}", "ts": e["ts"] - 120_000} for i, e in enumerate(good[:7])]
+    produce_events(broker.bootstrap, s.input_topic, late, batch_size=1)
+    st = w.wait(lambda st: st.get("late_events", 0) >= 7, timeout=60)
+    assert st["late_events"] == 7
+    w.wait(lambda st: st.get("project_level_waiting", -1) == 0, timeout=60)
     assert w.stop() == 0
     usage, dead, snaps, mv = w.query(
         f"SELECT count(), uniqExact(event_id) FROM {s.clickhouse_database}.usage_events",
@@ -67,10 +75,10 @@ def test_events_and_bad_input_flow_to_clickhouse_and_dlq(worker_factory, broker,
         f"SELECT count() FROM {s.clickhouse_database}.detector_snapshots",
         f"SELECT sum(events) FROM {s.clickhouse_database}.usage_minute",
     )
-    assert usage == [[3000, 3000]]
+    assert usage == [[3007, 3007]]
     assert dict(dead) == {"invalid_utf8": 1, "not_json": 1, "oversized": 1, "validation": 2}
     assert snaps[0][0] >= 1
-    assert int(mv[0][0]) == 3000
+    assert int(mv[0][0]) == 3007
     dlq = _read_topic(broker.bootstrap, s.dlq_topic)
     assert sorted(d["reason"] for d in dlq) == ["invalid_utf8", "not_json", "oversized", "validation", "validation"]
     assert all(d["topic"] == s.input_topic and d["offset"] >= 0 and len(d["payload"]) <= s.dlq_payload_max_bytes for d in dlq)
