@@ -23,14 +23,16 @@ def scenarios(
     keys: int = typer.Option(60, "--keys", help="keys per data set"),
     days: float = typer.Option(4.0, "--days", help="days of history per data set"),
     quick: bool = typer.Option(False, "--quick", help="small suite (CI)"),
+    partitions: int = typer.Option(0, "--partitions", min=0,
+                                   help="0: through replay (one core); N: through the worker's layout, N partition cores + the worker-wide core"),
 ) -> None:
-    """Key-theft scenario suite: simulated attacks of every style through replay; rates and times."""
+    """Key-theft scenario suite: simulated attacks of every style through replay (or the worker's layout); rates and times."""
     from keywatch.models.registry import build_core  # noqa: F401  (fail early on a broken core)
     from keywatch.scenario_eval import print_report, run_suite
     from keywatch.cli import load_settings
 
     settings = load_settings()
-    report = run_suite(settings, seeds=seeds, keys=keys, days=days, quick=quick, out=out)
+    report = run_suite(settings, seeds=seeds, keys=keys, days=days, quick=quick, out=out, partitions=partitions)
     print_report(report, console)
     if not report.get("targets_met", False):
         raise typer.Exit(1)

@@ -61,6 +61,18 @@ class KeyTheftDetector:
         self.restored: dict[tuple[str, str], str] = {}  # (provider, key) → blob, loaded on first sight
         self.last_sweep = 0
 
+    # Cross-key state: project populations (borrowed by new keys), the one window model and its
+    # calibrator, kill chains and principal links. A worker's partition cores share one set
+    # (stream/partitions.py `PartitionCores.adopt`): split per partition, a new key borrowed
+    # only its partition's share of its project, and the worker missed attacks on new keys
+    # that `keywatch replay` catches (`keywatch eval scenarios --partitions 4`).
+    SHARED = ("pops", "model", "chains", "links")
+
+    def share_from(self, other: "KeyTheftDetector") -> None:
+        """Use `other`'s cross-key state from now on (this detector's own is dropped)."""
+        for name in self.SHARED:
+            setattr(self, name, getattr(other, name))
+
     @classmethod
     def from_settings(cls, settings) -> "KeyTheftDetector":
         return cls(alert_min=getattr(settings, "keytheft_alert_min_score", 0.4),

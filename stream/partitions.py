@@ -130,6 +130,7 @@ class PartitionCores:
         # Worker-wide project/provider-level core (None: partition cores run every detector).
         self.global_core: DetectionCore | None = global_factory() if global_factory is not None else None
         self.book = _BookView(self)
+        self.shared_key_theft: Any = None  # whose cross-key key-theft state every partition core uses
 
     def all_cores(self) -> list[DetectionCore]:
         """Every core behind the facade: the partition cores, then the global core."""
@@ -141,7 +142,21 @@ class PartitionCores:
     def core_for(self, partition: int) -> DetectionCore:
         core = self.cores.get(partition)
         if core is None:
-            core = self.cores[partition] = self.factory()
+            core = self.adopt(partition, self.factory())
+        return core
+
+    def adopt(self, partition: int, core: DetectionCore) -> DetectionCore:
+        """Make `core` (new, restored from a snapshot, or parked) partition `partition`'s. Its key
+        theft uses the worker's cross-key state (`KeyTheftDetector.SHARED`): the first partition
+        core's, so every key of a project on this worker meets one population and one window
+        model, as in one core. A restored core's own copy of that state is dropped."""
+        self.cores[partition] = core
+        kt = core.detector("key_theft")
+        if kt is not None and hasattr(kt, "share_from"):
+            if self.shared_key_theft is None:
+                self.shared_key_theft = kt
+            elif kt is not self.shared_key_theft:
+                kt.share_from(self.shared_key_theft)
         return core
 
     def __iter__(self) -> Iterator[tuple[int, DetectionCore]]:

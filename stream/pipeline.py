@@ -121,7 +121,7 @@ class Pipeline(RecheckSteps, WriteSteps):
         offs, source = self.state.snapshot_offsets(scope), "new"
         parked = self.parked.pop(p, None)
         if parked is not None and (offs or {}).get(key, -1) == self.in_state.get(key, -1):
-            self.cores.cores[p] = parked  # nobody processed it meanwhile: no need to unpickle
+            self.cores.adopt(p, parked)  # nobody processed it meanwhile: no need to unpickle
             source = "parked"
         else:
             loaded = None
@@ -140,7 +140,7 @@ class Pipeline(RecheckSteps, WriteSteps):
                 source = "snapshot"
             core, snap = loaded if loaded is not None else (None, {})
             source = source if core is not None else "new"
-            self.cores.cores[p] = core if core is not None else self.cores.factory()
+            self.cores.adopt(p, core if core is not None else self.cores.factory())
             self.in_state.pop(key, None)
             if key in snap:
                 self.in_state[key] = int(snap[key])

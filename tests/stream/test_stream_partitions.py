@@ -51,6 +51,8 @@ def test_partition_moves_with_its_state_when_a_worker_dies(ch_db, tmp_path, fork
     b.revoke(b_parts)  # eager rebalance: B gives up what it had, then gets everything
     b.assign(parts)
     assert {p for p in b.cores.cores} == parts
+    # restored cores use B's one cross-key key-theft state (populations, window model, chains)
+    assert len({id(c.detector("key_theft").model) for c in b.cores.cores.values()}) == 1
     # B now holds A's per-key state exactly as A's last snapshot had it
     assert {k: b.cores.describe_key(k) for k in a_keys} == at_snapshot
     assert any(v.get("key_theft") for v in at_snapshot.values())

@@ -1,0 +1,72 @@
+"""A worker's partition cores share key theft's cross-key state (project populations, the
+window model, kill chains): with it split per partition, the worker missed an attack on a new
+key that `keywatch replay` catches, and alerted on a benign new key.
+
+The data set has both (seed 5: `new_key_abuse` on one key, `benign_new_key` on another)."""
+
+from __future__ import annotations
+
+import pickle
+
+import orjson
+import pytest
+
+from keywatch.eval_partitioned import alerts_of_layout
+from keywatch.models.keytheft import KeyTheftDetector
+from keywatch.models.registry import build_core
+from keywatch.replay import replay
+from keywatch.settings import Settings
+from keywatch.simulate import SimConfig, ground_truth, write_jsonl
+from keywatch.stream.decode import EventDecoder
+from keywatch.stream.partitions import PartitionCores
+
+CFG = SimConfig(keys=30, projects=6, days=2.0, seed=5, warmup_days=1.0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shared") / "events.jsonl"
+    write_jsonl(CFG, path)
+    settings = Settings()
+    out = path.with_name("alerts.jsonl")
+    replay([path], out, build_core(settings), EventDecoder.from_settings(settings, streaming=False))
+    ref = {a["alert_id"] for a in map(orjson.loads, out.read_bytes().splitlines()) if a["kind"] == "key_theft"}
+    return path, settings, ref
+
+
+def _key_theft(alerts: list[dict]) -> set[str]:
+    return {a["alert_id"] for a in alerts if a["kind"] == "key_theft"}
+
+
+def test_worker_layout_raises_replays_key_theft_alerts(data):
+    path, settings, ref = data
+    attacked = {t["key_id"] for t in ground_truth(CFG) if t["type"] == "new_key_abuse"}
+    for partitions in (2, 4, 8):
+        alerts, _ = alerts_of_layout(path, settings, partitions)
+        assert _key_theft(alerts) == ref, partitions
+        assert attacked <= {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
+
+
+def test_split_cross_key_state_misses_the_new_key_attack(data, monkeypatch):
+    """The control: each partition core with its own populations and window model."""
+    path, settings, ref = data
+    monkeypatch.setattr(KeyTheftDetector, "share_from", lambda self, other: None)
+    alerts, _ = alerts_of_layout(path, settings, 4)
+    truth = {t["type"]: t["key_id"] for t in ground_truth(CFG)}
+    flagged = {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
+    assert _key_theft(alerts) != ref
+    assert truth["new_key_abuse"] not in flagged and truth["benign_new_key"] in flagged
+
+
+def test_new_restored_and_parked_cores_share_one_state():
+    settings = Settings()
+    cores = PartitionCores(lambda: build_core(settings, "partition"))
+    first, second = cores.core_for(0), cores.core_for(1)
+    shared = first.detector("key_theft")
+    restored = pickle.loads(pickle.dumps(second))  # a snapshot's copy: its own objects
+    assert restored.detector("key_theft").pops is not shared.pops
+    cores.adopt(2, restored)
+    cores.adopt(1, second)  # parked and taken back
+    for core in (first, second, restored):
+        kt = core.detector("key_theft")
+        assert all(getattr(kt, name) is getattr(shared, name) for name in KeyTheftDetector.SHARED)
