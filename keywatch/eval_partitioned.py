@@ -17,17 +17,15 @@ from keywatch.models.registry import build_core
 from keywatch.stream.decode import EventDecoder
 from keywatch.stream.globalcore import process_global
 from keywatch.stream.partitions import PartitionCores
-from keywatch.stream.produce import partition_of
+from keywatch.stream.produce import gateway_key_map, partition_of, placement_key
 
 
-def _key(e) -> bytes | None:
-    k = e.key_id if e.key_id is not None else getattr(e, "project", None)
-    return str(k).encode() if k is not None else None
 
 
 def alerts_of_layout(path: Path, settings, partitions: int, *, batch_events: int = 5000) -> tuple[list[dict], int]:
     """(alerts as the contract's JSON, latest version of each id in first-raised order; events)."""
     decoder = EventDecoder.from_settings(settings, streaming=False)
+    key_map = gateway_key_map(settings)
     cores = PartitionCores(lambda: build_core(settings, "partition"))  # as a worker holding every partition
     g = build_core(settings, "global")
     alerts: dict[str, dict] = {}
@@ -36,7 +34,8 @@ def alerts_of_layout(path: Path, settings, partitions: int, *, batch_events: int
     def run(batch: list) -> None:
         per_part: dict[int, tuple[list, dict]] = {}
         for e in batch:
-            per_part.setdefault(partition_of(_key(e), partitions), ([], {}))[0].append(e)
+            key = placement_key(e.key_id, getattr(e, "project", None), getattr(e, "source", None), key_map)
+            per_part.setdefault(partition_of(key, partitions), ([], {}))[0].append(e)
         outs = [cores.core_for(p).process(evs, rows=False) for p, (evs, _) in sorted(per_part.items())]
         # a fixed clock: no partition idles, so the worker-wide core follows event time alone
         out = process_global(g, outs, per_part, set(), now=0.0 if batch else 1e12, idle_s=settings.global_order_idle_s)

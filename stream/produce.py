@@ -33,13 +33,28 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 
-def message_key(event: dict[str, Any]) -> bytes | None:
+def placement_key(key_id: Any, project: Any, source: Any, key_map: dict[str, str] | None = None) -> bytes | None:
     """The key that places an event: its `key_id`, else (project-level events such as billing)
-    its project, so those stay together."""
-    k = event.get("key_id") if isinstance(event, dict) else None
+    its project, so those stay together. A gateway's event (`source` "gateway") goes by the
+    provider key its gateway key maps to (`KEYWATCH_GATEWAY_KEY_MAP_FILE`): gateway bypass
+    compares both sides of a key, so they must meet in one partition core.
+
+    >>> placement_key("gw-1", "p", "gateway", {"gw-1": "key_A"}), placement_key(None, "p", "billing")
+    (b'key_A', b'p')
+    """
+    k = key_id
+    if k is not None and key_map and source == "gateway":
+        k = key_map.get(k, k)
     if k is None:
-        k = event.get("project") if isinstance(event, dict) else None
+        k = project
     return str(k).encode() if k is not None else None
+
+
+def message_key(event: dict[str, Any], key_map: dict[str, str] | None = None) -> bytes | None:
+    """`placement_key` of a canonical event as a dict."""
+    if not isinstance(event, dict):
+        return None
+    return placement_key(event.get("key_id"), event.get("project"), event.get("source"), key_map)
 
 
 def partition_of(key: bytes | None, partitions: int) -> int:
@@ -48,11 +63,12 @@ def partition_of(key: bytes | None, partitions: int) -> int:
     return (murmur2(key or b"") & 0x7FFFFFFF) % partitions
 
 
-def partition_messages(events: Iterable[dict[str, Any]], batch_size: int, partitions: int) -> Iterator[tuple[int, list[dict]]]:
+def partition_messages(events: Iterable[dict[str, Any]], batch_size: int, partitions: int,
+                       key_map: dict[str, str] | None = None) -> Iterator[tuple[int, list[dict]]]:
     """(partition, events) per message: up to `batch_size` events of one partition, in input order."""
     pending: dict[int, list[dict]] = {}
     for ev in events:
-        p = partition_of(message_key(ev), partitions)
+        p = partition_of(message_key(ev, key_map), partitions)
         buf = pending.setdefault(p, [])
         buf.append(ev)
         if len(buf) >= batch_size:
@@ -63,12 +79,15 @@ def partition_messages(events: Iterable[dict[str, Any]], batch_size: int, partit
 
 
 class EventProducer:
-    """A thin synchronous producer (kafka-python). Call `close()` (or use `with`) to flush."""
+    """A thin synchronous producer (kafka-python). Call `close()` (or use `with`) to flush.
+    `key_map`: gateway key → provider key_id (`gateway_key_map(settings)`), for placement."""
 
-    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5, max_request_size: int = 16 * 1048576) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5, max_request_size: int = 16 * 1048576,
+                 key_map: dict[str, str] | None = None) -> None:
         from kafka import KafkaProducer
 
         self.topic = topic
+        self.key_map = key_map or None
         self.messages = 0
         self.events = 0
         self._partitions: int | None = None
@@ -95,10 +114,10 @@ class EventProducer:
         n = 0
         if batch_size == 1:  # one JSON object per message, keyed: the default partitioner places it
             for ev in events:
-                self.send_raw(orjson.dumps(ev), message_key(ev))
+                self.send_raw(orjson.dumps(ev), message_key(ev, self.key_map))
                 n += 1
         else:
-            for p, group in partition_messages(events, batch_size, self.partitions()):
+            for p, group in partition_messages(events, batch_size, self.partitions(), self.key_map):
                 self.send_raw(orjson.dumps(group), None, p)
                 n += len(group)
         self.events += n
@@ -118,9 +137,17 @@ class EventProducer:
         self.close()
 
 
-def produce_events(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], batch_size: int = 100) -> int:
+def gateway_key_map(settings) -> dict[str, str]:
+    """The gateway key map a producer places gateway events by (empty without one)."""
+    from keywatch.models.gatewaybypass import load_key_map
+
+    return load_key_map(settings.gateway_key_map_file)
+
+
+def produce_events(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], batch_size: int = 100,
+                   key_map: dict[str, str] | None = None) -> int:
     """Produce events (batched per partition) and wait until the broker acknowledged them; return the count."""
-    with EventProducer(bootstrap, topic) as p:
+    with EventProducer(bootstrap, topic, key_map=key_map) as p:
         return p.send_events(events, batch_size)
 
 

@@ -16,7 +16,7 @@ from keywatch.settings import Settings
 from keywatch.simulate import SimConfig, generate
 from keywatch.stream.broker import ensure_topics
 from keywatch.stream.decode import EventDecoder
-from keywatch.stream.produce import EventProducer, message_key, partition_messages, partition_of
+from keywatch.stream.produce import EventProducer, gateway_key_map, message_key, partition_messages, partition_of
 
 PARTS = 4
 
@@ -119,3 +119,40 @@ def test_producer_places_each_key_where_kafkas_partitioner_does(broker):
     assert placed["batched"] == placed["single"]  # single: placed by the broker client's partitioner
     assert all(len(ps) == 1 for ps in placed["batched"].values())
     assert len({p for ps in placed["batched"].values() for p in ps}) > 1
+
+
+def _gateway_stream() -> list[dict]:
+    """A gateway-fronted key (gateway id `gw-1`, provider id `key_A`): each hour the gateway
+    logs 30 requests and the provider bills 30, except hour 2, billed 300 (used around the gateway)."""
+    t0, out = 1795622400000, []
+    for h in range(6):
+        for m in range(0, 60, 2):
+            ts = t0 + h * 3_600_000 + m * 60_000
+            out.append({"kind": "usage", "event_id": f"g{h}-{m}", "ts": ts, "provider": "litellm", "key_id": "gw-1",
+                        "model": "gpt-4o", "requests": 1, "source": "gateway"})
+        out.append({"kind": "usage", "event_id": f"p{h}", "ts": t0 + h * 3_600_000 + 3_599_000, "provider": "openai",
+                    "key_id": "key_A", "model": "gpt-4o", "requests": 300 if h == 2 else 30, "source": "provider_usage"})
+    return sorted(out, key=lambda e: e["ts"])
+
+
+def test_gateway_events_meet_their_provider_key(tmp_path):
+    """Gateway bypass compares a key's gateway log with the provider's bill: the producer places a
+    gateway event by the provider key its gateway key maps to, so both sides meet in one core."""
+    (tmp_path / "map.yaml").write_text("gw-1: key_A\n")
+    settings = Settings.from_env({"KEYWATCH_GATEWAY_KEY_MAP_FILE": str(tmp_path / "map.yaml")})
+    key_map = gateway_key_map(settings)
+    assert partition_of(b"gw-1", PARTS) != partition_of(b"key_A", PARTS)  # apart unless mapped
+    dec = EventDecoder.from_settings(settings, streaming=True)
+
+    def bypass_alerts(placement: dict | None) -> list:
+        alerts = []
+        cores = {}
+        for p, group in partition_messages(_gateway_stream(), 10, PARTS, placement):
+            core = cores.setdefault(p, build_core(settings, "partition"))
+            alerts += [a for a in core.process(dec.decode(orjson.dumps(group))[0], rows=False).alerts
+                       if a.kind == "key_theft" and a.key_id == "key_A"]
+        return alerts
+
+    found = bypass_alerts(key_map)
+    assert found and "gateway" in " ".join(found[0].reasons)
+    assert bypass_alerts(None) == []  # placed by the gateway's own key id: never compared
