@@ -1,12 +1,14 @@
 """A time-ordered events file through the streaming worker's detection layout, without Kafka.
 
 `keywatch replay` runs one core over every key. The worker runs one partition core per input
-partition (per-key detectors) and a worker-wide core (project level) that takes the partition
-cores' output in event-time order (stream/globalcore.py `process_global`). Per-key detection
-there sees only its partition's keys — for instance the project population a new key borrows
-— so its alerts can differ from replay's. `keywatch eval scenarios --partitions N` scores this
-layout: events placed as the producer places them (stream/produce.py `partition_of`), each
-partition in the file's order, batches of `batch_events` events of the whole stream.
+partition (per-key detectors; `PartitionCores`, whose cores share key theft's cross-key state)
+and a worker-wide core (project level) that takes the partition cores' output in event-time
+order (stream/globalcore.py `process_global`). `keywatch eval scenarios --partitions N` scores
+this layout: events placed as the producer places them (stream/produce.py `placement_key`,
+`partition_of`), each partition in the file's order, batches of `batch_events` events of the
+whole stream. It found that the worker detected 10/12 `new_key_abuse` and 9/12 `hard_new_key`
+cases with 5.5 false high/critical alerts per 1,000 key-days while each partition core kept its
+own cross-key state, where replay detects all with none.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from keywatch.stream.decode import EventDecoder
 from keywatch.stream.globalcore import process_global
 from keywatch.stream.partitions import PartitionCores
 from keywatch.stream.produce import gateway_key_map, partition_of, placement_key
-
-
 
 
 def alerts_of_layout(path: Path, settings, partitions: int, *, batch_events: int = 5000) -> tuple[list[dict], int]:

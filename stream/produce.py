@@ -114,7 +114,8 @@ class EventProducer:
         n = 0
         if batch_size == 1:  # one JSON object per message, keyed: the default partitioner places it
             for ev in events:
-                self.send_raw(orjson.dumps(ev), message_key(ev, self.key_map))
+                key = message_key(ev, self.key_map)  # keyless: with the batched ones, not scattered
+                self.send_raw(orjson.dumps(ev), key, None if key is not None else partition_of(None, self.partitions()))
                 n += 1
         else:
             for p, group in partition_messages(events, batch_size, self.partitions(), self.key_map):
