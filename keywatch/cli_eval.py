@@ -25,6 +25,7 @@ def scenarios(
     quick: bool = typer.Option(False, "--quick", help="small suite (CI)"),
     partitions: int = typer.Option(0, "--partitions", min=0,
                                    help="0: through replay (one core); N: through the worker's layout, N partition cores + the worker-wide core"),
+    workers: int = typer.Option(1, "--workers", min=1, help="with --partitions: that many `all` workers in one group share the partitions"),
 ) -> None:
     """Key-theft scenario suite: simulated attacks of every style through replay (or the worker's layout); rates and times."""
     from keywatch.models.registry import build_core  # noqa: F401  (fail early on a broken core)
@@ -32,7 +33,7 @@ def scenarios(
     from keywatch.cli import load_settings
 
     settings = load_settings()
-    report = run_suite(settings, seeds=seeds, keys=keys, days=days, quick=quick, out=out, partitions=partitions)
+    report = run_suite(settings, seeds=seeds, keys=keys, days=days, quick=quick, out=out, partitions=partitions, workers=workers)
     print_report(report, console)
     if not report.get("targets_met", False):
         raise typer.Exit(1)

@@ -22,25 +22,31 @@ from keywatch.stream.partitions import PartitionCores
 from keywatch.stream.produce import gateway_key_map, partition_of, placement_key
 
 
-def alerts_of_layout(path: Path, settings, partitions: int, *, batch_events: int = 5000) -> tuple[list[dict], int]:
-    """(alerts as the contract's JSON, latest version of each id in first-raised order; events)."""
+def alerts_of_layout(path: Path, settings, partitions: int, *, workers: int = 1,
+                     batch_events: int = 5000) -> tuple[list[dict], int]:
+    """(alerts as the contract's JSON, latest version of each id in first-raised order; events).
+    `workers` > 1: `all` workers in one group, partition p on worker p mod `workers`, each with
+    its own partition cores (so its own cross-key key-theft state) and worker-wide core."""
     decoder = EventDecoder.from_settings(settings, streaming=False)
     key_map = gateway_key_map(settings)
-    cores = PartitionCores(lambda: build_core(settings, "partition"))  # as a worker holding every partition
-    g = build_core(settings, "global")
+    groups = [PartitionCores(lambda: build_core(settings, "partition")) for _ in range(workers)]
+    globals_ = [build_core(settings, "global") for _ in range(workers)]
     alerts: dict[str, dict] = {}
     n = 0
 
     def run(batch: list) -> None:
-        per_part: dict[int, tuple[list, dict]] = {}
+        per_worker: dict[int, dict[int, tuple[list, dict]]] = {w: {} for w in range(workers)}
         for e in batch:
             key = placement_key(e.key_id, getattr(e, "project", None), getattr(e, "source", None), key_map)
-            per_part.setdefault(partition_of(key, partitions), ([], {}))[0].append(e)
-        outs = [cores.core_for(p).process(evs, rows=False) for p, (evs, _) in sorted(per_part.items())]
-        # a fixed clock: no partition idles, so the worker-wide core follows event time alone
-        out = process_global(g, outs, per_part, set(), now=0.0 if batch else 1e12, idle_s=settings.global_order_idle_s)
-        for a in [a for o in outs for a in o.alerts] + out.alerts:
-            alerts[a.alert_id] = a.to_contract()
+            p = partition_of(key, partitions)
+            per_worker[p % workers].setdefault(p, ([], {}))[0].append(e)
+        for w, per_part in per_worker.items():
+            outs = [groups[w].core_for(p).process(evs, rows=False) for p, (evs, _) in sorted(per_part.items())]
+            # a fixed clock: no partition idles, so each worker-wide core follows event time alone
+            out = process_global(globals_[w], outs, per_part, set(), now=0.0 if batch else 1e12,
+                                 idle_s=settings.global_order_idle_s)
+            for a in [a for o in outs for a in o.alerts] + out.alerts:
+                alerts[a.alert_id] = a.to_contract()
 
     batch: list = []
     with open(path, "rb") as fh:

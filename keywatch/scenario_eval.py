@@ -47,7 +47,7 @@ def summarise_ttd(ttds: list[int | None]) -> dict[str, Any]:
             "p90_ttd_s": round(float(np.percentile(got, 90)), 1) if got else None}
 
 
-def run_one(cfg: SimConfig, settings, workdir: Path, partitions: int = 0) -> dict[str, Any]:
+def run_one(cfg: SimConfig, settings, workdir: Path, partitions: int = 0, workers: int = 1) -> dict[str, Any]:
     """One data set through replay, or (`partitions` > 0) through the worker's layout of that
     many partition cores and a worker-wide core (keywatch/eval_partitioned.py)."""
     from keywatch.eval_partitioned import alerts_of_layout
@@ -73,7 +73,7 @@ def run_one(cfg: SimConfig, settings, workdir: Path, partitions: int = 0) -> dic
         fh.write(b"\n".join(buf) + b"\n")
     if partitions:
         started = time.perf_counter()
-        alerts, events = alerts_of_layout(events_path, settings, partitions)
+        alerts, events = alerts_of_layout(events_path, settings, partitions, workers=workers)
         seconds = time.perf_counter() - started
     else:
         alerts_path = workdir / f"alerts_{cfg.seed}.jsonl"
@@ -172,14 +172,14 @@ def cost_section(runs: list[dict[str, Any]], key_days: float) -> dict[str, Any]:
 
 
 def run_suite(settings, *, seeds: int = 6, keys: int = 60, days: float = 4.0, per_style: int = 2,
-              quick: bool = False, out: Path | None = None, partitions: int = 0) -> dict[str, Any]:
+              quick: bool = False, out: Path | None = None, partitions: int = 0, workers: int = 1) -> dict[str, Any]:
     if quick:
         seeds, keys, days, per_style = 2, 30, 2.5, 1
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kw-eval-") as tmp:
-        runs = [run_one(cfg, settings, Path(tmp), partitions) for cfg in suite(seeds, keys, days, per_style)]
+        runs = [run_one(cfg, settings, Path(tmp), partitions, workers) for cfg in suite(seeds, keys, days, per_style)]
     report = score(runs)
-    report["suite"] = {"seeds": seeds, "keys": keys, "days": days, "per_style": per_style, "partitions": partitions,
+    report["suite"] = {"seeds": seeds, "keys": keys, "days": days, "per_style": per_style, "partitions": partitions, "workers": workers,
                        "seconds": round(time.perf_counter() - started, 1)}
     report["cases"] = [{"seed": r["seed"], **{k: t[k] for k in ("type", "key_id", "provider", "first_event_ts")}}
                        for r in runs for t in r["truth"]]
@@ -214,6 +214,7 @@ def print_report(report: dict[str, Any], console) -> None:
     console.print(f"cost_spike: {c['false_cost_spikes']} false key-level cost_spike in {c['key_days']} key-days "
                   f"= {c['false_per_1000_key_days']} per 1,000 key-days {c['false_by_incident_type'] or ''}")
     parts = report.get("suite", {}).get("partitions")
-    how = f"worker layout, {parts} partitions" if parts else "replay"
+    n_workers = report.get("suite", {}).get("workers", 1)
+    how = f"worker layout, {parts} partitions" + (f" over {n_workers} workers" if n_workers > 1 else "") if parts else "replay"
     console.print(f"{how}: {report['events']:,} events, {report['replay_events_per_s']:,} events/s; "
                   f"targets met: {report['targets_met']}")

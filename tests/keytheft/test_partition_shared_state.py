@@ -70,3 +70,13 @@ def test_new_restored_and_parked_cores_share_one_state():
     for core in (first, second, restored):
         kt = core.detector("key_theft")
         assert all(getattr(kt, name) is getattr(shared, name) for name in KeyTheftDetector.SHARED)
+
+
+def test_workers_share_only_their_own_partitions(data):
+    """`--workers`: each worker of a group keeps its own cross-key state, so four workers with
+    one partition each are the unshared layout again (the limit of scaling out this way)."""
+    path, settings, ref = data
+    truth = {t["type"]: t["key_id"] for t in ground_truth(CFG)}
+    alerts, _ = alerts_of_layout(path, settings, 4, workers=4)
+    assert _key_theft(alerts) != ref
+    assert truth["new_key_abuse"] not in {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
