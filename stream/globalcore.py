@@ -193,6 +193,12 @@ def process_global(g: DetectionCore, outs: list[CoreOutput], per_part: dict[int,
     return g.process(order.release(now, idle_s, max_pending), rejected=rejected)
 
 
-def has_pending(g: DetectionCore | None) -> bool:
+def waiting(g: DetectionCore | None) -> int:
+    """Events `g` holds back for lagging partitions (0 without `g` or an order). It only reads:
+    a gauge may call it while detection runs, and must not create the order (`order_of`)."""
     o = g.__dict__.get("event_order") if g is not None else None
-    return bool(o is not None and (o.pending or o.runs))
+    return len(o) if o is not None else 0
+
+
+def has_pending(g: DetectionCore | None) -> bool:
+    return waiting(g) > 0

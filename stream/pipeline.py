@@ -33,7 +33,7 @@ from typing import Any
 from keywatch.models.core import CoreOutput
 from keywatch.stream.batch import BatchResult, Msg, describe  # noqa: F401  (public here too)
 from keywatch.stream.decode import EventDecoder, Origin
-from keywatch.stream.globalcore import has_pending, order_of, process_global
+from keywatch.stream.globalcore import has_pending, order_of, process_global, waiting
 from keywatch.stream.partitions import PartitionCores, global_scope, merge_outputs, scope_for
 from keywatch.stream.recheck import RecheckSteps
 from keywatch.stream.writestep import WriteSteps
@@ -258,6 +258,4 @@ class Pipeline(RecheckSteps, WriteSteps):
         (`EventTimeOrder`); 0 without a worker-wide core (the `keys` tier). Read while the
         detection thread may be changing them (a gauge, as `tracked_keys`), so it never creates
         the order (`order_of` would): that belongs to detection."""
-        g = self.cores.global_core
-        o = g.__dict__.get("event_order") if g is not None else None
-        return len(o) if o is not None else 0
+        return waiting(self.cores.global_core)
