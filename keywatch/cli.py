@@ -121,6 +121,7 @@ from keywatch import cli_stream; app.command("worker")(cli_stream.worker)  # noq
 app.command("demo")(cli_stream.demo)  # stream
 app.command("bench")(cli_stream.bench)  # stream
 from keywatch import bench_core; bench_core.register(app)  # noqa: E402,E702  (issue 8: `keywatch bench-core`)
+from keywatch import bench_sink; bench_sink.register(app)  # noqa: E402,E702  (issue 8: `keywatch bench-sink`)
 from keywatch import cli_api; cli_api.register(app)  # noqa: E402,E702  (issue 6: alerts, key, report, dashboards)
 from keywatch import cli_connectors; app.command("ingest")(cli_connectors.ingest)  # noqa: E402,E702  (issue 7)
 app.command("poll")(cli_connectors.poll)  # issue 7

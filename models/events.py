@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime
 from math import isnan
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta
@@ -131,6 +131,11 @@ class UsageEvent(_Base, tag="usage", tag_field="kind"):
     latency_ms: Union[Annotated[float, Meta(ge=0, le=86_400_000)], None] = None
     # Set by enrichment (price table), not by producers.
     price_source: OptName = None
+    # Set by the ClickHouse sink from its batch's offsets (where the row came from), whatever a
+    # producer sent: typed `Any` so that a producer's own field of that name is ignored, as any
+    # unknown field is, rather than turning its event into a dead letter.
+    kafka_partition: Any = -1
+    kafka_offset: Any = -1
 
     def __post_init__(self) -> None:
         # `_Base.__post_init__` inlined (hot: once per decoded event); same checks, same order.
@@ -192,6 +197,6 @@ KINDS: tuple[Literal["usage", "audit", "billing"], ...] = ("usage", "audit", "bi
 def to_dict(event: Event) -> dict:
     """The event as a contract-shaped dict (``kind`` included, internal fields dropped)."""
     d = msgspec.to_builtins(event)
-    d.pop("ts_ms", None)
-    d.pop("period_end_ms", None)
+    for internal in ("ts_ms", "period_end_ms", "kafka_partition", "kafka_offset"):
+        d.pop(internal, None)
     return d

@@ -1,11 +1,15 @@
 """`ClickHouseSink.write` stores every usage field as given, with the contract's defaults for the
-optional ones left out (sinks/clickhouse.py `usage_columns`), and where each event came from."""
+optional ones left out (sinks/clickhouse.py `usage_json`), and where each event came from."""
 
 from __future__ import annotations
+
+import orjson
+import pytest
 
 from keywatch.models.core import CoreOutput
 from keywatch.models.events import UsageEvent
 from keywatch.sinks.clickhouse import USAGE_COLUMNS, ClickHouseSink
+from keywatch.stream.decode import EventDecoder, Origin
 
 FULL = dict(event_id="full", ts=1795622400123, provider="openai", key_id="key_1", principal="svc", project="p1",
             model="gpt-4o", operation="chat", requests=3, input_tokens=10, output_tokens=20, cached_input_tokens=5,
@@ -34,3 +38,28 @@ def test_usage_rows_keep_every_field_and_default_the_missing(ch_db):
     ts = {r[0]: r[1] for r in client.query(
         f"SELECT event_id, toUnixTimestamp64Milli(ts) FROM {settings.clickhouse_database}.usage_events").result_rows}
     assert ts == {"full": 1795622400123, "bare": 1795622400000}
+
+
+def test_usage_rows_keep_text_times_and_floats_exactly_as_decoded(ch_db):
+    """Usage rows go in as JSON (`usage_json`): the stored time is the decoder's (an RFC 3339 string
+    with microseconds rounds to its millisecond, as `parse_ts` does), text survives quoting and
+    escapes, floats are the same doubles, and a producer's own `kafka_*` fields never reach the row."""
+    client, settings = ch_db
+    sink = ClickHouseSink(client, settings.clickhouse_database)
+    odd = '"quoted" \\ back\\slash, tab\t, newline\n, ünïcödé ✓, \x01 control, {"json": [1]}'
+    raw = orjson.dumps([
+        {"kind": "usage", "event_id": "text_ts", "ts": "2026-11-25T17:00:00.1236+01:00", "provider": "openai", "key_id": "k1",
+         "model": "gpt-4o", "user_agent": odd, "cost_usd": 0.1 + 0.2, "latency_ms": 0.1, "kafka_partition": "p9", "kafka_offset": 7},
+        {"kind": "usage", "event_id": "tiny", "ts": 1795622400999, "provider": "openai", "key_id": "k2", "model": "m",
+         "cost_usd": 1e-9, "requests": 1, "input_tokens": 10**12},
+    ])
+    events, dead = EventDecoder().decode(raw, Origin("t", 1, 5))
+    assert not dead
+    sink.write(CoreOutput(events, [], [], [], [], {}), offsets={"text_ts": (1, 5)})
+    db = settings.clickhouse_database
+    got = {r[0]: r[1:] for r in client.query(
+        f"SELECT event_id, toUnixTimestamp64Milli(ts), user_agent, cost_usd, latency_ms, kafka_partition, kafka_offset, "
+        f"requests, input_tokens FROM {db}.usage_events").result_rows}
+    # latency_ms is a Float32 column; kafka_* come from the offsets map, not from the producer
+    assert got["text_ts"] == (1795622400124, odd, 0.1 + 0.2, pytest.approx(0.1), 1, 5, 1, 0)
+    assert got["tiny"] == (1795622400999, "", 1e-9, 0.0, -1, -1, 1, 10**12)
