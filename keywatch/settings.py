@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     snapshot_fork: bool = Field(True, description="worker: take periodic snapshots in a forked child process (POSIX), so detection does not wait while the state is pickled; the child may copy up to the worker's resident memory while it runs, so it forks only while that much is available (else in process)")
     # A child pickles more slowly than the worker (copy-on-write page faults: 8.5 s against 5.4 s
     # at 100k keys) and competes for the cores: worth it only when the wait it saves is long.
-    snapshot_fork_min_s: float = Field(1.0, ge=0, le=3600, description="worker: fork for snapshots once one has taken at least this long; smaller state is pickled in process (less CPU, a short wait)")
+    snapshot_fork_min_s: float = Field(1.0, ge=0, le=3600, description="worker: fork for snapshots once one has taken at least this long; smaller state is pickled in process (less CPU, a short wait); a worker's first snapshot is forked, its length not being known yet")
     # The worker allocates short-lived objects by the hundred thousand per second (events, rows,
     # insert columns) beside long-lived detector state: with Python's default (700) the collector
     # ran ≈ 1,400 times in a 400k-event run, its older generations re-scanning that state; 50,000

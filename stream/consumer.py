@@ -185,8 +185,12 @@ class Consumer(RebalanceHandler):
             await self._ack(events, 0 if forked else size)
 
     def _may_fork(self) -> bool:
-        if self.pipeline.snapshot_seconds < self.settings.snapshot_fork_min_s:
+        last = self.pipeline.snapshot_seconds  # 0: none stored by this process yet, its length unknown
+        if 0.0 < last < self.settings.snapshot_fork_min_s:
             return False  # small state: a short wait in process costs less than a child
+        # The first one is forked: a restored state, or one grown during a catch-up, can take
+        # seconds to pickle (its dedupe windows alone hold up to 200k ids per core), and a small
+        # one costs the child little; its length decides the next ones.
         ok = memory_headroom_ok()
         if ok != self.status.data.get("snapshot_fork", True):
             log.log(logging.INFO if ok else logging.WARNING, "snapshots %s", "forked again" if ok else

@@ -1,4 +1,5 @@
-"""A periodic snapshot that cannot be forked is taken in process, never skipped (stream/consumer.py).
+"""A periodic snapshot that cannot be forked is taken in process, never skipped (stream/consumer.py);
+the first one is forked (its length unknown), later ones when the last took `snapshot_fork_min_s` or more.
 
 `Consumer._snapshot_and_ack` forks a child for big state (stream/snapfork.py). Two fallbacks,
 on a real pipeline over the embedded chDB: less memory available than the worker's resident
@@ -101,3 +102,21 @@ def test_control_with_room_the_snapshot_is_forked(ch_db, tmp_path, monkeypatch):
     asyncio.run(run())
     assert c.snap is None and c.stream.acked == ["event-1", "event-2"]
     assert global_scope(TOPIC) in _stored_scopes(client, db)
+
+
+@pytest.mark.parametrize("last_s, forks", [(0.0, True), (0.2, False), (5.0, True)])
+def test_the_first_snapshot_is_forked_then_its_length_decides(ch_db, tmp_path, monkeypatch, last_s, forks):
+    """No snapshot stored yet (0 s: length unknown, e.g. just after a restore) → forked; one that
+    took less than `snapshot_fork_min_s` (1 s here) → the next is taken in process."""
+    client, db, pipe, c = _consumer(ch_db, tmp_path)
+    pipe.snapshot_seconds = last_s
+    monkeypatch.setattr(consumer_mod, "memory_headroom_ok", lambda: True)
+
+    async def run() -> None:
+        await c._snapshot_and_ack()
+        assert (c.snap is not None) is forks
+        await c._collect(block=True)
+
+    asyncio.run(run())
+    assert c.stream.acked == ["event-1", "event-2"] and global_scope(TOPIC) in _stored_scopes(client, db)
+    assert pipe.snapshot_seconds > 0  # measured: it decides the next one
