@@ -4,7 +4,7 @@
 partition (per-key detectors; `PartitionCores`, whose cores share key theft's cross-key state)
 and a worker-wide core (project level) that takes the partition cores' output in event-time
 order (stream/globalcore.py `process_global`). `keywatch eval scenarios --partitions N` scores
-this layout: events placed as the producer places them (stream/produce.py `placement_key`,
+this layout: events placed as the producer places them (stream/produce.py `Placement`,
 `partition_of`), each partition in the file's order, batches of `batch_events` events of the
 whole stream. It found that the worker detected 10/12 `new_key_abuse` and 9/12 `hard_new_key`
 cases with 5.5 false high/critical alerts per 1,000 key-days while each partition core kept its
@@ -19,7 +19,7 @@ from keywatch.models.registry import build_core
 from keywatch.stream.decode import EventDecoder
 from keywatch.stream.globalcore import process_global
 from keywatch.stream.partitions import PartitionCores
-from keywatch.stream.produce import gateway_key_map, partition_of, placement_key
+from keywatch.stream.produce import Placement, gateway_key_map, partition_of
 
 
 def alerts_of_layout(path: Path, settings, partitions: int, *, workers: int = 1,
@@ -28,7 +28,7 @@ def alerts_of_layout(path: Path, settings, partitions: int, *, workers: int = 1,
     `workers` > 1: `all` workers in one group, partition p on worker p mod `workers`, each with
     its own partition cores (so its own cross-key key-theft state) and worker-wide core."""
     decoder = EventDecoder.from_settings(settings, streaming=False)
-    key_map = gateway_key_map(settings)
+    placement = Placement(gateway_key_map(settings))  # as the producer: principals' keys learned in order
     groups = [PartitionCores(lambda: build_core(settings, "partition")) for _ in range(workers)]
     globals_ = [build_core(settings, "global") for _ in range(workers)]
     alerts: dict[str, dict] = {}
@@ -37,7 +37,7 @@ def alerts_of_layout(path: Path, settings, partitions: int, *, workers: int = 1,
     def run(batch: list) -> None:
         per_worker: dict[int, dict[int, tuple[list, dict]]] = {w: {} for w in range(workers)}
         for e in batch:
-            key = placement_key(e.key_id, getattr(e, "project", None), getattr(e, "source", None), key_map)
+            key = placement.key(e.key_id, e.project, e.source, e.principal, e.provider)
             p = partition_of(key, partitions)
             per_worker[p % workers].setdefault(p, ([], {}))[0].append(e)
         for w, per_part in per_worker.items():

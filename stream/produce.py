@@ -57,6 +57,54 @@ def message_key(event: dict[str, Any], key_map: dict[str, str] | None = None) ->
     return placement_key(event.get("key_id"), event.get("project"), event.get("source"), key_map)
 
 
+class Placement:
+    """`placement_key`, plus the key each principal was last seen with, for events naming only it.
+
+    Key theft joins a principal's control-plane actions to the key it uses: CloudTrail names only
+    the principal for console and role sessions, so an audit event may carry no `key_id`
+    (models/killchain.py, `links`). One worker's partition cores share those links; several
+    workers do not, so such an event must reach the worker of its principal's key, or that
+    worker raises its kill chain again, on the principal (2 of 12 `hard_tamper` cases with two
+    workers: a second critical alert for one incident).
+    As the detector does, a placement learns (provider, principal) → key from the events it
+    places that carry both, and places an event without a key by its principal's latest key —
+    else by its project, as `placement_key` does. Bounded: forgets everything past `max_principals`.
+
+    >>> pl = Placement()
+    >>> pl.key(None, "p1", None, "arn:u/app", "aws")  # not seen yet: by project
+    b'p1'
+    >>> pl.key("AKIA1", "p1", None, "arn:u/app", "aws"), pl.key(None, "p1", None, "arn:u/app", "aws")
+    (b'AKIA1', b'AKIA1')
+    """
+
+    def __init__(self, key_map: dict[str, str] | None = None, max_principals: int = 100_000) -> None:
+        self.key_map = key_map or None
+        self.max_principals = max_principals
+        self.principal_key: dict[tuple[Any, str], bytes] = {}
+
+    def key(self, key_id: Any, project: Any, source: Any, principal: Any = None, provider: Any = None) -> bytes | None:
+        if key_id is not None:
+            k = placement_key(key_id, project, source, self.key_map)
+            if principal is not None:
+                known = self.principal_key
+                if len(known) >= self.max_principals and (provider, principal) not in known:
+                    known.clear()
+                known[(provider, principal)] = k
+            return k
+        if principal is not None:
+            k = self.principal_key.get((provider, principal))
+            if k is not None:
+                return k
+        return placement_key(None, project, source, self.key_map)
+
+    def of(self, event: dict[str, Any]) -> bytes | None:
+        """`key` of a canonical event as a dict."""
+        if not isinstance(event, dict):
+            return None
+        g = event.get
+        return self.key(g("key_id"), g("project"), g("source"), g("principal"), g("provider"))
+
+
 def partition_of(key: bytes | None, partitions: int) -> int:
     """The partition Kafka's default partitioner gives `key` among `partitions` (no key: that of
     b"", so keyless events stay together too, where the partitioner would scatter them)."""
@@ -64,11 +112,13 @@ def partition_of(key: bytes | None, partitions: int) -> int:
 
 
 def partition_messages(events: Iterable[dict[str, Any]], batch_size: int, partitions: int,
-                       key_map: dict[str, str] | None = None) -> Iterator[tuple[int, list[dict]]]:
-    """(partition, events) per message: up to `batch_size` events of one partition, in input order."""
+                       key_map: dict[str, str] | None = None, placement: Placement | None = None) -> Iterator[tuple[int, list[dict]]]:
+    """(partition, events) per message: up to `batch_size` events of one partition, in input order.
+    `placement` (else a new one with `key_map`) places them and learns principals' keys."""
     pending: dict[int, list[dict]] = {}
+    place = (placement or Placement(key_map)).of
     for ev in events:
-        p = partition_of(message_key(ev, key_map), partitions)
+        p = partition_of(place(ev), partitions)
         buf = pending.setdefault(p, [])
         buf.append(ev)
         if len(buf) >= batch_size:
@@ -80,14 +130,15 @@ def partition_messages(events: Iterable[dict[str, Any]], batch_size: int, partit
 
 class EventProducer:
     """A thin synchronous producer (kafka-python). Call `close()` (or use `with`) to flush.
-    `key_map`: gateway key → provider key_id (`gateway_key_map(settings)`), for placement."""
+    `key_map`: gateway key → provider key_id (`gateway_key_map(settings)`), for placement
+    (`Placement`, which also sends an event naming only a principal to that principal's key)."""
 
     def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5, max_request_size: int = 16 * 1048576,
                  key_map: dict[str, str] | None = None) -> None:
         from kafka import KafkaProducer
 
         self.topic = topic
-        self.key_map = key_map or None
+        self.placement = Placement(key_map)  # one for the producer's life: principals' keys carry over
         self.messages = 0
         self.events = 0
         self._partitions: int | None = None
@@ -114,11 +165,11 @@ class EventProducer:
         n = 0
         if batch_size == 1:  # one JSON object per message, keyed: the default partitioner places it
             for ev in events:
-                key = message_key(ev, self.key_map)  # keyless: with the batched ones, not scattered
+                key = self.placement.of(ev)  # keyless: with the batched ones, not scattered
                 self.send_raw(orjson.dumps(ev), key, None if key is not None else partition_of(None, self.partitions()))
                 n += 1
         else:
-            for p, group in partition_messages(events, batch_size, self.partitions(), self.key_map):
+            for p, group in partition_messages(events, batch_size, self.partitions(), placement=self.placement):
                 self.send_raw(orjson.dumps(group), None, p)
                 n += len(group)
         self.events += n

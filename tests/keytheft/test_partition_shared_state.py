@@ -19,6 +19,7 @@ from keywatch.settings import Settings
 from keywatch.simulate import SimConfig, ground_truth, write_jsonl
 from keywatch.stream.decode import EventDecoder
 from keywatch.stream.partitions import PartitionCores
+from keywatch.stream.produce import Placement, placement_key
 
 CFG = SimConfig(keys=30, projects=6, days=2.0, seed=5, warmup_days=1.0)
 
@@ -80,3 +81,30 @@ def test_workers_share_only_their_own_partitions(data):
     alerts, _ = alerts_of_layout(path, settings, 4, workers=4)
     assert _key_theft(alerts) != ref
     assert truth["new_key_abuse"] not in {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
+
+
+TAMPER = SimConfig(keys=12, projects=3, days=1.5, seed=1, warmup_days=1.0, incidents=["hard_tamper"])
+
+
+def test_principal_only_audit_reaches_its_keys_worker(tmp_path, monkeypatch):
+    """`hard_tamper`: the audit records of the logging tamper name only the principal. Placed by
+    the key that principal was last seen with (stream/produce.py `Placement`), two workers raise
+    replay's one alert, on the key. The control — placed by project, as before session 10 — sends
+    them to the other worker, which knows no principal → key link and raises a second critical
+    alert for the same incident, on the principal."""
+    path = tmp_path / "events.jsonl"
+    write_jsonl(TAMPER, path)
+    settings = Settings()
+    out = tmp_path / "alerts.jsonl"
+    replay([path], out, build_core(settings), EventDecoder.from_settings(settings, streaming=False))
+    ref = _key_theft(list(map(orjson.loads, out.read_bytes().splitlines())))
+    attacked = {t["key_id"] for t in ground_truth(TAMPER) if t["type"] == "hard_tamper"}
+    alerts, _ = alerts_of_layout(path, settings, 4, workers=2)
+    assert _key_theft(alerts) == ref
+    assert {a["key_id"] for a in alerts if a["kind"] == "key_theft"} == attacked
+
+    monkeypatch.setattr(Placement, "key", lambda self, key_id, project, source, principal=None, provider=None:
+                        placement_key(key_id, project, source, self.key_map))
+    alerts, _ = alerts_of_layout(path, settings, 4, workers=2)
+    flagged = {a["key_id"]: a["severity"] for a in alerts if a["kind"] == "key_theft"}
+    assert attacked <= set(flagged) and any(k.startswith("arn:") and s == "critical" for k, s in flagged.items())
