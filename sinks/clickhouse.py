@@ -142,6 +142,10 @@ class ClickHouseSink:
     def __init__(self, client, database: str) -> None:
         self.client = client
         self.db = database
+        # Exact float parsing where the server has the setting (an unknown one fails the insert;
+        # without it a float may come out one unit in the last place off).
+        known = getattr(client, "server_settings", None) or {}
+        self.usage_settings = {k: v for k, v in _USAGE_JSON_SETTINGS.items() if k in known or k != "precise_float_parsing"}
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
         if rows:
@@ -164,7 +168,7 @@ class ClickHouseSink:
         """
         if out.usage:
             self.client.raw_insert(f"{self.db}.usage_events", USAGE_JSON_COLUMNS, usage_json(out.usage, offsets or {}),
-                                   settings=_USAGE_JSON_SETTINGS, fmt="JSONEachRow")
+                                   settings=self.usage_settings, fmt="JSONEachRow")
         self.insert("audit_events", [audit_row(e) for e in out.audit], AUDIT_COLUMNS)
         self.insert("billing_events", [billing_row(e) for e in out.billing], BILLING_COLUMNS)
         if out.scores:
