@@ -102,8 +102,9 @@ def insert_rows(client, table: str, data, columns: Sequence[str], *, column_orie
 # Where a usage row came from when the batch's offsets map does not say (replays, tests).
 NOWHERE = (-1, -1)
 # Usage rows go in as JSON (`JSONEachRow`), encoded by msgspec in C: the worker's hot path spends
-# its time holding the interpreter lock, and building `Native` columns in Python held it ≈ 3.5 µs
-# per event, encoding ≈ 0.4 µs; ClickHouse parses the JSON without the lock, on the other core.
+# its time holding the interpreter lock, and building `Native` columns in Python held it ≈ 3.9 µs
+# per event, encoding ≈ 0.9 µs (`keywatch bench-sink`); ClickHouse parses the JSON without the
+# lock, on the other core.
 # Fields left out (None, or equal to the struct's default) take the column's DEFAULT, which is
 # the struct's default; `ts` comes from `ts_ms` (migration 0011); `kind` and the raw `ts` are skipped.
 USAGE_JSON_COLUMNS = ["ts_ms" if c == "ts" else c for c in USAGE_COLUMNS]
@@ -112,7 +113,8 @@ _encode_usage = msgspec.json.Encoder().encode
 
 
 def usage_json(events: Sequence[UsageEvent], offsets: dict[str, tuple[int, int]]) -> bytes:
-    """The events as one JSON array of `usage_events` rows, each with its Kafka partition and offset.
+    """The events as one JSON array of `usage_events` rows, each with its Kafka partition and offset
+    (set on the events from `offsets`, whatever they held).
 
     >>> e = UsageEvent(event_id="e1", ts="2026-11-25T16:00:00.123Z", provider="openai", key_id="k", model="m")
     >>> usage_json([e], {"e1": (2, 40)})
@@ -144,8 +146,9 @@ class ClickHouseSink:
         self.db = database
         # Exact float parsing where the server has the setting (an unknown one fails the insert;
         # without it a float may come out one unit in the last place off).
-        known = getattr(client, "server_settings", None) or {}
-        self.usage_settings = {k: v for k, v in _USAGE_JSON_SETTINGS.items() if k in known or k != "precise_float_parsing"}
+        self.usage_settings = dict(_USAGE_JSON_SETTINGS)
+        if "precise_float_parsing" not in (getattr(client, "server_settings", None) or {}):
+            del self.usage_settings["precise_float_parsing"]
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
         if rows:
