@@ -14,9 +14,14 @@ Per event, median over `batches` batches of `batch_events` events: the Python ti
 what is sent (json: `usage_json`; native: the columns and the driver's Native encoder, which the
 driver runs inside `insert`), and the whole write's wall time.
 
->>> r = run_sink_bench(batch_events=300, batches=2, quiet=True)
->>> r["json"]["rows"] == r["native"]["rows"] == 600
-True
+It opens its own embedded chDB, so it runs as a command (one chDB path per process), and its
+test is a subprocess: tests/stream/test_bench_smoke.py. The Native way's columns:
+
+>>> from keywatch.models.events import UsageEvent
+>>> e = UsageEvent(event_id="e1", ts=1795622400123, provider="openai", key_id="k", model="m", requests=2)
+>>> cols = native_columns([e], {"e1": (3, 41)})
+>>> len(cols) == len(USAGE_COLUMNS), cols[1], cols[8], cols[-3:]
+(True, [1795622400123], [2], [[3], [41], ['']])
 """
 
 from __future__ import annotations

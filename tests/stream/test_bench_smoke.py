@@ -39,3 +39,16 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     if hasattr(os, "fork"):  # a forked snapshot's wait is the fork, well under pickling in process
         snap = core["snapshot"]
         assert 0 < snap["forked_wait_s"] < snap["forked_child_s"] and snap["in_process_wait_s"] > 0, snap
+
+
+def test_bench_sink_writes_every_row_both_ways(tmp_path: Path):
+    """`keywatch bench-sink`: the same events written as JSON (the sink) and as Native columns, each
+    way storing every row, with Python and wall time per event."""
+    out = tmp_path / "sink.json"
+    env = {**os.environ, "KEYWATCH_DATA_DIR": str(tmp_path / "data")}
+    subprocess.run([sys.executable, "-m", "keywatch.cli", "bench-sink", "--batch-events", "300", "--batches", "2",
+                    "--json-out", str(out)], env=env, check=True, timeout=300, capture_output=True)
+    r = json.loads(out.read_text())
+    assert r["json"]["rows"] == r["native"]["rows"] == 600
+    for way in ("json", "native"):
+        assert 0 < r[way]["python_us_per_event"] and 0 < r[way]["write_us_per_event"], r
