@@ -45,9 +45,9 @@ class _Out:
             if not settings.kafka_bootstrap:
                 console.print("[red]KEYWATCH_KAFKA_BOOTSTRAP is not set[/red]: give --out FILE or --replay --alerts-out OUT")
                 raise typer.Exit(2)
-            from keywatch.stream.produce import EventProducer, gateway_key_map
+            from keywatch.stream.produce import EventProducer, Placement
 
-            self.producer = EventProducer(settings.kafka_bootstrap, settings.input_topic, key_map=gateway_key_map(settings))
+            self.producer = EventProducer(settings.kafka_bootstrap, settings.input_topic, placement=Placement.from_settings(settings))
         self.batch_size = batch_size
         self.dead_out = dead_out
         self.dead_fh = None

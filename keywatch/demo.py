@@ -27,7 +27,7 @@ from rich.table import Table
 from keywatch.settings import Settings
 from keywatch.procs import stop_process
 from keywatch.stream.broker import EmbeddedBroker, ensure_topics, free_port, topic_specs
-from keywatch.stream.produce import EventProducer, gateway_key_map, paced
+from keywatch.stream.produce import EventProducer, Placement, paced
 from keywatch.stream.status import StatusFile
 
 SEV_STYLE = {"low": "dim", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
@@ -99,7 +99,7 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, keys: i
                                       env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def produce() -> None:
-            with EventProducer(broker.bootstrap, settings.input_topic, key_map=gateway_key_map(settings)) as p:
+            with EventProducer(broker.bootstrap, settings.input_topic, placement=Placement.from_settings(settings)) as p:
                 for chunk in paced(events, rate, chunk=max(1, int(rate / 20))):
                     if stop.is_set():
                         break

@@ -19,16 +19,17 @@ from keywatch.models.registry import build_core
 from keywatch.stream.decode import EventDecoder
 from keywatch.stream.globalcore import process_global
 from keywatch.stream.partitions import PartitionCores
-from keywatch.stream.produce import Placement, gateway_key_map, partition_of
+from keywatch.stream.produce import Placement, partition_of
 
 
 def alerts_of_layout(path: Path, settings, partitions: int, *, workers: int = 1,
                      batch_events: int = 5000) -> tuple[list[dict], int]:
     """(alerts as the contract's JSON, latest version of each id in first-raised order; events).
     `workers` > 1: `all` workers in one group, partition p on worker p mod `workers`, each with
-    its own partition cores (so its own cross-key key-theft state) and worker-wide core."""
+    its own partition cores (so its own cross-key key-theft state) and worker-wide core.
+    Events go where `settings.placement` sends them (`key`, or `project`: whole projects per worker)."""
     decoder = EventDecoder.from_settings(settings, streaming=False)
-    placement = Placement(gateway_key_map(settings))  # as the producer: principals' keys learned in order
+    placement = Placement.from_settings(settings)  # as the producer (`KEYWATCH_PLACEMENT`), learning in file order
     groups = [PartitionCores(lambda: build_core(settings, "partition")) for _ in range(workers)]
     globals_ = [build_core(settings, "global") for _ in range(workers)]
     alerts: dict[str, dict] = {}

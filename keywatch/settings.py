@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     dlq_topic: str= Field("keywatch.dlq", description='Kafka topic that receives dead letters (bad input with the reason)')
     alerts_topic: str= Field("keywatch.alerts", description='Kafka topic that receives every new or updated alert (JSON)')
     topic_partitions: int= Field(4, ge=1, le=1024, description='partitions of the input topic when keywatch creates it (scale-out unit)')
+    placement: Literal["key", "project"] = Field("key", description="keywatch's producers (`ingest`, `poll`, `demo`, `simulate --kafka`): `key` = each key on its own partition (even load); `project` = each project's keys on one partition, so several workers keep key theft, project budgets and project spikes exact (provider- and model-level series stay per worker share; a project's whole load lands on one worker: for many projects)")
     # A batch pays fixed costs (an INSERT per table, ≈ 0.1 s on embedded chDB): one-event messages
     # need thousands per batch to spread them; the byte budget bounds batches of big messages.
     batch_max_messages: int= Field(10_000, ge=1, le=100_000, description='most Kafka messages the worker takes into one batch')

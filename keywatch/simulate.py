@@ -224,13 +224,13 @@ def simulate_command(
             console.print("[red]keywatch.stream.produce is not available[/red]")
             raise typer.Exit(2)
         from keywatch.cli import load_settings
-        from keywatch.stream.produce import gateway_key_map, produce_events
+        from keywatch.stream.produce import Placement, produce_events
 
         settings = load_settings()
         if not settings.kafka_bootstrap:
             console.print("[red]--kafka needs KEYWATCH_KAFKA_BOOTSTRAP[/red]")
             raise typer.Exit(2)
-        n = produce_events(settings.kafka_bootstrap, settings.input_topic, generate(cfg), key_map=gateway_key_map(settings))
+        n = produce_events(settings.kafka_bootstrap, settings.input_topic, generate(cfg), placement=Placement.from_settings(settings))
         where = f"topic {settings.input_topic}"
     else:
         if out is None:

@@ -68,34 +68,58 @@ class Placement:
     workers: a second critical alert for one incident).
     As the detector does, a placement learns (provider, principal) → key from the events it
     places that carry both, and places an event without a key by its principal's latest key —
-    else by its project, as `placement_key` does. Bounded: forgets everything past `max_principals`.
+    else by its project, as `placement_key` does.
+
+    `by_project` (`KEYWATCH_PLACEMENT=project`): every key goes by the first project it was seen
+    with (sticky, so an event without a project follows its key), and an event naming only a
+    principal by its key's project. A project's keys then share one partition, so several
+    workers each see whole projects: key theft's cross-key state (what a new key borrows from its
+    project) and project-level detection are exact, at the price of a project's whole load on
+    one partition. Bounded: each map forgets everything past `max_entries`.
 
     >>> pl = Placement()
     >>> pl.key(None, "p1", None, "arn:u/app", "aws")  # not seen yet: by project
     b'p1'
     >>> pl.key("AKIA1", "p1", None, "arn:u/app", "aws"), pl.key(None, "p1", None, "arn:u/app", "aws")
     (b'AKIA1', b'AKIA1')
+    >>> pp = Placement(by_project=True)
+    >>> pp.key("AKIA1", "p1", None, "arn:u/app", "aws"), pp.key("AKIA1", None, None), pp.key(None, None, None, "arn:u/app", "aws")
+    (b'p1', b'p1', b'p1')
     """
 
-    def __init__(self, key_map: dict[str, str] | None = None, max_principals: int = 100_000) -> None:
+    def __init__(self, key_map: dict[str, str] | None = None, by_project: bool = False, max_entries: int = 100_000) -> None:
         self.key_map = key_map or None
-        self.max_principals = max_principals
+        self.by_project = by_project
+        self.max_entries = max_entries
         self.principal_key: dict[tuple[Any, str], bytes] = {}
+        self.key_project: dict[bytes, bytes] = {}  # by_project: a key's first project
+
+    @classmethod
+    def from_settings(cls, settings) -> "Placement":
+        return cls(gateway_key_map(settings), by_project=settings.placement == "project")
+
+    def _learn(self, known: dict, k, v) -> None:
+        if len(known) >= self.max_entries and k not in known:
+            known.clear()
+        known[k] = v
 
     def key(self, key_id: Any, project: Any, source: Any, principal: Any = None, provider: Any = None) -> bytes | None:
-        if key_id is not None:
-            k = placement_key(key_id, project, source, self.key_map)
-            if principal is not None:
-                known = self.principal_key
-                if len(known) >= self.max_principals and (provider, principal) not in known:
-                    known.clear()
-                known[(provider, principal)] = k
-            return k
-        if principal is not None:
+        if key_id is None and principal is not None:  # by the key its principal was last seen with
             k = self.principal_key.get((provider, principal))
             if k is not None:
-                return k
-        return placement_key(None, project, source, self.key_map)
+                return self.key_project.get(k, k) if self.by_project else k
+        if key_id is None:
+            return placement_key(None, project, source, self.key_map)
+        k = placement_key(key_id, project, source, self.key_map)
+        if principal is not None:
+            self._learn(self.principal_key, (provider, principal), k)
+        if not self.by_project:
+            return k
+        p = self.key_project.get(k)
+        if p is None and project is not None:
+            p = str(project).encode()
+            self._learn(self.key_project, k, p)
+        return p if p is not None else k
 
     def of(self, event: dict[str, Any]) -> bytes | None:
         """`key` of a canonical event as a dict."""
@@ -130,15 +154,16 @@ def partition_messages(events: Iterable[dict[str, Any]], batch_size: int, partit
 
 class EventProducer:
     """A thin synchronous producer (kafka-python). Call `close()` (or use `with`) to flush.
-    `key_map`: gateway key → provider key_id (`gateway_key_map(settings)`), for placement
-    (`Placement`, which also sends an event naming only a principal to that principal's key)."""
+    `key_map`: gateway key → provider key_id (`gateway_key_map(settings)`), for placement; or a
+    whole `placement` (`Placement.from_settings`, which also honours `KEYWATCH_PLACEMENT`)."""
 
     def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5, max_request_size: int = 16 * 1048576,
-                 key_map: dict[str, str] | None = None) -> None:
+                 key_map: dict[str, str] | None = None, placement: Placement | None = None) -> None:
         from kafka import KafkaProducer
 
         self.topic = topic
-        self.placement = Placement(key_map)  # one for the producer's life: principals' keys carry over
+        # one for the producer's life: principals' keys (and keys' projects) carry over
+        self.placement = placement or Placement(key_map)
         self.messages = 0
         self.events = 0
         self._partitions: int | None = None
@@ -197,9 +222,9 @@ def gateway_key_map(settings) -> dict[str, str]:
 
 
 def produce_events(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], batch_size: int = 100,
-                   key_map: dict[str, str] | None = None) -> int:
+                   key_map: dict[str, str] | None = None, placement: Placement | None = None) -> int:
     """Produce events (batched per partition) and wait until the broker acknowledged them; return the count."""
-    with EventProducer(bootstrap, topic, key_map=key_map) as p:
+    with EventProducer(bootstrap, topic, key_map=key_map, placement=placement) as p:
         return p.send_events(events, batch_size)
 
 

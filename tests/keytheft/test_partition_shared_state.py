@@ -83,6 +83,18 @@ def test_workers_share_only_their_own_partitions(data):
     assert truth["new_key_abuse"] not in {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
 
 
+def test_placed_by_project_four_workers_raise_replays_alerts(data):
+    """`KEYWATCH_PLACEMENT=project`: a project's keys share a partition, so each of four workers
+    sees whole projects and the new key meets its project, as in replay (the layout of the test
+    above, which misses the attack, placed differently)."""
+    path, settings, ref = data
+    by_project = settings.model_copy(update={"placement": "project"})
+    alerts, _ = alerts_of_layout(path, by_project, 4, workers=4)
+    assert _key_theft(alerts) == ref
+    truth = {t["type"]: t["key_id"] for t in ground_truth(CFG)}
+    assert truth["new_key_abuse"] in {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
+
+
 TAMPER = SimConfig(keys=12, projects=3, days=1.5, seed=1, warmup_days=1.0, incidents=["hard_tamper"])
 
 

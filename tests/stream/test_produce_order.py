@@ -16,7 +16,7 @@ from keywatch.settings import Settings
 from keywatch.simulate import SimConfig, generate
 from keywatch.stream.broker import ensure_topics
 from keywatch.stream.decode import EventDecoder
-from keywatch.stream.produce import EventProducer, gateway_key_map, message_key, partition_messages, partition_of
+from keywatch.stream.produce import EventProducer, Placement, gateway_key_map, message_key, partition_messages, partition_of
 
 PARTS = 4
 
@@ -156,3 +156,29 @@ def test_gateway_events_meet_their_provider_key(tmp_path):
     found = bypass_alerts(key_map)
     assert found and "gateway" in " ".join(found[0].reasons)
     assert bypass_alerts(None) == []  # placed by the gateway's own key id: never compared
+
+
+def test_placed_by_project_each_project_on_one_partition_in_order():
+    """`KEYWATCH_PLACEMENT=project` (`Placement(by_project=True)`): every event of a project's keys
+    (audit events naming only a principal included) on one partition, each partition still in
+    the input's order; placed by key (the default) the same projects spread over several."""
+    events = list(generate(SimConfig(keys=24, projects=3, days=1.2, seed=2, warmup_days=0.6, incidents=["hard_tamper"])))
+    project_of = {(e.get("provider"), e["key_id"]): e["project"] for e in events if e.get("key_id") and e.get("project")}
+    principal_key = {}
+    for e in events:
+        if e.get("key_id") and e.get("principal"):
+            principal_key.setdefault((e.get("provider"), e["principal"]), e["key_id"])
+    assert any(not e.get("key_id") and e.get("principal") for e in events)  # principal-only audits are there
+
+    def project(e):
+        key = e.get("key_id") or principal_key.get((e.get("provider"), e.get("principal")))
+        return e.get("project") or project_of.get((e.get("provider"), key))
+
+    for by_project, spread in ((True, False), (False, True)):
+        where: dict = {}
+        for p, group in partition_messages(events, 100, PARTS, placement=Placement(by_project=by_project)):
+            for e in group:
+                where.setdefault(project(e), set()).add(p)
+        assert (max(len(ps) for pr, ps in where.items() if pr) > 1) is spread, where
+    parts = _by_partition(partition_messages(events, 100, PARTS, placement=Placement(by_project=True)))
+    assert all(ts == sorted(ts) for ts in ([e["ts"] for g in groups for e in g] for groups in parts.values()))
