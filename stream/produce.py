@@ -51,7 +51,8 @@ def placement_key(key_id: Any, project: Any, source: Any, key_map: dict[str, str
 
 
 def message_key(event: dict[str, Any], key_map: dict[str, str] | None = None) -> bytes | None:
-    """`placement_key` of a canonical event as a dict."""
+    """`placement_key` of a canonical event as a dict: where an event goes on its own, without what
+    a `Placement` (the producers' way) learns from the events before it (tests place by it)."""
     if not isinstance(event, dict):
         return None
     return placement_key(event.get("key_id"), event.get("project"), event.get("source"), key_map)
