@@ -75,8 +75,9 @@ class Placement:
     with (sticky, so an event without a project follows its key), and an event naming only a
     principal by its key's project. A project's keys then share one partition, so several
     workers each see whole projects: key theft's cross-key state (what a new key borrows from its
-    project) and project-level detection are exact, at the price of a project's whole load on
-    one partition. Bounded: each map forgets everything past `max_entries`.
+    project), project budgets and project-level spikes are exact (provider- and model-level
+    series stay per worker share), at the price of a project's whole load on one partition.
+    Bounded: each map forgets everything past `max_entries`.
 
     >>> pl = Placement()
     >>> pl.key(None, "p1", None, "arn:u/app", "aws")  # not seen yet: by project

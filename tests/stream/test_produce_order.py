@@ -144,10 +144,10 @@ def test_gateway_events_meet_their_provider_key(tmp_path):
     assert partition_of(b"gw-1", PARTS) != partition_of(b"key_A", PARTS)  # apart unless mapped
     dec = EventDecoder.from_settings(settings, streaming=True)
 
-    def bypass_alerts(placement: dict | None) -> list:
+    def bypass_alerts(gateway_map: dict | None) -> list:
         alerts = []
         cores = {}
-        for p, group in partition_messages(_gateway_stream(), 10, PARTS, placement):
+        for p, group in partition_messages(_gateway_stream(), 10, PARTS, gateway_map):
             core = cores.setdefault(p, build_core(settings, "partition"))
             alerts += [a for a in core.process(dec.decode(orjson.dumps(group))[0], rows=False).alerts
                        if a.kind == "key_theft" and a.key_id == "key_A"]
