@@ -7,6 +7,7 @@ On one embedded broker (issue 8):
   first batch start), from the worker's status file;
 * worker, live event time — the batched run again with event time advancing at `LIVE_RATE`
   events/s, as in live traffic of that rate (the simulated stream spans days: a backlog);
+  `live_runs` runs (3), alternating with the baseline's: the median run, its range and each;
 * scale-out, live event time — the live run's topic again through `keywatch worker
   --processes 2` (two `all` workers in one group, project-level detection per worker share)
   and `--processes 2 --split-tiers` (two `keys` workers + one `projects` worker: exact), both
@@ -15,7 +16,9 @@ On one embedded broker (issue 8):
   weigh on short runs of several workers);
 * worker, one event per message — the same over `single_events` events;
 * baseline — raw aiokafka consume + orjson decode + chDB insert of raw rows of the batched
-  topic, no detection (the ratio worker/baseline is the cost of detection and guarantees);
+  topic, no detection (the ratio worker/baseline is the cost of detection and guarantees):
+  the median of `live_runs` runs, one after the batched worker and one before each later live
+  run (keywatch/bench_baseline.py says why); every ratio divides by that median;
 * CPU per event of both — CPU seconds of the whole process (every thread, chDB's included)
   over the same span ÷ events, and cores busy (CPU ÷ wall): what capacity planning needs, and
   why a ratio is out of reach on a machine whose cores are already all busy;
@@ -29,7 +32,6 @@ On one embedded broker (issue 8):
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import itertools
 import json
@@ -45,6 +47,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from keywatch.bench_baseline import Baseline, cpu_figures, summarise
 from keywatch.bench_group import run_group_bench, wait_released
 from keywatch.settings import Settings
 from keywatch.procs import stop_process
@@ -53,9 +56,9 @@ from keywatch.stream.produce import EventProducer
 from keywatch.stream.status import StatusFile
 
 LIVE_RATE = 50_000.0  # event time of the live-traffic run: events/s (about half the baseline's rate)
-FULL = {"events": 200_000, "live_events": 600_000, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
+FULL = {"events": 200_000, "live_events": 600_000, "live_runs": 3, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
         "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0, "replay_repeat": 3}
-QUICK = {"events": 3_000, "live_events": 3_000, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
+QUICK = {"events": 3_000, "live_events": 3_000, "live_runs": 2, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
          "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1, "replay_repeat": 1}
 
 
@@ -131,13 +134,7 @@ def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, dat
     secs = max(1e-6, st["last_batch_at"] - st["first_batch_at"])
     return {"events": st["events_in"], "seconds": round(secs, 3), "events_per_s": round(st["events_in"] / secs, 1),
             "batches": st["batches"], "alerts": final["alerts"], "dead_letters": final["dead_letters"],
-            **_cpu(st["last_batch_cpu"] - st["first_batch_cpu"], secs, st["events_in"])}
-
-
-def _cpu(cpu_s: float, secs: float, events: int) -> dict:
-    """CPU cost: seconds of the whole process (all threads, chDB's too), µs per event, cores busy."""
-    return {"cpu_s": round(cpu_s, 3), "cpu_us_per_event": round(1e6 * cpu_s / max(1, events), 1),
-            "cores": round(cpu_s / max(1e-6, secs), 2)}
+            **cpu_figures(st["last_batch_cpu"] - st["first_batch_cpu"], secs, st["events_in"])}
 
 
 def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1) -> dict:
@@ -162,51 +159,6 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
             "snapshot": syn.get("snapshot", {})}
 
 
-async def _baseline(bootstrap: str, topic: str, n: int, client) -> dict:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=16 * 1048576, fetch_max_bytes=64 * 1048576)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in parts])
-        await consumer.seek_to_beginning()
-        seen, started, cpu0 = 0, None, 0.0
-        cols = ["event_id", "ts", "provider", "key_id", "model", "input_tokens", "output_tokens"]
-        while seen < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=500)
-            rows = []
-            for records in batch.values():
-                for r in records:
-                    doc = orjson.loads(r.value)
-                    for e in doc if isinstance(doc, list) else [doc]:
-                        ts = e["ts"] if isinstance(e["ts"], int) else int(datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() * 1000)
-                        rows.append([e["event_id"], datetime.utcfromtimestamp(ts / 1000), e["provider"], e.get("key_id") or "",
-                                     e.get("model") or "", e.get("input_tokens", 0), e.get("output_tokens", 0)])
-            if rows:
-                if started is None:
-                    started, cpu0 = time.perf_counter(), time.process_time()
-                client.insert("bench.raw_events", rows, column_names=cols)
-                seen += len(rows)
-        secs = time.perf_counter() - started
-        return {"events": seen, "seconds": secs, "events_per_s": seen / secs, **_cpu(time.process_time() - cpu0, secs, seen)}
-    finally:
-        await consumer.stop()
-
-
-def run_baseline(bootstrap: str, topic: str, n: int, data_dir: Path) -> dict:
-    import clickhouse_connect
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    client = clickhouse_connect.get_client(dsn=f"chdb://{data_dir / 'chdb'}")
-    client.command("CREATE DATABASE IF NOT EXISTS bench")
-    client.command("CREATE TABLE IF NOT EXISTS bench.raw_events (event_id String, ts DateTime64(3, 'UTC'), "
-                   "provider LowCardinality(String), key_id String, model LowCardinality(String), input_tokens UInt64, "
-                   "output_tokens UInt64) ENGINE = MergeTree ORDER BY (key_id, ts)")
-    return asyncio.run(_baseline(bootstrap, topic, n, client))
-
-
 def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False, **sizes) -> dict:
     """Every figure; sizes default to FULL (or QUICK), any of them overridable by keyword."""
     from keywatch.bench_latency import run_latency
@@ -218,8 +170,11 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     result: dict = {"config": cfg, "partitions": settings.topic_partitions, "batch_max_messages": settings.batch_max_messages,
                     "cpus": os.cpu_count(), "data": str(root)}
     t_all = time.perf_counter()
+    baseline = Baseline(root / "baseline")
+    base_runs: list[dict] = []
     with EmbeddedBroker(log_file=root / "broker.log") as broker:
         bs = broker.bootstrap
+        base_topic = ""
         for name, n, per in (("batched", cfg["events"], 100), ("live", cfg["live_events"], 100), ("single", cfg["single_events"], 1)):
             events = bench_events(n, cfg["keys"])
             if name == "live":
@@ -229,15 +184,25 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
             with EventProducer(bs, topic) as p:
                 p.send_events(events, batch_size=per)
                 messages = p.messages
-            console.print(f"{name}: {len(events):,} events in {messages:,} messages; running the worker …")
-            result[f"worker_{name}"] = {**run_worker_bench(settings, bs, topic, len(events), root / f"worker_{name}"),
-                                        "events_per_message": per, "messages": messages}
+            runs = []
+            # The live-rate worker alternates with the baseline (on the batched topic, as ever):
+            # both are medians of runs spread over the same minutes (keywatch/bench_baseline.py).
+            for i in range(cfg["live_runs"] if name == "live" else 1):
+                if i:
+                    console.print(f"baseline, run {len(base_runs) + 1} …")
+                    base_runs.append(baseline.run(bs, base_topic, cfg["events"]))
+                console.print(f"{name}: {len(events):,} events in {messages:,} messages; running the worker"
+                              + (f" (run {i + 1} of {cfg['live_runs']})" if name == "live" else "") + " …")
+                runs.append(run_worker_bench(settings, bs, topic, len(events), root / f"worker_{name}" / str(i)))
+            result[f"worker_{name}"] = {**summarise(runs), "events_per_message": per, "messages": messages}
             for group, split in (("group", False), ("tiers", True)) if name == "live" else ():
                 console.print(f"{name}: 2 worker processes{' + projects tier' if split else ''} …")
                 result[f"worker_{group}"] = run_group_bench(bs, topic, len(events), root / f"worker_{group}", 2, split)
             if name == "batched":
-                console.print("baseline (consume + decode + insert raw rows) …")
-                result["baseline"] = run_baseline(bs, topic, len(events), root / "baseline")
+                console.print("baseline (consume + decode + insert raw rows), run 1 …")
+                base_topic = topic
+                base_runs.append(baseline.run(bs, topic, len(events)))
+        result["baseline"] = summarise(base_runs)
         console.print(f"latency at {cfg['rate']:,.0f} events/s for {cfg['latency_s']:.0f} s …")
         result["latency"] = run_latency(settings, bs, root / "latency", rate=cfg["rate"], seconds=cfg["latency_s"],
                                         keys=cfg["latency_keys"])
@@ -249,12 +214,20 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     result["ratio_single"] = round(result["worker_single"]["events_per_s"] / base, 3)
     for k in ("live", "group", "tiers"):
         result[f"ratio_{k}"] = round(result[f"worker_{k}"]["events_per_s"] / base, 3)
+    # Continuity with sessions ≤ 10, whose ratios divided one run of each: the first live run
+    # by the first baseline run (taken right after the batched worker, as then).
+    result["ratio_live_first_runs"] = round(result["worker_live"]["each"][0]["events_per_s"] / base_runs[0]["events_per_s"], 3)
     result["seconds"] = round(time.perf_counter() - t_all, 1)
     print_table(result, console)
     if json_out:
         json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         console.print(f"results → {json_out}")
     return result
+
+
+def _span(fig: dict) -> str:
+    lo, hi = fig["range"]
+    return f"{lo / 1000:,.1f}–{hi / 1000:,.1f}k ev/s"
 
 
 def print_table(r: dict, console: Console) -> None:
@@ -267,7 +240,8 @@ def print_table(r: dict, console: Console) -> None:
     wl = r["worker_live"]
     t.add_row("worker, 100 events/message, live event time", f"{wl['events_per_s']:,.0f} ev/s",
               f"event time at {LIVE_RATE:,.0f} events/s (above: days of backlog); {r['ratio_live']:.2f}× baseline, "
-              f"{wl.get('cpu_us_per_event', 0):,.0f} µs CPU/event")
+              f"{wl.get('cpu_us_per_event', 0):,.0f} µs CPU/event; median of {wl['runs']} runs, {_span(wl)}; "
+              f"first run ÷ first baseline run {r['ratio_live_first_runs']:.2f}×")
     for k, label in (("group", "2 workers, one group"), ("tiers", "2 keys workers + 1 projects worker")):
         w = r[f"worker_{k}"]
         t.add_row(f"{label}, live event time", f"{w['events_per_s']:,.0f} ev/s",
@@ -275,7 +249,8 @@ def print_table(r: dict, console: Console) -> None:
                   + (f" + {w['db_serve_cpu_us_per_event']:,.0f} in db serve" if w.get("db_serve_cpu_us_per_event") else "")
                   + ("; project level per worker share" if k == "group" else "; project level exact"))
     t.add_row("worker, 1 event/message", f"{ws['events_per_s']:,.0f} ev/s", f"{ws['events']:,} events")
-    t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s", f"{b['events']:,} events")
+    t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s",
+              f"{b['events']:,} events; median of {b['runs']} runs, {_span(b)}")
     t.add_row("[bold]ratio worker/baseline[/bold]", f"[bold]{r['ratio']:.2f}×[/bold]", f"1 event/message: {r['ratio_single']:.2f}×")
     if "cpu_us_per_event" in wb and "cpu_us_per_event" in b:
         t.add_row("CPU per event, worker", f"{wb['cpu_us_per_event']:,.0f} µs",

@@ -21,6 +21,16 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
         # the machine has (with slack for timer granularity): a wrong span or unit breaks it
         assert 0 < r[run]["cpu_us_per_event"] and 0 < r[run]["cores"] <= (os.cpu_count() or 1) * 1.5, (run, r[run])
     assert r["worker_batched"]["events_per_message"] == 100 and r["worker_single"]["events_per_message"] == 1
+    # the live-rate worker and the baseline are run twice each (--quick), alternating: each figure
+    # is the median of its runs, within their range, and every baseline run reads the whole topic
+    for run in ("worker_live", "baseline"):
+        fig = r[run]
+        assert fig["runs"] == len(fig["each"]) == 2, fig
+        assert fig["range"][0] <= fig["events_per_s"] <= fig["range"][1], fig
+        assert sorted(x["events_per_s"] for x in fig["each"]) == fig["range"], fig
+    assert [x["events"] for x in r["baseline"]["each"]] == [r["worker_batched"]["events"]] * 2
+    assert r["ratio_live"] == round(r["worker_live"]["events_per_s"] / r["baseline"]["events_per_s"], 3)
+    assert r["ratio_live_first_runs"] == round(r["worker_live"]["each"][0]["events_per_s"] / r["baseline"]["each"][0]["events_per_s"], 3)
     assert r["ratio"] > 0 and r["ratio_single"] > 0 and r["ratio_live"] > 0
     # the scale-out runs: every event through the `all` workers of one group; with split tiers,
     # through the `keys` workers once and through the `projects` worker once more
