@@ -130,14 +130,13 @@ def _group_timing(settings: Settings) -> dict[str, float]:
 
 
 def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: StatusFile):
-    import faust
-
+    from keywatch.stream.drain import KeywatchApp
     from keywatch.stream.hookrunner import HookRunner
     from keywatch.stream.take import take_batches
 
     web_port = settings.web_port
     _fetch_wait(settings.kafka_fetch_max_wait_ms)
-    app = faust.App(
+    app = KeywatchApp(  # faust.App, with a cheaper fetch loop (stream/drain.py)
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()],
         datadir=str(settings.data_dir / "faust"),

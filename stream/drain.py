@@ -1,0 +1,134 @@
+"""faust's fetch loop without four asyncio tasks per message (`KeywatchApp`).
+
+faust's `Consumer._drain_messages` hands each fetched message to the conductor with
+``await self.wait_first(callback(message), self.suspend_flow.wait())``: mode's `wait_first`
+starts a task for the delivery and one each for waits on flow suspension, the consumer's stop
+and its crash, waits for the first to finish, and cancels the other three — 4 tasks started and
+3 cancelled per message. With one event per message that was ≈ 28 % of the time the worker
+held the interpreter lock (py-spy ``--gil``, session 11), and it weighs on batched messages too.
+
+`FastDrainConsumer` delivers the same way with the three waits kept as standing tasks, made
+again only once they have finished: per message one task (the delivery) and one
+`asyncio.wait`. What `wait_first` decides is unchanged: a delivery still blocked when the flow is
+suspended, or the consumer stops or crashes, is cancelled; a delivery's exception propagates;
+either way the read offset then moves past the message, as in faust. The rest of the loop is
+faust 0.15's, line for line (faust is pinned < 0.16, as stream/take.py needs).
+
+>>> issubclass(KeywatchApp, __import__("faust").App), FastDrainTransport.Consumer is FastDrainConsumer
+(True, True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+class _Guards:
+    """Standing waits on flow suspension, stop and crash; each made again once it has finished."""
+
+    def __init__(self, consumer) -> None:
+        self.events = (consumer.suspend_flow, consumer._stopped, consumer._crashed)
+        self.tasks: list[asyncio.Future | None] = [None, None, None]
+
+    def current(self) -> list[asyncio.Future]:
+        tasks = self.tasks
+        for i, t in enumerate(tasks):
+            if t is None or t.done():
+                tasks[i] = asyncio.ensure_future(self.events[i].wait())
+        return cast(list, tasks)
+
+    def cancel(self) -> None:
+        for t in self.tasks:
+            if t is not None and not t.done():
+                t.cancel()
+
+
+async def deliver(callback, message, guards: _Guards) -> None:
+    """`callback(message)`, cancelled if a guard fires first (mode's `wait_first`, one task)."""
+    task = asyncio.ensure_future(callback(message))
+    waits = guards.current()
+    try:
+        await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        task.result()  # propagate, as `wait_first` does
+    for w in waits:
+        if w.done() and not w.cancelled() and w.exception() is not None:
+            w.result()
+
+
+class FastDrainConsumer(faust_aiokafka.Consumer):
+    async def _drain_messages(self, fetcher) -> None:  # pragma: no cover  (as faust's)
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        guards = _Guards(self)
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                ait = cast(AsyncIterator, getmany(timeout=1.0))
+                await self.sleep(0)  # faust: getmany may be called in a loop never releasing the loop
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await deliver(callback, message, guards)
+                            set_read_offset(tp, offset)
+                        else:
+                            self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            guards.cancel()
+            unset_flag(CONSUMER_FETCHING)
+
+
+class FastDrainTransport(faust_aiokafka.Transport):
+    Consumer = FastDrainConsumer
+
+
+class KeywatchApp(faust.App):
+    """`faust.App` whose consumer transport is `FastDrainTransport` (the broker URLs unchanged)."""
+
+    def _new_transport(self) -> Any:
+        return FastDrainTransport(self.conf.broker_consumer, self)

@@ -1,0 +1,101 @@
+"""stream/drain.py: faust's per-message delivery with standing guard tasks decides as mode's
+`wait_first` did — a delivery runs to the end unless the flow is suspended or the consumer stops
+or crashes while it is blocked; its exception propagates — and starts one task per message."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mode.utils.locks import Event
+
+from keywatch.stream.drain import FastDrainConsumer, KeywatchApp, _Guards, deliver
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.suspend_flow, self._stopped, self._crashed = Event(), Event(), Event()
+
+
+def test_deliveries_complete_and_the_guards_stand():
+    async def main():
+        c = _Consumer()
+        guards = _Guards(c)
+        got = []
+
+        async def callback(m):
+            await asyncio.sleep(0)  # a delivery that yields once (a queue put, a lock)
+            got.append(m)
+
+        await deliver(callback, 1, guards)
+        first = list(guards.tasks)
+        for m in range(2, 50):
+            await deliver(callback, m, guards)
+        # every message delivered, in order; the same three guard tasks served them all
+        assert got == list(range(1, 50))
+        assert guards.tasks == first and not any(t.done() for t in first)
+        guards.cancel()
+        await asyncio.sleep(0)
+        assert all(t.cancelled() for t in first)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("guard", ["suspend_flow", "_stopped", "_crashed"])
+def test_a_blocked_delivery_is_cancelled_when_a_guard_fires(guard):
+    async def main():
+        c = _Consumer()
+        guards = _Guards(c)
+        started, finished = asyncio.Event(), []
+        cancelled = []
+
+        async def blocked(m):
+            started.set()
+            try:
+                await asyncio.sleep(3600)  # a put into a full queue
+            except asyncio.CancelledError:
+                cancelled.append(m)
+                raise
+            finished.append(m)
+
+        async def fire():
+            await started.wait()
+            getattr(c, guard).set()
+
+        firing = asyncio.ensure_future(fire())
+        await asyncio.wait_for(deliver(blocked, "m", guards), timeout=5)
+        await firing
+        await asyncio.sleep(0)
+        assert cancelled == ["m"] and finished == []
+        # while the flow stays suspended (or stopped), the next delivery still gets its first
+        # step — as with a fresh `suspend_flow.wait()` task — and is cancelled at its first block
+        ran = []
+
+        async def quick(m):
+            ran.append(m)
+
+        await asyncio.wait_for(deliver(quick, "n", guards), timeout=5)
+        assert ran == ["n"]
+        guards.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_delivery_error_propagates():
+    async def main():
+        guards = _Guards(_Consumer())
+
+        async def bad(m):
+            raise ValueError(f"cannot deliver {m}")
+
+        with pytest.raises(ValueError, match="cannot deliver x"):
+            await deliver(bad, "x", guards)
+        guards.cancel()
+
+    asyncio.run(main())
+
+
+def test_the_worker_app_fetches_with_the_fast_consumer():
+    app = KeywatchApp("kw-drain-test", broker="kafka://127.0.0.1:1")
+    assert type(app.transport).Consumer is FastDrainConsumer
+    assert [str(u) for u in app.conf.broker_consumer] == ["kafka://127.0.0.1:1"]
