@@ -5,7 +5,8 @@ no detection, sequential, of the bench's batched topic (the same definition sinc
 landing, so ratios compare across sessions). One run takes ≈ 2 s; on this shared machine one
 such run varied 84.8–117.9k events/s over six benches of the same code, so a ratio against a
 single run moved by as much as the worker did. The bench therefore runs the baseline several
-times, alternating with the live-rate worker's runs (`Repeated`), and divides medians.
+times, alternating with the live-rate worker's runs (keywatch/bench.py), and divides medians
+(`summarise`).
 
 >>> s = summarise([{"events_per_s": 90.0, "cpu_us_per_event": 11.0}, {"events_per_s": 110.0, "cpu_us_per_event": 9.0},
 ...                {"events_per_s": 100.0, "cpu_us_per_event": 10.0}])
