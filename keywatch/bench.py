@@ -174,7 +174,7 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     base_runs: list[dict] = []
     with EmbeddedBroker(log_file=root / "broker.log") as broker:
         bs = broker.bootstrap
-        base_topic = ""
+        base_topic, base_n = "", 0  # the baseline reads the batched topic, every run
         for name, n, per in (("batched", cfg["events"], 100), ("live", cfg["live_events"], 100), ("single", cfg["single_events"], 1)):
             events = bench_events(n, cfg["keys"])
             if name == "live":
@@ -190,7 +190,7 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
             for i in range(cfg["live_runs"] if name == "live" else 1):
                 if i:
                     console.print(f"baseline, run {len(base_runs) + 1} …")
-                    base_runs.append(baseline.run(bs, base_topic, cfg["events"]))
+                    base_runs.append(baseline.run(bs, base_topic, base_n))
                 console.print(f"{name}: {len(events):,} events in {messages:,} messages; running the worker"
                               + (f" (run {i + 1} of {cfg['live_runs']})" if name == "live" else "") + " …")
                 runs.append(run_worker_bench(settings, bs, topic, len(events), root / f"worker_{name}" / str(i)))
@@ -200,8 +200,8 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
                 result[f"worker_{group}"] = run_group_bench(bs, topic, len(events), root / f"worker_{group}", 2, split)
             if name == "batched":
                 console.print("baseline (consume + decode + insert raw rows), run 1 …")
-                base_topic = topic
-                base_runs.append(baseline.run(bs, topic, len(events)))
+                base_topic, base_n = topic, len(events)
+                base_runs.append(baseline.run(bs, base_topic, base_n))
         result["baseline"] = summarise(base_runs)
         console.print(f"latency at {cfg['rate']:,.0f} events/s for {cfg['latency_s']:.0f} s …")
         result["latency"] = run_latency(settings, bs, root / "latency", rate=cfg["rate"], seconds=cfg["latency_s"],

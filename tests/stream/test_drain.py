@@ -68,7 +68,8 @@ def test_a_blocked_delivery_is_cancelled_when_a_guard_fires(guard):
         await asyncio.sleep(0)
         assert cancelled == ["m"] and finished == []
         # while the flow stays suspended (or stopped), the next delivery still gets its first
-        # step — as with a fresh `suspend_flow.wait()` task — and is cancelled at its first block
+        # step — as with a fresh `suspend_flow.wait()` task: one that does not block completes,
+        # one that blocks is cancelled there at once
         ran = []
 
         async def quick(m):
@@ -76,6 +77,9 @@ def test_a_blocked_delivery_is_cancelled_when_a_guard_fires(guard):
 
         await asyncio.wait_for(deliver(quick, "n", guards), timeout=5)
         assert ran == ["n"]
+        await asyncio.wait_for(deliver(blocked, "o", guards), timeout=5)
+        await asyncio.sleep(0)
+        assert cancelled == ["m", "o"] and finished == []
         guards.cancel()
 
     asyncio.run(main())
