@@ -63,3 +63,34 @@ def test_usage_rows_keep_text_times_and_floats_exactly_as_decoded(ch_db):
     # latency_ms is a Float32 column; kafka_* come from the offsets map, not from the producer
     assert got["text_ts"] == (1795622400124, odd, 0.1 + 0.2, pytest.approx(0.1), 1, 5, 1, 0)
     assert got["tiny"] == (1795622400999, "", 1e-9, 0.0, -1, -1, 1, 10**12)
+
+
+def test_usage_rollups_match_the_rows_without_insert_time_merges(ch_db):
+    """Usage rows go in with `optimize_on_insert=0` where the server knows the setting: the
+    per-minute rollups (materialised views) still sum exactly what the rows hold, over several
+    inserts that repeat the same minute, key and model; a server without the setting is not sent it."""
+    client, settings = ch_db
+    db = settings.clickhouse_database
+    sink = ClickHouseSink(client, db)
+    assert sink.usage_settings["optimize_on_insert"] == 0
+    t0 = 1795622400000
+    for b in range(3):
+        batch = [UsageEvent(event_id=f"b{b}e{i}", ts=t0 + (i % 3) * 60_000 + b * 1000, provider="openai",
+                            key_id=f"k{i % 2}", project=f"p{i % 2}", model="gpt-4o", requests=1 + i % 4,
+                            cost_usd=0.01 * (i + 1), input_tokens=i) for i in range(12)]
+        sink.write(CoreOutput(batch, [], [], [], [], {}), offsets={})
+    by_key = ("SELECT toStartOfMinute(ts) m, key_id, count(), sum(requests), round(sum(cost_usd), 9), sum(input_tokens) "
+              f"FROM {db}.usage_events GROUP BY m, key_id ORDER BY m, key_id")
+    rollup = ("SELECT minute, key_id, sum(events), sum(requests), round(sum(cost_usd), 9), sum(input_tokens) "
+              f"FROM {db}.usage_minute GROUP BY minute, key_id ORDER BY minute, key_id")
+    rows = client.query(by_key).result_rows
+    assert len(rows) == 6 and sum(r[2] for r in rows) == 36
+    assert client.query(rollup).result_rows == rows
+    spend = client.query(f"SELECT minute, project, sum(requests), round(sum(cost_usd), 9) FROM {db}.spend_minute_by_project "
+                         "GROUP BY minute, project ORDER BY minute, project").result_rows
+    assert spend == [(r[0], f"p{r[1][1]}", r[3], r[4]) for r in rows]
+
+    class OlderServer:  # knows neither optional setting
+        server_settings = {"input_format_skip_unknown_fields": object()}
+
+    assert ClickHouseSink(OlderServer(), db).usage_settings == {"input_format_skip_unknown_fields": 1}
