@@ -3,7 +3,7 @@
 The worker and `keywatch replay` allocate short-lived objects (events, rows, columns) by the
 hundred thousand per second beside long-lived detector state. With Python's default threshold
 (700 allocations) the collector runs thousands of times a run, and its older generations walk
-that state again each time (README Performance: 11–16 % of the worker's CPU per event).
+that state again each time (docs/performance.md, session 7: 11–16 % of the worker's CPU per event).
 """
 
 from __future__ import annotations
