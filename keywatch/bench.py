@@ -21,7 +21,9 @@ On one embedded broker (issue 8):
   run (keywatch/bench_baseline.py says why); every ratio divides by that median;
 * CPU per event of both — CPU seconds of the whole process (every thread, chDB's included)
   over the same span ÷ events, and cores busy (CPU ÷ wall): what capacity planning needs, and
-  why a ratio is out of reach on a machine whose cores are already all busy;
+  why a ratio is out of reach on a machine whose cores are already all busy; and the embedded
+  broker's CPU per event over each run (`broker_cpu_us_per_event`: from the worker's start to
+  its stop, so start-up and idle polls included — an upper bound), which shares those cores;
 * latency — p50/p99 event-to-alert wall time under a paced load (keywatch/bench_latency.py);
 * state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py) in a child
   process: bytes of state per tracked key and peak RSS at `state_keys` keys, and replay
@@ -47,7 +49,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from keywatch.bench_baseline import Baseline, cpu_figures, summarise
+from keywatch.bench_baseline import Baseline, BrokerMeter, cpu_figures, summarise
 from keywatch.bench_group import run_group_bench, wait_released
 from keywatch.settings import Settings
 from keywatch.procs import stop_process
@@ -174,6 +176,7 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     base_runs: list[dict] = []
     with EmbeddedBroker(log_file=root / "broker.log") as broker:
         bs = broker.bootstrap
+        metered = BrokerMeter(broker.proc.pid)
         base_topic, base_n = "", 0  # the baseline reads the batched topic, every run
         for name, n, per in (("batched", cfg["events"], 100), ("live", cfg["live_events"], 100), ("single", cfg["single_events"], 1)):
             events = bench_events(n, cfg["keys"])
@@ -190,18 +193,18 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
             for i in range(cfg["live_runs"] if name == "live" else 1):
                 if i:
                     console.print(f"baseline, run {len(base_runs) + 1} …")
-                    base_runs.append(baseline.run(bs, base_topic, base_n))
+                    base_runs.append(metered(baseline.run, bs, base_topic, base_n))
                 console.print(f"{name}: {len(events):,} events in {messages:,} messages; running the worker"
                               + (f" (run {i + 1} of {cfg['live_runs']})" if name == "live" else "") + " …")
-                runs.append(run_worker_bench(settings, bs, topic, len(events), root / f"worker_{name}" / str(i)))
+                runs.append(metered(run_worker_bench, settings, bs, topic, len(events), root / f"worker_{name}" / str(i)))
             result[f"worker_{name}"] = {**summarise(runs), "events_per_message": per, "messages": messages}
             for group, split in (("group", False), ("tiers", True)) if name == "live" else ():
                 console.print(f"{name}: 2 worker processes{' + projects tier' if split else ''} …")
-                result[f"worker_{group}"] = run_group_bench(bs, topic, len(events), root / f"worker_{group}", 2, split)
+                result[f"worker_{group}"] = metered(run_group_bench, bs, topic, len(events), root / f"worker_{group}", 2, split)
             if name == "batched":
                 console.print("baseline (consume + decode + insert raw rows), run 1 …")
                 base_topic, base_n = topic, len(events)
-                base_runs.append(baseline.run(bs, base_topic, base_n))
+                base_runs.append(metered(baseline.run, bs, base_topic, base_n))
         result["baseline"] = summarise(base_runs)
         console.print(f"latency at {cfg['rate']:,.0f} events/s for {cfg['latency_s']:.0f} s …")
         result["latency"] = run_latency(settings, bs, root / "latency", rate=cfg["rate"], seconds=cfg["latency_s"],
@@ -230,6 +233,11 @@ def _span(fig: dict) -> str:
     return f"{lo / 1000:,.1f}–{hi / 1000:,.1f}k ev/s"
 
 
+def _broker(fig: dict) -> str:
+    x = fig.get("broker_cpu_us_per_event")
+    return f" + {x:,.1f} in the broker" if x is not None else ""
+
+
 def print_table(r: dict, console: Console) -> None:
     t = Table(title=f"keywatch bench — {r['partitions']} partitions, {r['cpus']} CPUs, {r['seconds']:.0f} s")
     t.add_column("figure")
@@ -240,13 +248,14 @@ def print_table(r: dict, console: Console) -> None:
     wl = r["worker_live"]
     t.add_row("worker, 100 events/message, live event time", f"{wl['events_per_s']:,.0f} ev/s",
               f"event time at {LIVE_RATE:,.0f} events/s (above: days of backlog); {r['ratio_live']:.2f}× baseline, "
-              f"{wl.get('cpu_us_per_event', 0):,.0f} µs CPU/event; median of {wl['runs']} runs, {_span(wl)}; "
+              f"{wl.get('cpu_us_per_event', 0):,.1f} µs CPU/event{_broker(wl)}; median of {wl['runs']} runs, {_span(wl)}; "
               f"first run ÷ first baseline run {r['ratio_live_first_runs']:.2f}×")
     for k, label in (("group", "2 workers, one group"), ("tiers", "2 keys workers + 1 projects worker")):
         w = r[f"worker_{k}"]
         t.add_row(f"{label}, live event time", f"{w['events_per_s']:,.0f} ev/s",
-                  f"{r[f'ratio_{k}']:.2f}× baseline; {w['cpu_us_per_event']:,.0f} µs CPU/event in workers"
-                  + (f" + {w['db_serve_cpu_us_per_event']:,.0f} in db serve" if w.get("db_serve_cpu_us_per_event") else "")
+                  f"{r[f'ratio_{k}']:.2f}× baseline; {w['cpu_us_per_event']:,.1f} µs CPU/event in workers"
+                  + (f" + {w['db_serve_cpu_us_per_event']:,.1f} in db serve" if w.get("db_serve_cpu_us_per_event") else "")
+                  + _broker(w)
                   + ("; project level per worker share" if k == "group" else "; project level exact"))
     t.add_row("worker, 1 event/message", f"{ws['events_per_s']:,.0f} ev/s", f"{ws['events']:,} events")
     t.add_row("baseline (raw consume+insert)", f"{b['events_per_s']:,.0f} ev/s",
@@ -254,8 +263,9 @@ def print_table(r: dict, console: Console) -> None:
     t.add_row("[bold]ratio worker/baseline[/bold]", f"[bold]{r['ratio']:.2f}×[/bold]", f"1 event/message: {r['ratio_single']:.2f}×")
     if "cpu_us_per_event" in wb and "cpu_us_per_event" in b:
         t.add_row("CPU per event, worker", f"{wb['cpu_us_per_event']:,.0f} µs",
-                  f"{wb['cores']:.2f} cores busy; 1 event/message: {ws.get('cpu_us_per_event', 0):,.0f} µs")
-        t.add_row("CPU per event, baseline", f"{b['cpu_us_per_event']:,.0f} µs", f"{b['cores']:.2f} cores busy")
+                  f"{wb['cores']:.2f} cores busy{_broker(wb)}; 1 event/message: {ws.get('cpu_us_per_event', 0):,.0f} µs"
+                  + _broker(ws))
+        t.add_row("CPU per event, baseline", f"{b['cpu_us_per_event']:,.1f} µs", f"{b['cores']:.2f} cores busy{_broker(b)}")
     fmt = lambda x: f"{x:.2f} s" if x is not None else "–"  # noqa: E731
     t.add_row("event→alert p50", fmt(lat["p50_s"]), f"{lat['alerts']} alerts at {lat['rate_achieved']:,.0f} ev/s")
     t.add_row("event→alert p99", fmt(lat["p99_s"]), f"target {lat['rate_target']:,.0f} ev/s")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import orjson
 
+from keywatch.procs import cpu_seconds
+
 _COLUMNS = ["event_id", "ts", "provider", "key_id", "model", "input_tokens", "output_tokens"]
 
 
@@ -34,18 +36,35 @@ def cpu_figures(cpu_s: float, secs: float, events: int) -> dict:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Several runs of one figure as one: events/s, CPU per event and cores busy are each the
-    median over `runs`; their events/s range and every run are kept; other fields (events,
+    """Several runs of one figure as one: events/s, CPU per event (the process's and the broker's)
+    and cores busy are each the median over `runs`; their events/s range and every run are kept; other fields (events,
     alerts, …) are the median run's (the faster middle one of an even number)."""
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
     rates = [r["events_per_s"] for r in runs]
     mid = sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2]
-    out = {k: v for k, v in mid.items() if k not in ("events_per_s", "cpu_us_per_event", "cores", "seconds", "cpu_s")}
+    out = {k: v for k, v in mid.items()
+           if k not in ("events_per_s", "cpu_us_per_event", "cores", "seconds", "cpu_s", "broker_cpu_us_per_event")}
     out.update(events_per_s=med("events_per_s"), range=[min(rates), max(rates)], runs=len(runs), each=runs)
-    for k in ("cpu_us_per_event", "cores"):
-        if all(k in r for r in runs):
+    for k in ("cpu_us_per_event", "cores", "broker_cpu_us_per_event"):
+        if all(r.get(k) is not None for r in runs):
             out[k] = med(k)
     return out
+
+
+class BrokerMeter:
+    """Runs a measurement and adds the embedded broker's CPU per event over it (None where
+    /proc is missing): the broker shares the machine's cores with what is measured."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __call__(self, run, *args) -> dict:
+        before = cpu_seconds(self.pid)
+        result = run(*args)
+        after = cpu_seconds(self.pid)
+        result["broker_cpu_us_per_event"] = (round(1e6 * (after - before) / max(1, result["events"]), 1)
+                                             if before is not None and after is not None else None)
+        return result
 
 
 class Baseline:

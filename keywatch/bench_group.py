@@ -6,8 +6,9 @@ project-level detectors. Rate = events / (first batch start of any worker → la
 any worker), from the children's status files; the run ends when the `keys`/`all` workers
 together — and the `projects` worker alone — have handled every event. CPU is the workers'
 (every thread, over the same span as the rate); `db serve`'s is reported apart, over its whole
-life (start-up and migrations included: an upper bound); the broker's is not counted. Alerts
-are counted once the last project-level events have been released (`wait_released`).
+life (start-up and migrations included: an upper bound), and the broker's by the bench
+(`BrokerMeter`). Alerts are counted once the last project-level events have been released
+(`wait_released`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from keywatch.procs import child_pids, stop_process
+from keywatch.procs import child_pids, cpu_seconds, stop_process
 from keywatch.stream.launcher import status_files
 from keywatch.stream.status import StatusFile
 
@@ -53,7 +54,7 @@ def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processe
                            for name, st in sts.items()},
             "cpu_s": round(cpu, 3), "cpu_us_per_event": round(1e6 * cpu / max(1, n), 1), "cores": round(cpu / secs, 2),
             # `db serve`'s whole life (start-up and migrations included): an upper bound per event
-            "db_serve_cpu_s": serve_cpu, "db_serve_cpu_us_per_event": round(1e6 * serve_cpu / max(1, n), 1) if serve_cpu else None}
+            "db_serve_cpu_s": round(serve_cpu, 3) if serve_cpu is not None else None, "db_serve_cpu_us_per_event": round(1e6 * serve_cpu / max(1, n), 1) if serve_cpu else None}
 
 
 def wait_released(proc: subprocess.Popen, status_paths: list[Path], timeout: float = 120) -> None:
@@ -71,15 +72,14 @@ def wait_released(proc: subprocess.Popen, status_paths: list[Path], timeout: flo
 
 
 def _serve_cpu(launcher_pid: int) -> float | None:
-    """CPU seconds (user + system) so far of the launcher's `db serve` child (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    try:
-        for pid in child_pids(launcher_pid):
-            if b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return round((int(f[11]) + int(f[12])) / tick, 3)
-    except OSError:
-        return None
+    """CPU seconds so far of the launcher's `db serve` child."""
+    for pid in child_pids(launcher_pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"serve" in f.read():
+                    return cpu_seconds(pid)
+        except OSError:
+            continue
     return None
 
 

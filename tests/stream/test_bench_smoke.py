@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
+import time
 import sys
 from pathlib import Path
+
+from keywatch.procs import cpu_seconds
 
 
 def test_bench_quick_writes_every_figure(tmp_path: Path):
@@ -42,6 +46,14 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
         assert sum(x["events"] for x in w["per_worker"].values() if x["tier"] != "projects") == n, w
         assert [x["events"] for x in w["per_worker"].values() if x["tier"] == "projects"] in ([], [n]), w
         assert w["events_per_s"] > 0 and r[f"ratio_{run[7:]}"] > 0
+    if Path("/proc/self/stat").exists():  # the broker's CPU over every run, medians as the rates'
+        runs = [r[k] for k in ("worker_batched", "worker_single", "worker_group", "worker_tiers")]
+        runs += r["worker_live"]["each"] + r["baseline"]["each"]
+        assert all(x["broker_cpu_us_per_event"] >= 0 for x in runs), runs
+        assert sum(x["broker_cpu_us_per_event"] for x in runs) > 0, runs  # it served every fetch
+        for run in ("worker_live", "baseline"):
+            assert r[run]["broker_cpu_us_per_event"] == statistics.median(
+                x["broker_cpu_us_per_event"] for x in r[run]["each"]), r[run]
     lat = r["latency"]
     assert lat["alerts"] > 0 and 0 <= lat["p50_s"] <= lat["p99_s"], lat
     core = r["core"]
@@ -63,3 +75,18 @@ def test_bench_sink_writes_every_row_both_ways(tmp_path: Path):
     assert r["json"]["rows"] == r["native"]["rows"] == 600
     for way in ("json", "native"):
         assert 0 < r[way]["python_us_per_event"] and 0 < r[way]["write_us_per_event"], r
+
+
+def test_cpu_seconds_reads_a_process_own_cpu():
+    """`cpu_seconds` (the broker's and `db serve`'s CPU in the bench): a process's CPU grows while
+    it computes; a process that is gone has none."""
+    if not Path("/proc/self/stat").exists():
+        assert cpu_seconds(os.getpid()) is None
+        return
+    before = cpu_seconds(os.getpid())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    assert cpu_seconds(os.getpid()) >= before + 0.03
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    assert cpu_seconds(int(done.stdout)) is None
