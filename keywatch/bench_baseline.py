@@ -37,8 +37,8 @@ def cpu_figures(cpu_s: float, secs: float, events: int) -> dict:
 
 def summarise(runs: list[dict]) -> dict:
     """Several runs of one figure as one: events/s, CPU per event (the process's and the broker's)
-    and cores busy are each the median over `runs`; their events/s range and every run are kept; other fields (events,
-    alerts, …) are the median run's (the faster middle one of an even number)."""
+    and cores busy are each the median over `runs`; their events/s range and every run are kept;
+    other fields (events, alerts, …) are the median run's (the faster middle one of an even number)."""
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
     rates = [r["events_per_s"] for r in runs]
     mid = sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2]

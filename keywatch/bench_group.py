@@ -54,7 +54,8 @@ def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processe
                            for name, st in sts.items()},
             "cpu_s": round(cpu, 3), "cpu_us_per_event": round(1e6 * cpu / max(1, n), 1), "cores": round(cpu / secs, 2),
             # `db serve`'s whole life (start-up and migrations included): an upper bound per event
-            "db_serve_cpu_s": round(serve_cpu, 3) if serve_cpu is not None else None, "db_serve_cpu_us_per_event": round(1e6 * serve_cpu / max(1, n), 1) if serve_cpu else None}
+            "db_serve_cpu_s": round(serve_cpu, 3) if serve_cpu is not None else None,
+            "db_serve_cpu_us_per_event": round(1e6 * serve_cpu / max(1, n), 1) if serve_cpu else None}
 
 
 def wait_released(proc: subprocess.Popen, status_paths: list[Path], timeout: float = 120) -> None:

@@ -6,8 +6,8 @@ import json
 import os
 import statistics
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 from keywatch.procs import cpu_seconds
