@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime
 from math import isnan
+from string import ascii_uppercase
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -35,7 +36,11 @@ Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
 Requests = Annotated[int, Meta(ge=1, le=MAX_COUNT)]
 Money = Annotated[float, Meta(ge=0, le=1e9)]
 Timestamp = Union[int, str]
-Country = Union[Annotated[str, Meta(pattern=r"^[A-Z]{2}$")], None]
+# ISO 3166 alpha-2 shape: two capital letters. The length is msgspec's check; the letters are
+# looked up in `_COUNTRY_CODES` by `__post_init__` — a msgspec `pattern` calls Python's `re`
+# for every value, ≈ 0.28 µs per event (a sixth of decoding one).
+Country = Union[Annotated[str, Meta(min_length=2, max_length=2)], None]
+_COUNTRY_CODES = frozenset(a + b for a in ascii_uppercase for b in ascii_uppercase)
 
 
 def parse_ts(value: int | str) -> int:
@@ -87,6 +92,10 @@ def _check_ip(value: str | None) -> None:
     if len(_VALID_IPS) >= 200_000:  # bounded
         _VALID_IPS.clear()
     _VALID_IPS.add(value)
+
+
+def _bad_country(value: str) -> None:
+    raise ValueError(f"country {value!r} is not an ISO 3166 alpha-2 code (two capital letters)")
 
 
 # gc=False: events hold only scalars, so they can never be part of a reference cycle; not
@@ -151,6 +160,9 @@ class UsageEvent(_Base, tag="usage", tag_field="kind"):
         ip = self.source_ip
         if ip is not None and ip not in _VALID_IPS:
             _check_ip(ip)
+        country = self.country
+        if country is not None and country not in _COUNTRY_CODES:
+            _bad_country(country)
 
     @property
     def is_error(self) -> bool:
@@ -171,6 +183,8 @@ class AuditEvent(_Base, tag="audit", tag_field="kind"):
         if not self.action:
             raise ValueError("audit event needs `action`")
         _check_ip(self.source_ip)
+        if self.country is not None and self.country not in _COUNTRY_CODES:
+            _bad_country(self.country)
 
 
 class BillingEvent(_Base, tag="billing", tag_field="kind"):

@@ -71,6 +71,10 @@ def test_audit_and_billing_kinds(dec):
         (enc({**GOOD, "kind": "telemetry"}), Reason.VALIDATION, "kind"),
         (enc({**GOOD, "source_ip": "999.1.1.1"}), Reason.VALIDATION, "source_ip"),
         (enc({**GOOD, "country": "germany"}), Reason.VALIDATION, "country"),
+        (enc({**GOOD, "country": "us"}), Reason.VALIDATION, "country"),  # two letters, not capitals
+        (enc({**GOOD, "country": "U1"}), Reason.VALIDATION, "country"),
+        (enc({**GOOD, "country": "US\n"}), Reason.VALIDATION, "country"),
+        (b'{"kind":"audit","event_id":"a","ts":1795622400000,"provider":"p","action":"x","country":"de"}', Reason.VALIDATION, "country"),
         (enc({**GOOD, "requests": 0}), Reason.VALIDATION, "requests"),
         (b"[" * 2000 + b"]" * 2000, Reason.TOO_DEEP, "deep"),
         (b"[" + b",".join([b'{"kind":"audit","event_id":"a","ts":1795622400000,"provider":"p","action":"x"}'] * 51) + b"]",
