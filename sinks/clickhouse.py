@@ -99,7 +99,7 @@ def insert_rows(client, table: str, data, columns: Sequence[str], *, column_orie
     client.insert(table, data, column_names=list(columns), column_types=types, column_oriented=column_oriented)
 
 
-# Where a usage row came from when the batch's offsets map does not say (replays, tests).
+# Where a usage row came from when an offsets map given to the sink does not say (tests).
 NOWHERE = (-1, -1)
 # Usage rows go in as JSON (`JSONEachRow`), encoded by msgspec in C: the worker's hot path spends
 # its time holding the interpreter lock, and building `Native` columns in Python held it ≈ 3.9 µs
@@ -120,17 +120,19 @@ _USAGE_OPTIONAL_SETTINGS = ("precise_float_parsing", "optimize_on_insert")
 _encode_usage = msgspec.json.Encoder().encode
 
 
-def usage_json(events: Sequence[UsageEvent], offsets: dict[str, tuple[int, int]]) -> bytes:
-    """The events as one JSON array of `usage_events` rows, each with its Kafka partition and offset
-    (set on the events from `offsets`, whatever they held).
+def usage_json(events: Sequence[UsageEvent], offsets: dict[str, tuple[int, int]] | None = None) -> bytes:
+    """The events as one JSON array of `usage_events` rows, each with its Kafka partition and offset:
+    the ones the events carry (the worker's pipeline sets them as it decodes each message), or,
+    given `offsets`, the ones it maps their ids to, whatever the events held.
 
     >>> e = UsageEvent(event_id="e1", ts="2026-11-25T16:00:00.123Z", provider="openai", key_id="k", model="m")
     >>> usage_json([e], {"e1": (2, 40)})
     b'[{"kind":"usage","model":"m","kafka_partition":2,"kafka_offset":40,"event_id":"e1","ts":"2026-11-25T16:00:00.123Z","provider":"openai","key_id":"k","ts_ms":1795622400123}]'
     """
-    where = offsets.get
-    for e in events:
-        e.kafka_partition, e.kafka_offset = where(e.event_id, NOWHERE)
+    if offsets is not None:
+        where = offsets.get
+        for e in events:
+            e.kafka_partition, e.kafka_offset = where(e.event_id, NOWHERE)
     return _encode_usage(events)
 
 
@@ -175,10 +177,11 @@ class ClickHouseSink:
     def write(self, out: CoreOutput, dead_letters: Sequence = (), offsets: dict[str, tuple[int, int]] | None = None) -> None:
         """Write usage, audit, billing, scores, detector rows, alerts and dead letters.
 
-        `offsets` maps event_id → (partition, offset) so a row says where it came from.
+        A usage row says where it came from: the partition and offset its event carries (set by
+        the worker's pipeline), or, given `offsets` (event_id → (partition, offset)), those.
         """
         if out.usage:
-            self.client.raw_insert(f"{self.db}.usage_events", USAGE_JSON_COLUMNS, usage_json(out.usage, offsets or {}),
+            self.client.raw_insert(f"{self.db}.usage_events", USAGE_JSON_COLUMNS, usage_json(out.usage, offsets),
                                    settings=self.usage_settings, fmt="JSONEachRow")
         self.insert("audit_events", [audit_row(e) for e in out.audit], AUDIT_COLUMNS)
         self.insert("billing_events", [billing_row(e) for e in out.billing], BILLING_COLUMNS)

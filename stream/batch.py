@@ -31,7 +31,6 @@ class Msg:
 class BatchResult:
     out: CoreOutput | None
     dead: list[DeadLetter]
-    offsets: dict[str, tuple[int, int]]  # event_id → (partition, offset)
     last: dict[str, int]  # "topic:partition" → highest offset in the batch
     rechecked: bool = False  # part of the batch may already be stored
     skipped_messages: int = 0

@@ -26,11 +26,11 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from keywatch.models.core import CoreOutput
+from keywatch.models.events import UsageEvent
 from keywatch.stream.batch import BatchResult, Msg, describe  # noqa: F401  (public here too)
 from keywatch.stream.decode import EventDecoder, Origin
 from keywatch.stream.globalcore import has_pending, order_of, process_global, waiting
@@ -183,7 +183,7 @@ class Pipeline(RecheckSteps, WriteSteps):
 
     # --- step 1: decode and detect (holds no I/O except the re-delivery lookups) ---------------
     def process(self, msgs: list[Msg]) -> BatchResult:
-        res = BatchResult(None, [], {}, {}, messages=len(msgs))
+        res = BatchResult(None, [], {}, messages=len(msgs))
         per_part: dict[int, tuple[list, dict[str, int]]] = {}
         recheck_ids: list[str] = []
         global_has: list[str] = []  # events of messages the global core already holds (recovery)
@@ -200,13 +200,15 @@ class Pipeline(RecheckSteps, WriteSteps):
             if m.timestamp is not None:
                 res.oldest_ts = m.timestamp if res.oldest_ts is None else min(res.oldest_ts, m.timestamp)
             ok, bad = self.decoder.decode(m.value, Origin(m.topic, m.partition, m.offset))
+            p, o = m.partition, m.offset
+            for e in ok:  # the offset travels with the event, to its `usage_events` row
+                if e.__class__ is UsageEvent:
+                    e.kafka_partition, e.kafka_offset = p, o
             again = m.offset <= self.high_water.get(m.key, -1)
-            ids = [e.event_id for e in ok]
-            res.offsets.update(zip(ids, repeat((m.partition, m.offset))))
             if again:
-                recheck_ids += ids
+                recheck_ids += [e.event_id for e in ok]
             if g_state and m.offset <= g_state.get(m.key, -1):
-                global_has += ids
+                global_has += [e.event_id for e in ok]
             if again:
                 recheck_msgs += 1
             res.dead.extend(bad)

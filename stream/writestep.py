@@ -42,7 +42,7 @@ class WriteSteps:
             if res.out is not None:
                 self.rt.sink.write(replace(res.out, usage=[], audit=[], billing=[]))
         elif res.out is not None:
-            self.rt.sink.write(res.out, res.dead, res.offsets)
+            self.rt.sink.write(res.out, res.dead)  # usage events carry their partition and offset
             for r in res.out.rows.get("key_baselines", ()):
                 k = (r.get("provider"), r.get("key_id"))
                 self.no_baseline.discard(k)

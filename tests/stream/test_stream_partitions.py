@@ -94,3 +94,24 @@ def test_slow_snapshots_are_spaced_to_a_share_of_the_time(ch_db):
     assert pipe.snapshot_due(interval)
     pipe.last_snapshot = time.monotonic() - 9.5 * took  # a longer interval still holds it back
     assert not pipe.snapshot_due(20 * took)
+
+
+def test_usage_rows_say_which_message_they_came_from(ch_db):
+    """The pipeline stamps each usage event with its message's partition and offset as it decodes
+    it (the offset travels with the data); the row says so, whatever the producer put in those
+    fields, and a duplicate re-sent in a later message keeps the row of its first copy."""
+    from keywatch.stream.pipeline import Msg
+    import orjson
+
+    client, settings = ch_db
+    pipe = _worker(client, settings)
+    ev = lambda i, **kw: {"kind": "usage", "event_id": f"e{i}", "ts": 1795622400000 + i, "provider": "openai",  # noqa: E731
+                          "key_id": "k1", "model": "gpt-4o-mini", **kw}
+    msgs = [Msg(TOPIC, 2, 7, orjson.dumps([ev(1), ev(2, kafka_partition="p9", kafka_offset=99)])),
+            Msg(TOPIC, 2, 8, orjson.dumps([ev(3), ev(1)])),  # e1 again, in a later message
+            Msg(TOPIC, 0, 4, orjson.dumps([{"kind": "audit", "event_id": "a1", "ts": 1795622400005,
+                                            "provider": "openai", "key_id": "k1", "action": "CreateKey"}, ev(4)]))]
+    pipe.assign({0, 2})
+    pipe.write(pipe.process(msgs))
+    rows = dict(client.query(f"SELECT event_id, (kafka_partition, kafka_offset) FROM {settings.clickhouse_database}.usage_events").result_rows)
+    assert rows == {"e1": (2, 7), "e2": (2, 7), "e3": (2, 8), "e4": (0, 4)}
