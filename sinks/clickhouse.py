@@ -99,7 +99,8 @@ def insert_rows(client, table: str, data, columns: Sequence[str], *, column_orie
     client.insert(table, data, column_names=list(columns), column_types=types, column_oriented=column_oriented)
 
 
-# Where a usage row came from when an offsets map given to the sink does not say (tests).
+# Where a usage row came from when an offsets map given to the sink does not say (tests,
+# `keywatch bench-sink`): events decoded by the worker carry their own.
 NOWHERE = (-1, -1)
 # Usage rows go in as JSON (`JSONEachRow`), encoded by msgspec in C: the worker's hot path spends
 # its time holding the interpreter lock, and building `Native` columns in Python held it ≈ 3.9 µs
