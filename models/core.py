@@ -145,6 +145,10 @@ class DetectionCore:
         ids = [e.event_id for e in kept]
         batch_ids = set(ids)
         dups = 0
+        if not self.dedupe_capacity:  # no window (the worker's global core): within the batch only
+            if len(batch_ids) == len(ids):
+                return kept, 0
+            seen, order = set(), deque()  # this batch's ids, forgotten after it
         if len(batch_ids) == len(ids) and seen.isdisjoint(batch_ids):  # the common case: all new
             seen |= batch_ids
             new = ids
