@@ -38,7 +38,7 @@ Money = Annotated[float, Meta(ge=0, le=1e9)]
 Timestamp = Union[int, str]
 # ISO 3166 alpha-2 shape: two capital letters. The length is msgspec's check; the letters are
 # looked up in `_COUNTRY_CODES` by `__post_init__` — a msgspec `pattern` calls Python's `re`
-# for every value, ≈ 0.28 µs per event (a sixth of decoding one).
+# for every value: decoding the bench's messages took 2.3 µs per event with it, 1.76 without.
 Country = Union[Annotated[str, Meta(min_length=2, max_length=2)], None]
 _COUNTRY_CODES = frozenset(a + b for a in ascii_uppercase for b in ascii_uppercase)
 

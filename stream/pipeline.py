@@ -204,13 +204,11 @@ class Pipeline(RecheckSteps, WriteSteps):
             for e in ok:  # the offset travels with the event, to its `usage_events` row
                 if e.__class__ is UsageEvent:
                     e.kafka_partition, e.kafka_offset = p, o
-            again = m.offset <= self.high_water.get(m.key, -1)
-            if again:
+            if m.offset <= self.high_water.get(m.key, -1):  # re-read: may already be stored
                 recheck_ids += [e.event_id for e in ok]
+                recheck_msgs += 1
             if g_state and m.offset <= g_state.get(m.key, -1):
                 global_has += [e.event_id for e in ok]
-            if again:
-                recheck_msgs += 1
             res.dead.extend(bad)
             evs, rejected = per_part.setdefault(m.partition, ([], {}))
             evs.extend(ok)
