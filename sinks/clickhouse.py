@@ -52,6 +52,16 @@ def connect(settings, *, migrate_schema: bool = True):
     return client
 
 
+def second_client(client, settings):
+    """Another client on `client`'s ClickHouse, for another thread: embedded chDB gives a second
+    handle on the same engine (a process can hold one chDB path, and its clients share it), a
+    server a new connection from the settings (its own HTTP session)."""
+    uri = str(getattr(client, "uri", ""))
+    if uri.startswith("chdb://"):
+        return clickhouse_connect.get_client(dsn=uri)
+    return connect(settings, migrate_schema=False)
+
+
 def audit_row(e: AuditEvent) -> list[Any]:
     return [e.event_id, dt(e.ts_ms), e.provider, e.key_id or "", e.principal or "", e.project or "", e.action,
             e.source_ip or "", e.user_agent or "", e.region or "", e.country or "", e.error_code or "",

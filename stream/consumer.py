@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from keywatch.settings import Settings
+from keywatch.sinks.clickhouse import second_client
 from keywatch.stream.ioclient import IoClient
 from keywatch.stream.pipeline import Msg, Pipeline
 from keywatch.stream.rebalance import RebalanceHandler, _tp
@@ -43,10 +44,13 @@ class Consumer(RebalanceHandler):
         self.dlq_topic, self.alerts_topic = dlq_topic, alerts_topic
         self.settings: Settings = runtime.settings
         self.m = runtime.metrics
-        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-io")  # chDB: one thread
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-io")  # every write: one thread
         # Decode + detect runs here, so it overlaps the previous batch's ClickHouse write on the
-        # io thread; its few lookups are sent to the io thread (`IoClient`).
+        # io thread; its re-read checks and partition restores are sent to the io thread
+        # (`IoClient`), queued behind the write in flight. Its idle-key baseline lookups get a
+        # client of their own: queued there, they stalled detection as long as the write took.
         self.detect = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-detect")
+        pipeline.state.lookups = second_client(pipeline.state.client, self.settings)
         pipeline.state.client = IoClient(pipeline.state.client, self.io)
         self.lock = asyncio.Lock()  # one batch, snapshot or ack at a time
         self.pending: list[Any] = []  # faust events stored in ClickHouse, acked at the next snapshot

@@ -1,9 +1,10 @@
 """`IoClient`: a ClickHouse client whose calls from other threads run on one io thread.
 
 The worker (stream/worker.py) detects batch N+1 on its detect thread while batch N is written
-on its io thread; chDB is used from that one thread, so the detect thread's few lookups
-(idle-key baselines, re-read checks) queue behind the write in flight instead of running
-beside it.
+on its io thread; the detect thread's re-read checks and partition restores go to that
+thread, queued behind the write in flight, so they see what it stored. (Idle-key baseline
+lookups use a client of their own, `StreamState.lookups`: rows not yet written are held in
+memory, so they need not wait.)
 
 >>> from concurrent.futures import ThreadPoolExecutor
 >>> import threading

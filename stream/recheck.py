@@ -31,7 +31,7 @@ class RecheckSteps:
             det.restore(mem)
         if not unknown:
             return
-        rows = latest_baselines(self.state.client, self.state.db, unknown)
+        rows = latest_baselines(self.state.lookups, self.state.db, unknown)
         det.restore(rows)
         if len(self.no_baseline) > 1_000_000:
             self.no_baseline.clear()

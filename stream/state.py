@@ -54,6 +54,7 @@ def _in_list(values: Iterable[str]) -> str:
 class StreamState:
     def __init__(self, client, database: str, worker_id: str, secret: bytes) -> None:
         self.client = client
+        self.lookups = client  # idle-key baseline lookups; the worker's `Consumer` gives them their own
         self.db = database
         self.worker_id = worker_id
         self.secret = secret
