@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     chserver_host: str = Field("127.0.0.1", description="`keywatch db serve`: address to listen on")
     chserver_port: int = Field(8123, ge=0, le=65535, description="`keywatch db serve`: port (0 = a free port, printed at start)")
     chserver_user: str = Field("default", description="`keywatch db serve`: user clients must send when a password is set")
+    chserver_connections: int = Field(4, ge=1, le=64, description="`keywatch db serve`: chDB connections, so that many requests run side by side (reads need not wait for inserts)")
     chserver_password: SecretStr | None = Field(None, description="`keywatch db serve`: password clients must send (basic auth or X-ClickHouse-Key); unset = no authentication, so listen on 127.0.0.1 only")
 
     # --- secrets and identity ----------------------------------------------------------------

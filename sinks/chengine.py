@@ -1,20 +1,27 @@
-"""The chDB side of `keywatch db serve` (sinks/chserver.py): one connection, one request at a time.
+"""The chDB side of `keywatch db serve` (sinks/chserver.py): a few connections, one request each.
 
-A request is mapped onto the connection the way clickhouse-connect's chDB backend does it:
+A request is mapped onto a connection the way clickhouse-connect's chDB backend does it:
 ``INSERT … FORMAT x`` with inline data becomes ``INSERT … FROM INFILE '<tmp>' FORMAT x``; other
 statements run as they are, with bound parameters passed to chDB. URL settings are applied with
 ``SET`` only where they differ from what the connection already has (and reset to ``DEFAULT``
 when a request no longer sends them), so the usual case costs no extra statements.
+
+Each request takes a free connection (chDB runs queries of one path's connections side by
+side, as a server does): a dashboard's query or a worker's lookup does not wait for another
+worker's insert, nor an insert for a long query. With every connection busy, a request waits
+for the first to be free.
 """
 
 from __future__ import annotations
 
+import queue
 import shutil
 import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from keywatch.sinks.chproto import ChError, parse_statement, quote_ident, quote_literal, split_params
 
@@ -26,20 +33,31 @@ class Reply:
     summary: dict = field(default_factory=dict)
 
 
-class ChdbEngine:
-    """One chDB connection, used by one request at a time."""
+@dataclass
+class _Conn:
+    """One chDB connection and its session state (each connection has its own)."""
 
-    def __init__(self, path: Path) -> None:
+    conn: Any
+    database: str = "default"  # the connection's current database
+    applied: dict[str, str] = field(default_factory=dict)  # settings SET on it by earlier requests
+
+
+class ChdbEngine:
+    """`connections` chDB connections on one path, each used by one request at a time."""
+
+    def __init__(self, path: Path, connections: int = 4) -> None:
         import chdb
 
         self.path = Path(path)
-        self.conn = chdb.connect(str(self.path))
-        self.lock = threading.Lock()
-        self.database = "default"  # the connection's current database
-        self.applied: dict[str, str] = {}  # settings SET on the connection by earlier requests
+        self.conns = [_Conn(chdb.connect(str(self.path))) for _ in range(max(1, connections))]
+        self.free: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
+        for c in self.conns:
+            self.free.put(c)
+        self.close_lock = threading.Lock()
         self.tmp = Path(tempfile.mkdtemp(prefix="keywatch-chserver-"))
         self.closed = False
-        version, self.timezone = self.conn.query("SELECT version(), timezone()", "TabSeparated").bytes().decode().split()
+        first = self.conns[0].conn
+        version, self.timezone = first.query("SELECT version(), timezone()", "TabSeparated").bytes().decode().split()
         self.version = version
 
     def execute(self, sql: bytes, params: dict[str, str], readonly: bool = False) -> Reply:
@@ -64,16 +82,17 @@ class ChdbEngine:
         # Without a FORMAT clause: run WithNames, so a result set (even empty) is told apart
         # from a statement without one (clickhouse-connect's command() needs that).
         names = stmt.fmt is None and infile is None and default in ("TabSeparated", "TSV")
+        c = self.free.get()
         try:
-            with self.lock:
-                if self.closed:
-                    raise ChError(210, "the server is shutting down")
-                self._use(params.get("database") or "default")
-                self._apply(settings)
-                res = self._query(sql, "TabSeparatedWithNames" if names else default, binds)
-                body = res.bytes() or b""
-                summary = _summary(res)
+            if self.closed:
+                raise ChError(210, "the server is shutting down")
+            self._use(c, params.get("database") or "default")
+            self._apply(c, settings)
+            res = self._query(c, sql, "TabSeparatedWithNames" if names else default, binds)
+            body = res.bytes() or b""
+            summary = _summary(res)
         finally:
+            self.free.put(c)
             if infile is not None:
                 infile.unlink(missing_ok=True)
         if infile is not None:
@@ -83,35 +102,41 @@ class ChdbEngine:
             return Reply(body[nl + 1:], "TabSeparated", summary) if body else Reply(b"", None, summary)
         return Reply(body, stmt.fmt or (default if body else None), summary)
 
-    def _query(self, sql, fmt: str, binds: dict | None = None):
+    @staticmethod
+    def _query(c: _Conn, sql, fmt: str, binds: dict | None = None):
         try:
-            return self.conn.query(sql, fmt, params=binds or {})
+            return c.conn.query(sql, fmt, params=binds or {})
         except Exception as exc:
             raise ChError.from_engine(exc) from None
 
-    def _use(self, database: str) -> None:
-        if database != self.database:
-            self._query(f"USE {quote_ident(database)}", "TabSeparated")
-            self.database = database
+    def _use(self, c: _Conn, database: str) -> None:
+        if database != c.database:
+            self._query(c, f"USE {quote_ident(database)}", "TabSeparated")
+            c.database = database
 
-    def _apply(self, settings: dict[str, str]) -> None:
+    def _apply(self, c: _Conn, settings: dict[str, str]) -> None:
         """Make the connection's settings equal this request's (only the differences are SET)."""
-        for name in [n for n in self.applied if n not in settings]:
-            self._query(f"SET {name} = DEFAULT", "TabSeparated")
-            del self.applied[name]
+        for name in [n for n in c.applied if n not in settings]:
+            self._query(c, f"SET {name} = DEFAULT", "TabSeparated")
+            del c.applied[name]
         for name, value in settings.items():
-            if self.applied.get(name) != value:
-                self.applied.pop(name, None)
-                self._query(f"SET {name} = {quote_literal(value)}", "TabSeparated")
-                self.applied[name] = value
+            if c.applied.get(name) != value:
+                c.applied.pop(name, None)
+                self._query(c, f"SET {name} = {quote_literal(value)}", "TabSeparated")
+                c.applied[name] = value
 
     def close(self) -> None:
-        """Wait for the running query, then close chDB (it flushes) and remove temporary files."""
-        with self.lock:
-            if not self.closed:
-                self.closed = True
-                self.conn.close()
-                shutil.rmtree(self.tmp, ignore_errors=True)
+        """Wait for the running queries, then close chDB (it flushes) and remove temporary files."""
+        with self.close_lock:
+            if self.closed:
+                return
+            self.closed = True
+            held = [self.free.get() for _ in self.conns]  # each one free: no query runs
+            for c in held:
+                c.conn.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            for c in held:  # a request still waiting gets one, sees `closed` and fails cleanly
+                self.free.put(c)
 
 
 def _summary(res) -> dict[str, str]:

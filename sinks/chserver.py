@@ -8,14 +8,15 @@ one consumer group, CLI commands) share one embedded database through an ordinar
     keywatch db serve --port 8123 &
     KEYWATCH_CLICKHOUSE_DSN=http://127.0.0.1:8123 keywatch worker
 
-Requests map onto one chDB connection the way clickhouse-connect's own chDB backend does
+Requests map onto a chDB connection the way clickhouse-connect's own chDB backend does
 (``query`` parameter and/or POST body; ``INSERT … FORMAT x`` data goes through a temporary file
 and ``INSERT … FROM INFILE``; ``param_*`` are bound parameters; other URL parameters are
 settings, applied with ``SET`` and reset when a later request does not send them; ``database``
 picks the current database). Responses carry the ``X-ClickHouse-*`` headers the client reads;
 errors are ClickHouse's ``Code: N. DB::Exception: …`` with ``X-ClickHouse-Exception-Code``.
 Request bodies may be lz4/zstd/gzip/deflate compressed; responses are compressed when the
-client sends ``enable_http_compression=1``. One lock serialises the connection.
+client sends ``enable_http_compression=1``. Requests run side by side on
+``KEYWATCH_CHSERVER_CONNECTIONS`` chDB connections (sinks/chengine.py).
 
 Not kept: sessions (``SET``/``USE`` statements are accepted and have no lasting effect, as without
 a session), temporary tables, external data, progress headers. With
@@ -214,7 +215,7 @@ def serve(settings, host: str | None = None, port: int | None = None, path: Path
         log.warning("keywatch db serve listens on %s without a password (set KEYWATCH_CHSERVER_PASSWORD)", host)
     path.mkdir(parents=True, exist_ok=True)
     try:
-        engine = ChdbEngine(path)
+        engine = ChdbEngine(path, settings.chserver_connections)
     except Exception as exc:  # most often: another process (an embedded worker) holds the path
         raise SystemExit(f"keywatch db serve: cannot open chDB at {path} (is another process using it?): {exc}") from None
     try:

@@ -14,6 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import clickhouse_connect
 import httpx
@@ -147,6 +149,29 @@ def test_settings_are_per_request_and_sessions_are_not_kept(server):
     assert r.status_code == 403 and r.headers["X-ClickHouse-Exception-Code"] == "164"
     r = httpx.post(base, params={"query": "SELECT 1 FORMAT JSONEachRow", "database": "system"}, content=b"")
     assert r.json() == {"1": 1} and r.headers["X-ClickHouse-Format"] == "JSONEachRow"
+
+
+def _insert_during_a_long_query(srv: ServerProcess, table: str) -> bool:
+    """Start a 2-second query, insert and read from a second client: still running after?"""
+    slow, fast = _client(srv), _client(srv)
+    fast.command(f"CREATE TABLE IF NOT EXISTS {table} (a UInt64) ENGINE = MergeTree ORDER BY a")
+    long_query = threading.Thread(target=slow.command, args=("SELECT sleep(2)",))
+    long_query.start()
+    time.sleep(0.4)  # the long query is running
+    fast.insert(table, [[1], [2]])
+    assert fast.command(f"SELECT count() FROM {table}") == 2
+    running = long_query.is_alive()
+    long_query.join()
+    return running
+
+
+def test_requests_run_side_by_side(server, tmp_path):
+    # An insert and a read are done while another client's long query runs (a dashboard's slow
+    # query does not hold up the workers' writes, nor a write a worker's lookup) ...
+    assert _insert_during_a_long_query(server, "side")
+    # ... unless the server has one connection: then each request waits for the one before.
+    with ServerProcess(tmp_path / "chdb", env=_env(DATA_DIR=tmp_path, CHSERVER_CONNECTIONS=1), log_file=tmp_path / "s.log") as one:
+        assert not _insert_during_a_long_query(one, "side")
 
 
 def test_a_request_cut_short_is_not_executed(server):
