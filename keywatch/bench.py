@@ -149,9 +149,13 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
     r = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    code = f"import json; from keywatch.bench_core import resident_growth; print(json.dumps(resident_growth({state_keys})))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
+    resident = json.loads(out.stdout.decode().strip().splitlines()[-1])  # a fresh process: its own growth
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
-            "peak_rss_mb": r["peak_rss_mb"], "replay_events": rep["events"], "replay_seconds": rep["seconds"],
+            "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],
+            "resident_mb": resident["resident_mb"], "replay_events": rep["events"], "replay_seconds": rep["seconds"],
             "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
             "replay_reader_process": r["throughput"].get("reader_process", False),
             "replay_split": r["throughput"].get("split", False),
@@ -269,7 +273,11 @@ def print_table(r: dict, console: Console) -> None:
     fmt = lambda x: f"{x:.2f} s" if x is not None else "–"  # noqa: E731
     t.add_row("event→alert p50", fmt(lat["p50_s"]), f"{lat['alerts']} alerts at {lat['rate_achieved']:,.0f} ev/s")
     t.add_row("event→alert p99", fmt(lat["p99_s"]), f"target {lat['rate_target']:,.0f} ev/s")
-    t.add_row("state per tracked key", f"{c['bytes_per_key']:,.0f} B", f"{c['state_keys']:,} keys")
+    t.add_row("state per tracked key (pickled)", f"{c['bytes_per_key']:,.0f} B", f"{c['state_keys']:,} keys")
+    if c.get("resident_bytes_per_key"):
+        t.add_row("resident memory per tracked key", f"{c['resident_bytes_per_key']:,.0f} B",
+                  f"{c['resident_mb']:,.0f} MB for {c['state_keys']:,} keys in a fresh process (pickled above; "
+                  "caches of distinct callers included)")
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
     snap = c.get("snapshot", {})
     if "forked_wait_s" in snap:
