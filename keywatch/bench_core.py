@@ -124,7 +124,8 @@ def resident_growth(keys: int, settings=None) -> dict:
     core = synthetic_state(settings, keys)
     gc.collect()
     after = _resident_bytes()
-    tracked = len(core.detector("key_theft").keys) if core.detector("key_theft") is not None else keys
+    kt = core.detector("key_theft")
+    tracked = len(kt.keys) if kt is not None else keys
     if before is None or after is None:
         return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None}
     return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
