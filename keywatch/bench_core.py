@@ -113,9 +113,9 @@ def resident_growth(keys: int, settings=None) -> dict:
     keys, ÷ keys. Meant for a fresh process (`keywatch bench` runs it in one): memory another
     run freed would be reused and not show.
 
-    >>> r = resident_growth(300)
-    >>> r["keys"] == 300 and (r["resident_bytes_per_key"] is None or r["resident_bytes_per_key"] > 0)
-    True
+    >>> r = resident_growth(300)  # here not a fresh process: the figure itself is not checked
+    >>> r["keys"], sorted(r)
+    (300, ['keys', 'resident_bytes_per_key', 'resident_mb'])
     """
     settings = _settings(settings)
     build_core(settings)  # imports and module-level tables: not per key
