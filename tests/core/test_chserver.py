@@ -174,6 +174,39 @@ def test_requests_run_side_by_side(server, tmp_path):
         assert not _insert_during_a_long_query(one, "side")
 
 
+def test_many_clients_at_once_lose_nothing(server):
+    # Writers and readers on all connections at once (more clients than connections): every
+    # row lands once, every read sees a whole number of inserts, no request fails.
+    setup = _client(server)
+    setup.command("CREATE TABLE IF NOT EXISTS busy (w UInt8, i UInt32) ENGINE = MergeTree ORDER BY (w, i)")
+    errors, seen = [], []
+
+    def writer(w: int) -> None:
+        c = _client(server)
+        try:
+            for b in range(10):
+                c.insert("busy", [[w, b * 500 + i] for i in range(500)], column_names=["w", "i"])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    def reader() -> None:
+        c = _client(server)
+        try:
+            for _ in range(20):
+                seen.append(c.command("SELECT count() FROM busy"))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)] + [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert setup.query("SELECT count(), uniqExact(w, i) FROM busy").result_rows == [(30_000, 30_000)]
+    assert seen and all(n % 500 == 0 for n in seen)  # an insert is seen whole or not at all
+
+
 def test_a_request_cut_short_is_not_executed(server):
     c = _client(server)
     c.command("CREATE TABLE IF NOT EXISTS cut (a String) ENGINE = MergeTree ORDER BY a")
