@@ -74,9 +74,10 @@ def _ident_items(ip, country, ua, region, model) -> tuple:
     """
     net = net_parts(ip) if ip else None
     checks, rest, expensive = _TAIL.get((country, ua, region, model)) or _tail(country, ua, region, model)
-    # Each identity has its own `items` tuple (callers are told apart by its identity), its
-    # network's items first.
-    items = (("ips", net[0]), ("n24", net[1]), ("n16", net[2])) + rest if net is not None else tuple(rest)
+    # A caller with an address gets its own `items` tuple, its network's items first (callers
+    # are told apart by that tuple's identity); one without shares the tail's: it is the same
+    # caller as every other of that tail.
+    items = (("ips", net[0]), ("n24", net[1]), ("n16", net[2])) + rest if net is not None else rest
     out = (net, checks, items, net is not None or bool(checks and (country or ua)), expensive)
     if len(_IDENT) > 100_000:
         _IDENT.clear()
