@@ -143,15 +143,16 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
     """bench-core's state, peak RSS and replay figures, in a child process (its own peak RSS).
     Replay is timed `repeat` times and the fastest run reported (as `timeit` does: on a shared
     machine the slower runs measure the neighbours)."""
-    code = ("import json, sys; from keywatch.bench_core import run_core_bench; "
-            f"print(json.dumps(run_core_bench(None, keys={replay_keys}, days={replay_days}, "
-            f"state_keys={state_keys}, repeat={repeat}, quiet=True)))")
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
-    r = json.loads(out.stdout.decode().strip().splitlines()[-1])
-    code = f"import json; from keywatch.bench_core import resident_growth; print(json.dumps(resident_growth({state_keys})))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
-    resident = json.loads(out.stdout.decode().strip().splitlines()[-1])  # a fresh process: its own growth
+
+    def child(call: str) -> dict:  # `keywatch.bench_core.<call>` in a child process, its JSON result
+        code = f"import json; from keywatch import bench_core; print(json.dumps(bench_core.{call}))"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
+        return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+    r = child(f"run_core_bench(None, keys={replay_keys}, days={replay_days}, state_keys={state_keys}, "
+              f"repeat={repeat}, quiet=True)")
+    resident = child(f"resident_growth({state_keys})")  # a fresh process: its own growth
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
             "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],

@@ -183,8 +183,9 @@ class AuditEvent(_Base, tag="audit", tag_field="kind"):
         if not self.action:
             raise ValueError("audit event needs `action`")
         _check_ip(self.source_ip)
-        if self.country is not None and self.country not in _COUNTRY_CODES:
-            _bad_country(self.country)
+        country = self.country
+        if country is not None and country not in _COUNTRY_CODES:
+            _bad_country(country)
 
 
 class BillingEvent(_Base, tag="billing", tag_field="kind"):
