@@ -25,7 +25,7 @@ def scenarios(
     quick: bool = typer.Option(False, "--quick", help="small suite (CI)"),
     partitions: int = typer.Option(0, "--partitions", min=0,
                                    help="0: through replay (one core); N: through the worker's layout, N partition cores + the worker-wide core"),
-    workers: int = typer.Option(1, "--workers", min=1, help="with --partitions: that many `all` workers in one group share the partitions (placed as KEYWATCH_PLACEMENT says)"),
+    workers: int = typer.Option(1, "--workers", min=1, help="with --partitions: that many `all` workers in one group share the partitions (placed as KEYWATCH_PLACEMENT says; their project populations shared after every batch unless KEYWATCH_POPULATION_SHARE_S=0)"),
 ) -> None:
     """Key-theft scenario suite: simulated attacks of every style through replay (or the worker's layout); rates and times."""
     from keywatch.models.registry import build_core  # noqa: F401  (fail early on a broken core)

@@ -180,7 +180,8 @@ def run_suite(settings, *, seeds: int = 6, keys: int = 60, days: float = 4.0, pe
         runs = [run_one(cfg, settings, Path(tmp), partitions, workers) for cfg in suite(seeds, keys, days, per_style)]
     report = score(runs)
     report["suite"] = {"seeds": seeds, "keys": keys, "days": days, "per_style": per_style, "partitions": partitions, "workers": workers,
-                       "placement": settings.placement, "seconds": round(time.perf_counter() - started, 1)}
+                       "placement": settings.placement, "populations_shared": workers > 1 and settings.population_share_s > 0,
+                       "seconds": round(time.perf_counter() - started, 1)}
     report["cases"] = [{"seed": r["seed"], **{k: t[k] for k in ("type", "key_id", "provider", "first_event_ts")}}
                        for r in runs for t in r["truth"]]
     if out is not None:
@@ -217,6 +218,8 @@ def print_report(report: dict[str, Any], console) -> None:
     n_workers = report.get("suite", {}).get("workers", 1)
     placed = report.get("suite", {}).get("placement", "key")
     how = (f"worker layout, {parts} partitions" + (f" over {n_workers} workers" if n_workers > 1 else "")
-           + (f", placed by {placed}" if placed != "key" else "")) if parts else "replay"
+           + (f", placed by {placed}" if placed != "key" else "")
+           + (", populations not shared" if n_workers > 1 and not report["suite"].get("populations_shared", True) else "")
+           ) if parts else "replay"
     console.print(f"{how}: {report['events']:,} events, {report['replay_events_per_s']:,} events/s; "
                   f"targets met: {report['targets_met']}")

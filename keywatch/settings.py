@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     input_topic: str= Field("keywatch.events", description='Kafka topic of canonical telemetry events')
     dlq_topic: str= Field("keywatch.dlq", description='Kafka topic that receives dead letters (bad input with the reason)')
     alerts_topic: str= Field("keywatch.alerts", description='Kafka topic that receives every new or updated alert (JSON)')
+    # Workers of one group each learn only their keys' share of a project's population, which a
+    # project's new keys are judged against; 0 turns the sharing off (models/keytheft_share.py).
+    population_topic: str = Field("keywatch.populations", description="Kafka topic on which workers share what key theft's project populations learned (every worker reads all of it)")
+    population_share_s: float = Field(5.0, ge=0, le=3600, description="worker: send what this worker's project populations learned, and learn other workers', this often (seconds); 0 = off")
     topic_partitions: int= Field(4, ge=1, le=1024, description='partitions of the input topic when keywatch creates it (scale-out unit)')
     placement: Literal["key", "project"] = Field("key", description="keywatch's producers (`ingest`, `poll`, `demo`, `simulate --kafka`): `key` = each key on its own partition (even load); `project` = each project's keys on one partition, so several workers keep key theft, project budgets and project spikes exact (provider- and model-level series stay per worker share; a project's whole load lands on one worker: for many projects)")
     # A batch pays fixed costs (an INSERT per table, ≈ 0.1 s on embedded chDB): one-event messages

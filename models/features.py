@@ -262,9 +262,11 @@ class KeyBaseline:
 
 
 class PopBaseline:
-    """A project's identity history and per-key rate, borrowed by its new keys."""
+    """A project's identity history and per-key rate, borrowed by its new keys. Shared with other
+    workers (models/keytheft_share.py): `told`, how much of `learned` they know of; `out`, the
+    callers learned since they were last told (None until then; not snapshotted)."""
 
-    __slots__ = ("first_ts", "learned", "ids", "key_rpm", "recent_hour", "recent")
+    __slots__ = ("first_ts", "learned", "ids", "key_rpm", "recent_hour", "recent", "told", "out")
 
     def __init__(self) -> None:
         self.first_ts = 0
@@ -273,6 +275,16 @@ class PopBaseline:
         self.key_rpm = 0.0
         self.recent_hour = -1
         self.recent: set[int] = set()  # identities (cached item tuples) learned this hour
+        self.told = 0
+        self.out: dict[tuple, int] | None = None
+
+    def __getstate__(self):
+        return None, {k: getattr(self, k) for k in self.__slots__[:-1]}
+
+    def __setstate__(self, state) -> None:
+        self.out, self.told = None, 0  # `told`: a pickle from before sharing, which no one was told of
+        for k, v in state[1].items():
+            setattr(self, k, v)
 
     def settled(self, now: int) -> float:
         if not self.first_ts:

@@ -65,7 +65,8 @@ class KeyTheftDetector:
     # calibrator, kill chains and principal links. A worker's partition cores share one set
     # (stream/partitions.py `PartitionCores.adopt`): split per partition, a new key borrowed
     # only its partition's share of its project, and the worker missed attacks on new keys
-    # that `keywatch replay` catches (`keywatch eval scenarios --partitions 4`).
+    # that `keywatch replay` catches (`keywatch eval scenarios --partitions 4`). Workers of one
+    # group share their populations too, over Kafka (models/keytheft_share.py, stream/popshare.py).
     SHARED = ("pops", "model", "chains", "links")
 
     def share_from(self, other: "KeyTheftDetector") -> None:

@@ -96,6 +96,9 @@ def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
     elif id(items) in pop.recent:  # this caller was learned this hour already
         return
     pop.recent.add(id(items))
+    out = pop.out
+    if out is not None:  # shared with other workers: they learn this caller at the next collect
+        out[items] = hour
     ids = pop.ids
     for attr, v in items:
         if attr != "ips" and attr != "ua_ver":

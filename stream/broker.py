@@ -138,7 +138,8 @@ class EmbeddedBroker:
 
 def topic_specs(settings: Settings) -> list[tuple[str, int]]:
     """(name, partitions) of every topic keywatch uses; mirrored in infra/topics.yaml."""
-    return [(settings.input_topic, settings.topic_partitions), (settings.dlq_topic, 1), (settings.alerts_topic, 1)]
+    return [(settings.input_topic, settings.topic_partitions), (settings.dlq_topic, 1), (settings.alerts_topic, 1),
+            (settings.population_topic, 1)]
 
 
 def ensure_topics(bootstrap: str, specs: list[tuple[str, int]], replication: int = 1, timeout: float = 20.0) -> list[str]:

@@ -67,20 +67,24 @@ def status_files(data_dir: Path) -> dict[str, Path]:
 
 def placement_warning(settings: Settings, processes: int) -> str | None:
     """What to tell an operator who runs more than two key-level workers on keys placed one by
-    one: each worker keeps its own cross-key key-theft state (project populations, kill chains),
-    so a new key meets only its worker's share of its project (README "Still open").
+    one with population sharing off (`KEYWATCH_POPULATION_SHARE_S=0`): each worker then keeps
+    its own project populations, so a new key meets only its worker's share of its project.
 
-    >>> placement_warning(Settings(), 2) is None, placement_warning(Settings(placement="project"), 4) is None
+    >>> placement_warning(Settings(), 4) is None  # sharing on (the default)
+    True
+    >>> off = Settings(population_share_s=0)
+    >>> placement_warning(off, 2) is None, placement_warning(off.model_copy(update={"placement": "project"}), 4) is None
     (True, True)
-    >>> placement_warning(Settings(), 4).split(":")[0]
-    '4 workers share key-level detection and KEYWATCH_PLACEMENT is key'
+    >>> placement_warning(off, 4).split(":")[0]
+    '4 workers share key-level detection, KEYWATCH_PLACEMENT is key and KEYWATCH_POPULATION_SHARE_S is 0'
     """
-    if processes <= 2 or settings.placement != "key":
+    if processes <= 2 or settings.placement != "key" or settings.population_share_s > 0:
         return None
-    return (f"{processes} workers share key-level detection and KEYWATCH_PLACEMENT is key: each keeps "
-            "its own project populations, so key theft on new keys is less accurate than with two "
-            "(10/12 new-key abuse cases caught with four, in the scenario suite). Producers that "
-            "place by project (KEYWATCH_PLACEMENT=project) keep it exact.")
+    return (f"{processes} workers share key-level detection, KEYWATCH_PLACEMENT is key and "
+            "KEYWATCH_POPULATION_SHARE_S is 0: each keeps its own project populations, so key theft "
+            "on new keys is less accurate than with two (10/12 new-key abuse cases caught with four, "
+            "in the scenario suite). Share populations (KEYWATCH_POPULATION_SHARE_S > 0), or place "
+            "by project (KEYWATCH_PLACEMENT=project), to keep it exact.")
 
 
 def run_group(settings: Settings, bootstrap: str | None, processes: int, split_tiers: bool,

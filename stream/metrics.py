@@ -44,4 +44,8 @@ class Metrics:
             "keywatch_partition_restores_total",
             "Input partitions taken over on assignment, by where their detector state came from (snapshot, parked, legacy, new)",
             ["source"], registry=r)
+        self.population_deltas = Counter(
+            "keywatch_population_deltas_total",
+            "Key theft's project-population deltas shared with the group's other workers: sent, merged (theirs), bad (dead letters)",
+            ["direction"], registry=r)
         self.deliveries = Counter("keywatch_alert_deliveries_total", "Alert channel deliveries, by channel and outcome", ["channel", "outcome"], registry=r)

@@ -170,6 +170,15 @@ def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: St
     async def run_hooks() -> None:
         await hooks.run()
 
+    if settings.population_share_s > 0 and settings.worker_tier != "projects":  # the tiers with key theft
+        from keywatch.stream.popshare import PopulationSync
+
+        sync = app.keywatch_populations = PopulationSync(settings, bootstrap, consumer)
+
+        @app.task
+        async def share_populations() -> None:
+            await sync.run()
+
     @app.timer(interval=1.0)
     async def snapshot_timer() -> None:
         await consumer.tick()

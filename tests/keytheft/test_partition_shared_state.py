@@ -74,13 +74,27 @@ def test_new_restored_and_parked_cores_share_one_state():
 
 
 def test_workers_share_only_their_own_partitions(data):
-    """`--workers`: each worker of a group keeps its own cross-key state, so four workers with
-    one partition each are the unshared layout again (the limit of scaling out this way)."""
+    """`--workers` without population sharing (`KEYWATCH_POPULATION_SHARE_S=0`): each worker of a
+    group keeps its own cross-key state, so four workers with one partition each are the
+    unshared layout again: the new-key attack is missed and the benign new key flagged."""
     path, settings, ref = data
     truth = {t["type"]: t["key_id"] for t in ground_truth(CFG)}
-    alerts, _ = alerts_of_layout(path, settings, 4, workers=4)
+    alerts, _ = alerts_of_layout(path, settings, 4, workers=4, share=False)
+    flagged = {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
     assert _key_theft(alerts) != ref
-    assert truth["new_key_abuse"] not in {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
+    assert truth["new_key_abuse"] not in flagged and truth["benign_new_key"] in flagged
+
+
+def test_four_workers_sharing_populations_raise_replays_alerts(data):
+    """The same four workers, placed by key, sharing their project populations after every batch
+    as they do over the populations topic (models/keytheft_share.py): replay's key-theft alerts,
+    the new-key attack caught and the benign new key not flagged."""
+    path, settings, ref = data
+    truth = {t["type"]: t["key_id"] for t in ground_truth(CFG)}
+    alerts, _ = alerts_of_layout(path, settings, 4, workers=4, share=True)
+    flagged = {a["key_id"] for a in alerts if a["kind"] == "key_theft"}
+    assert _key_theft(alerts) == ref
+    assert truth["new_key_abuse"] in flagged and truth["benign_new_key"] not in flagged
 
 
 def test_placed_by_project_four_workers_raise_replays_alerts(data):

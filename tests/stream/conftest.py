@@ -91,6 +91,7 @@ def worker_factory(tmp_path, broker):
             "KEYWATCH_DATA_DIR": str(data_dir), "KEYWATCH_KAFKA_BOOTSTRAP": broker.bootstrap,
             "KEYWATCH_INPUT_TOPIC": f"t{tag}.events", "KEYWATCH_DLQ_TOPIC": f"t{tag}.dlq",
             "KEYWATCH_ALERTS_TOPIC": f"t{tag}.alerts", "KEYWATCH_WORKER_ID": f"kw-test-{tag}",
+            "KEYWATCH_POPULATION_TOPIC": f"t{tag}.populations",
             "KEYWATCH_WEB_PORT": "0", "KEYWATCH_KAFKA_REBALANCE_TIMEOUT_S": "1.5",
             "KEYWATCH_SNAPSHOT_INTERVAL_S": "1", "KEYWATCH_TOPIC_PARTITIONS": "3",
         })

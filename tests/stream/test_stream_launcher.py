@@ -4,7 +4,8 @@ The launcher starts `keywatch db serve` on the embedded path, two `keys` workers
 and one `projects` worker (group `<id>-projects`). A simulated stream with a key theft, a
 runaway loop and daily budgets, one event per message, plus a bad message: every event is
 stored once, the dead letter once (and published once), and the alerts — key-level from the
-`keys` workers, project-level and budgets from the `projects` worker — are replay's. SIGTERM
+`keys` workers, project-level and budgets from the `projects` worker — are replay's; the `keys`
+workers share their key-theft project populations (stream/popshare.py). SIGTERM
 stops the group cleanly (exit 0), after which the database is the launcher's embedded one.
 """
 
@@ -40,7 +41,7 @@ def test_split_tiers_launcher_equals_replay(worker_factory, broker, tmp_path):
     budgets = tmp_path / "budgets.yaml"
     budgets.write_text("budgets:\n" + "".join(f"  - {{project: {p}, amount_usd: 2, period: day}}\n"
                                               for p in sorted({e["project"] for e in events})))
-    w = worker_factory(BUDGETS_FILE=budgets, BATCH_MAX_SECONDS=0.05, GLOBAL_ORDER_IDLE_S=1)
+    w = worker_factory(BUDGETS_FILE=budgets, BATCH_MAX_SECONDS=0.05, GLOBAL_ORDER_IDLE_S=1, POPULATION_SHARE_S=0.5)
     s = Settings.from_env(w.env)
     src = tmp_path / "events.jsonl"
     src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
@@ -76,6 +77,11 @@ def test_split_tiers_launcher_equals_replay(worker_factory, broker, tmp_path):
     finally:
         code = stop_process(proc, signal.SIGTERM, grace=150)
     assert code == 0, (tmp_path / "launcher.log").read_text()[-3000:]
+    # the two `keys` workers told each other what their project populations learned
+    sts = {name: StatusFile.read(p) for name, p in status_files(w.data_dir).items()}
+    shared = {name: st.get("populations") or {} for name, st in sts.items() if st.get("tier") == "keys"}
+    assert len(shared) == 2 and all(c.get("sent", 0) >= 1 and c.get("merged", 0) >= 1 for c in shared.values()), shared
+    assert "populations" not in sts["projects"]  # no key theft there: nothing to share
 
     usage, dead, alerts = w.query(
         f"SELECT count(), uniqExact(event_id) FROM {s.clickhouse_database}.usage_events",
