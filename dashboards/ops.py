@@ -55,6 +55,14 @@ def build(db: str) -> dict:
     g.place(prom_panel("Revocations and tracked keys",
                        [(f"sum by (outcome) (increase(keywatch_revocations_total{R}))", "revocations {{outcome}}"),
                         ("sum(keywatch_tracked_keys)", "tracked keys")]), w=8, h=8)
+    g.row("Scale-out")
+    g.place(prom_panel("Shared project populations (key theft)",
+                       [(f"sum by (direction) (rate(keywatch_population_deltas_total{R}))", "{{direction}}")], unit="ops",
+                       description="Deltas of key theft's project populations between a group's workers "
+                       "(KEYWATCH_POPULATION_SHARE_S): sent, merged (other workers'), bad (dead letters). With "
+                       "several workers, merged near zero means the workers do not hear each other and new keys "
+                       "meet only their worker's share of their project (docs/operations.md)."),
+            w=12, h=8)
     g.row("Dead letters (ClickHouse)")
     g.place(ch_panel("Dead letters by reason", """
 SELECT $__timeInterval(received_at) AS time, reason, count() AS dead_letters
