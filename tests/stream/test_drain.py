@@ -1,6 +1,7 @@
 """stream/drain.py: faust's per-message delivery with standing guard tasks decides as mode's
 `wait_first` did — a delivery runs to the end unless the flow is suspended or the consumer stops
-or crashes while it is blocked; its exception propagates — and starts one task per message."""
+or crashes while it is blocked; its exception propagates — and starts a task only for a message
+whose delivery suspends."""
 
 from __future__ import annotations
 
@@ -80,6 +81,54 @@ def test_a_blocked_delivery_is_cancelled_when_a_guard_fires(guard):
         await asyncio.wait_for(deliver(blocked, "o", guards), timeout=5)
         await asyncio.sleep(0)
         assert cancelled == ["m", "o"] and finished == []
+        guards.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_delivery_that_does_not_suspend_starts_no_task():
+    async def main():
+        guards = _Guards(_Consumer())
+        got = []
+
+        async def put(m):  # a put into a queue with room: no await suspends
+            got.append(m)
+
+        made = []
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda lp, coro, **kw: made.append(coro) or asyncio.Task(coro, loop=lp, **kw))
+        for m in range(100):
+            await deliver(put, m, guards)
+        assert got == list(range(100))
+        assert made == []  # no task per message (the guards start with the first delivery that waits)
+        loop.set_task_factory(None)
+        guards.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_suspended_delivery_gets_what_it_waited_for():
+    async def main():
+        guards = _Guards(_Consumer())
+        fut = asyncio.get_running_loop().create_future()
+        got = []
+
+        async def waits(m):
+            got.append((m, await fut))  # e.g. a put into a full queue, until there is room
+            await asyncio.sleep(0)
+            return m
+
+        asyncio.get_running_loop().call_later(0.01, fut.set_result, "room")
+        await asyncio.wait_for(deliver(waits, "m", guards), timeout=5)
+        assert got == [("m", "room")]
+        bad = asyncio.get_running_loop().create_future()
+
+        async def fails(m):
+            await bad
+
+        asyncio.get_running_loop().call_later(0.01, bad.set_exception, OSError("broker gone"))
+        with pytest.raises(OSError, match="broker gone"):
+            await asyncio.wait_for(deliver(fails, "n", guards), timeout=5)
         guards.cancel()
 
     asyncio.run(main())
