@@ -52,6 +52,7 @@ class PopulationSync:
         self.unsent: list = []
         self.ready = asyncio.Event()  # set once the reader is at the topic's end
         self.producer = None
+        self.retry_s = 5.0
 
     def _pops(self) -> dict | None:
         kt = self.consumer.pipeline.cores.shared_key_theft
@@ -131,6 +132,18 @@ class PopulationSync:
         await c._run(c.pipeline.rt.sink.write_dead_letters, [d])
 
     async def run(self) -> None:
+        """Share until cancelled; started again after a failure (the broker away at start, or
+        restarted without the topic: the embedded one keeps nothing)."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("population sharing stopped, starting again in %.0f s: %s", self.retry_s, exc)
+                await asyncio.sleep(self.retry_s)
+
+    async def _run_once(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
         from aiokafka.errors import KafkaError
 
@@ -139,9 +152,9 @@ class PopulationSync:
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                                   auto_offset_reset="latest", client_id="keywatch-populations",
                                   max_partition_fetch_bytes=2 * self.max_bytes)
-        await producer.start()
-        await reader.start()
         try:
+            await producer.start()
+            await reader.start()
             await reader.topics()  # metadata, so that the topic's partitions are known
             tps = [TopicPartition(self.topic, p) for p in sorted(reader.partitions_for_topic(self.topic) or {0})]
             reader.assign(tps)
@@ -160,5 +173,8 @@ class PopulationSync:
                 except Exception as exc:  # the broker is away (the deltas wait for the next round), or a bug
                     log.warning("population sharing: %s", exc, exc_info=not isinstance(exc, (OSError, KafkaError)))
         finally:
-            await reader.stop()
-            await producer.stop()
+            for client in (reader, producer):
+                try:
+                    await client.stop()
+                except Exception as exc:  # never started, or the connection is gone
+                    log.debug("population sharing: stopping %s: %s", type(client).__name__, exc)

@@ -99,3 +99,36 @@ def test_two_workers_learn_each_others_populations(ch_db, broker, tmp_path):
     for _, c, _ in workers:
         c.io.shutdown()
         c.detect.shutdown()
+
+
+def test_sharing_starts_once_the_broker_is_there(ch_db, tmp_path):
+    """The broker is not there when the worker starts (or restarts without the topic): the
+    sharing starts again until it is, then works."""
+    from keywatch.stream.broker import EmbeddedBroker, free_port
+
+    client, s = ch_db
+    s = s.model_copy(update={"data_dir": tmp_path, "population_share_s": 0.2, "population_topic": "pop.late"})
+    pipe = pipeline_worker(client, s)
+    c = Consumer(None, pipe.rt, pipe, None, StatusFile(tmp_path / "w.status.json", os.getpid()), None, None)
+    port = free_port()
+    sync = PopulationSync(s, f"127.0.0.1:{port}", c)
+    sync.retry_s = 0.5
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(sync.run())
+        try:
+            await asyncio.sleep(1.0)
+            assert not sync.ready.is_set() and not task.done()  # failing, and trying again
+            with EmbeddedBroker(port=port) as b:
+                ensure_topics(b.bootstrap, topic_specs(s))
+                await asyncio.wait_for(sync.ready.wait(), 60)
+                await asyncio.get_running_loop().run_in_executor(
+                    c.detect, pipe.process, [Msg(TOPIC, 0, 0, _usage("k-late", "34.1.2.3", 3))])
+                await _until(lambda: sync.counts["sent"] >= 1)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    c.io.shutdown()
+    c.detect.shutdown()
