@@ -72,8 +72,8 @@ def decode_delta(raw: bytes) -> PopulationDelta:
 
 
 class PopulationShare:
-    """One worker's side of the sharing (what it has told and been told is kept in each
-    population: `PopBaseline.told` and `.out`, so a snapshot restores it with the population)."""
+    """One worker's side of the sharing. What it has told and been told is kept in each
+    population (`PopBaseline.told`, restored with it from a snapshot; `.out`, not snapshotted)."""
 
     def __init__(self, origin: str, group: str = "") -> None:
         self.origin, self.group = origin, group
