@@ -97,9 +97,8 @@ def bench_events(n: int, keys: int) -> list[dict]:
 
 def start_worker(bootstrap: str, topic: str, data_dir: Path, **env_extra: str) -> subprocess.Popen:
     data_dir.mkdir(parents=True, exist_ok=True)
-    group = f"bench-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir), "KEYWATCH_KAFKA_BOOTSTRAP": bootstrap,
-           "KEYWATCH_INPUT_TOPIC": topic, "KEYWATCH_WORKER_ID": group, "KEYWATCH_POPULATION_TOPIC": f"{group}.populations",
+           "KEYWATCH_INPUT_TOPIC": topic, "KEYWATCH_WORKER_ID": f"bench-{uuid.uuid4().hex[:6]}",
            "KEYWATCH_KAFKA_REBALANCE_TIMEOUT_S": "1.5", "KEYWATCH_WEB_PORT": "0", **env_extra}
     with open(data_dir / "worker.log", "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "keywatch.cli", "worker", "--loglevel", "WARNING"],

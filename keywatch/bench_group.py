@@ -31,7 +31,6 @@ def run_group_bench(bootstrap: str, topic: str, n: int, data_dir: Path, processe
     env = {k: v for k, v in os.environ.items() if k != "KEYWATCH_CLICKHOUSE_DSN"}  # embedded: shared via db serve
     env.update({"KEYWATCH_DATA_DIR": str(data_dir), "KEYWATCH_INPUT_TOPIC": topic, "KEYWATCH_WEB_PORT": "0",
                 "KEYWATCH_WORKER_ID": f"bench-{uuid.uuid4().hex[:6]}", "KEYWATCH_KAFKA_REBALANCE_TIMEOUT_S": "1.5"})
-    env["KEYWATCH_POPULATION_TOPIC"] = env["KEYWATCH_WORKER_ID"] + ".populations"  # this run's workers only
     cmd = [sys.executable, "-m", "keywatch.cli", "worker", "--loglevel", "WARNING", "--bootstrap", bootstrap,
            "--processes", str(processes)] + (["--split-tiers"] if split_tiers else [])
     with open(data_dir / "launcher.log", "ab") as log:

@@ -30,6 +30,7 @@ import uuid
 import msgspec
 
 from keywatch.models.keytheft_share import PopulationShare, decode_delta, encode_delta
+from keywatch.stream.consumer import dead_letter_record
 from keywatch.stream.decode import DeadLetter
 
 log = logging.getLogger("keywatch.worker")
@@ -126,8 +127,6 @@ class PopulationSync:
         log.warning("skipped a bad message of %s (partition %d, offset %d): %s", m.topic, m.partition, m.offset, exc)
         c = self.consumer
         c.m.events_rejected.labels(d.reason).inc()
-        from keywatch.stream.consumer import dead_letter_record
-
         await (await self.producer.send(self.dlq, dead_letter_record(d), key=f"{d.topic}:{d.partition}:{d.offset}".encode()))
         await c._run(c.pipeline.rt.sink.write_dead_letters, [d])
 
