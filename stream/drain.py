@@ -18,6 +18,8 @@ the consumer stops or crashes, is cancelled; a delivery's exception propagates; 
 read offset then moves past the message, as in faust. The rest of the loop is
 faust 0.15's, line for line but for `yield_every` (faust is pinned < 0.16, as stream/take.py needs).
 
+The app's monitor sensor is `LeanMonitor`: per message, only what faust reads.
+
 >>> issubclass(KeywatchApp, __import__("faust").App), FastDrainTransport.Consumer is FastDrainConsumer
 (True, True)
 """
@@ -27,7 +29,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, cast
 
+from time import monotonic
+
 import faust
+from faust.sensors import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -167,8 +172,44 @@ class FastDrainTransport(faust_aiokafka.Transport):
     Consumer = FastDrainConsumer
 
 
+class LeanMonitor(Monitor):
+    """faust's `Monitor` sensor keeping, per message, only what faust itself reads.
+
+    faust calls its sensors for every message in and out and every stream event; the Monitor
+    counts them by topic, stream and task (a weak-key lookup each) and times each event, for
+    faust's own statistics pages. keywatch reports through its Prometheus metrics
+    (stream/metrics.py) and reads none of that. faust's stalled-stream check reads one figure,
+    `stream_inbound_time` (when a partition's stream last took an event): kept. Commits,
+    rebalances and the rest are rare, and stay as faust's.
+
+    >>> import faust.types; m = LeanMonitor(); tp = faust.types.TP("t", 0)
+    >>> m.on_message_in(tp, 5, None); m.on_stream_event_in(tp, 5, None, None) is None
+    True
+    >>> list(m.stream_inbound_time) == [tp], m.messages_received_total, m.events_total
+    (True, 0, 0)
+    """
+
+    def on_message_in(self, tp, offset, message) -> None:
+        return None
+
+    def on_stream_event_in(self, tp, offset, stream, event) -> None:
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:
+        return None
+
+    def on_message_out(self, tp, offset, message) -> None:
+        return None
+
+
 class KeywatchApp(faust.App):
-    """`faust.App` whose consumer transport is `FastDrainTransport` (the broker URLs unchanged)."""
+    """`faust.App` whose consumer transport is `FastDrainTransport` (the broker URLs unchanged),
+    with `LeanMonitor` as its monitor sensor unless one is given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("Monitor", LeanMonitor)
+        super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
         return FastDrainTransport(self.conf.broker_consumer, self)

@@ -21,8 +21,15 @@ class RecheckSteps:
         if det is None or not hasattr(det, "restore"):
             return
         known, restored = getattr(det, "keys", {}), getattr(det, "restored", {})
-        unknown = {(e.provider, e.key_id) for e in events}  # every event kind has `key_id` (maybe None)
-        unknown = [k for k in unknown if k[1] and k not in known and k not in restored]
+        # Every event kind has `key_id` (maybe None). A batch is almost always of one provider:
+        # then sets of strings, not of per-event tuples (≈ 4× cheaper, session 16).
+        providers = {e.provider for e in events}
+        if len(providers) == 1:
+            p = providers.pop()
+            pairs = [(p, k) for k in {e.key_id for e in events}]
+        else:
+            pairs = {(e.provider, e.key_id) for e in events}
+        unknown = [k for k in pairs if k[1] and k not in known and k not in restored]
         # one read per key: the io thread removes written rows concurrently
         held = [(k, self.unwritten_baselines.get(k)) for k in unknown]
         mem = [r for _, r in held if r is not None]

@@ -220,13 +220,26 @@ def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: st
         status.update(bootstrap=bs, ready=False, data_dir=str(settings.data_dir), tier=settings.worker_tier,
                       group=settings.group_id)
         app = create_app(settings, bs, runtime, pipeline, status)
-        worker = Worker(app, loglevel=(loglevel or settings.log_level).lower(), quiet=True, redirect_stdouts=False)
+        worker = faust_worker(Worker, app, (loglevel or settings.log_level).lower())
         try:
             worker.execute_from_commandline()
         except SystemExit:
             pass
         finally:
             status.update(ready=False, stopped=True)
+
+
+def faust_worker(worker_cls, app, loglevel: str):
+    """faust's `Worker` for `app`, without its terminal spinner.
+
+    At a log level of WARNING or above, faust's worker adds a spinner handler to the root logger
+    and sets the root logger to DEBUG, so every debug call of aiokafka, mode and faust builds a
+    log record that the handlers then drop: 2.5 % of the time a bench worker (run at WARNING)
+    held the interpreter lock (py-spy ``--gil``, session 16). The level the user set stays.
+    """
+    worker = worker_cls(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None
+    return worker
 
 
 class _given:

@@ -58,3 +58,32 @@ def test_a_returning_key_gets_its_baseline_while_a_write_is_in_flight(ch_db, tmp
     assert ("openai", "k-old") not in pipe.no_baseline
     c.io.shutdown()
     c.detect.shutdown()
+
+
+def test_idle_keys_come_back_per_provider_in_a_batch_of_several():
+    """`_restore_baselines` takes one provider's batch as a set of key ids, and a mixed batch
+    as (provider, key id) pairs: a key id used under two providers is two keys."""
+    from types import SimpleNamespace
+
+    from keywatch.stream.recheck import RecheckSteps
+
+    class Det:
+        name, keys, restored = "key_theft", {("openai", "known"): object()}, {}
+
+        def __init__(self) -> None:
+            self.got: list[dict] = []
+
+        def restore(self, rows) -> None:
+            self.got += rows
+
+    stored = {(p, k): {"provider": p, "key_id": k} for p in ("openai", "anthropic") for k in ("k1", "k2", "known")}
+    steps = RecheckSteps()
+    steps.unwritten_baselines, steps.no_baseline = stored, set()
+    ev = lambda p, k: SimpleNamespace(provider=p, key_id=k)  # noqa: E731
+    for events, expected in (([ev("openai", "k1"), ev("openai", "k1"), ev("openai", "known"), ev("openai", None)],
+                              {("openai", "k1")}),
+                             ([ev("openai", "k2"), ev("anthropic", "k2"), ev("anthropic", "known")],
+                              {("openai", "k2"), ("anthropic", "k2"), ("anthropic", "known")})):
+        det = Det()
+        steps._restore_baselines(SimpleNamespace(detector=lambda name, d=det: d), events)
+        assert {(r["provider"], r["key_id"]) for r in det.got} == expected and len(det.got) == len(expected)

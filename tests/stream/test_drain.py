@@ -165,3 +165,37 @@ def test_the_worker_app_fetches_with_the_fast_consumer():
     app = KeywatchApp("kw-drain-test", broker="kafka://127.0.0.1:1")
     assert type(app.transport).Consumer is FastDrainConsumer
     assert [str(u) for u in app.conf.broker_consumer] == ["kafka://127.0.0.1:1"]
+
+
+def test_the_worker_app_monitors_only_what_faust_reads():
+    """faust's stalled-stream check reads `stream_inbound_time`; nothing else per message."""
+    from faust.types import TP
+
+    from keywatch.stream.drain import LeanMonitor
+
+    app = KeywatchApp("kw-drain-test", broker="kafka://127.0.0.1:1")
+    assert isinstance(app.monitor, LeanMonitor)
+    list(app.on_init_dependencies())
+    assert app.monitor in set(app.sensors)
+    tp = TP("t", 0)
+    app.sensors.on_message_in(tp, 1, None)
+    app.sensors.on_stream_event_in(tp, 1, None, None)
+    assert tp in app.monitor.stream_inbound_time and app.monitor.events_total == 0
+
+
+def test_the_worker_keeps_the_log_level_it_was_given():
+    """faust's spinner would set the root logger to DEBUG at WARNING: every debug call of the
+    Kafka client then builds a record (the control shows faust's own worker doing it)."""
+    import logging
+
+    from faust.worker import Worker
+
+    from keywatch.stream.worker import faust_worker
+
+    app = KeywatchApp("kw-drain-test", broker="kafka://127.0.0.1:1")
+    for make, expected in ((lambda: Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False), logging.DEBUG),
+                           (lambda: faust_worker(Worker, app, "warning"), logging.WARNING)):
+        root = logging.Logger("kw-root-test", logging.WARNING)
+        root.addHandler(logging.NullHandler())
+        make().on_setup_root_logger(root, logging.WARNING)
+        assert root.level == expected
