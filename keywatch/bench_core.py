@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keywatch.models.core import DetectionCore
-from keywatch.models.events import UsageEvent
+from keywatch.models.events import UsageEvent, share_text
 from keywatch.models.registry import build_core
 from keywatch.gctune import fewer_collections
 from keywatch.replay import ReplaySummary, replay
@@ -92,8 +92,10 @@ def synthetic_state(settings, keys: int, calls: int = 4, t0: int = 1_793_577_600
                 source="gateway", source_ip=f"34.{k % 200}.{(k // 200 + minute) % 250}.{minute % 3 + 1}",
                 country="US", user_agent=uas[(k + minute // 2) % 3], input_tokens=500, output_tokens=100))
             if len(batch) >= 5000:
+                share_text(batch)  # as the decoder does
                 core.process(batch)
                 batch = []
+    share_text(batch)
     core.process(batch)
     return core
 

@@ -24,7 +24,7 @@ from typing import Union
 
 import msgspec
 
-from keywatch.models.events import Event
+from keywatch.models.events import Event, share_text
 
 # Raw provider secrets that must never be stored: OpenAI (sk-, sk-proj-, sk-svcacct-),
 # Anthropic (sk-ant-…), AWS secret access keys (40 chars base64-ish), Google API keys (AIza…),
@@ -281,6 +281,7 @@ class EventDecoder:
                     v = getattr(e, name)
                     if v.__class__ is str and _SECRET_TEXT.search(v):
                         setattr(e, name, scrub_text(v, key))
+        share_text(kept)  # after scrubbing: a secret is never kept in the shared strings
         return kept, dead
 
     def _undecodable(self, data: bytes, exc: Exception, origin: Origin) -> DeadLetter:

@@ -173,6 +173,10 @@ routes:
         assert_clean(body.decode() + json.dumps(headers), "a webhook delivery")
     assert_clean(caplog.text + "".join(repr(r.args) for r in caplog.records), "the logs")
     assert_clean(repr(provider.requests[-1]["path"]), "a provider call path")
+    from keywatch.models import events
+
+    assert "key_known" in events._SHARED  # text shared between events (models/events.py), secrets scrubbed first
+    assert_clean(repr(list(events._SHARED)), "the decoder's shared strings")
 
 
 def test_fingerprints_are_keyed_hashes():
