@@ -169,38 +169,6 @@ class UsageEvent(_Base, tag="usage", tag_field="kind"):
         return self.error_code is not None or (self.status is not None and self.status >= 400)
 
 
-# Detection keys its state by usage events' text fields (provider, key, project, model, caller).
-# Decoding makes a new string object per field per event, its hash not yet computed: each dict
-# lookup by a tuple of them hashed and compared them afresh, in memory the batch had left cold.
-# One object per distinct value keeps its hash, stays in cache, and is held once by the state
-# keyed by it (session 16: detection's CPU per event −35 % in a one-off in-process run).
-_SHARED: dict = {}
-SHARED_MAX = 500_000  # distinct values; past it the table starts again (only sharing is lost)
-
-
-def share_text(events: list) -> None:
-    """Give usage events' equal text fields one string object per distinct value. Values do not
-    change. The decoder calls it after scrubbing secrets, so none is ever kept here.
-
-    >>> a, b = (msgspec.json.decode(b'{"kind":"usage","event_id":"e%d","ts":1795622400000,"provider":"openai",'
-    ...                            b'"key_id":"k1","model":"gpt-4o","user_agent":"sdk/1.0"}' % i, type=Event) for i in (1, 2))
-    >>> a.key_id is b.key_id, a.user_agent is b.user_agent
-    (False, False)
-    >>> share_text([a, b]); a.key_id is b.key_id, a.user_agent is b.user_agent, a.model is b.model, b.key_id
-    (True, True, True, 'k1')
-    """
-    shared = _SHARED
-    if len(shared) > SHARED_MAX:
-        shared.clear()
-    one = shared.setdefault
-    for e in events:
-        if e.__class__ is UsageEvent:
-            p, k, proj, m = e.provider, e.key_id, e.project, e.model
-            e.provider, e.key_id, e.project, e.model = one(p, p), one(k, k), one(proj, proj), one(m, m)
-            src, ip, ua, cc, reg = e.source, e.source_ip, e.user_agent, e.country, e.region
-            e.source, e.source_ip, e.user_agent, e.country, e.region = one(src, src), one(ip, ip), one(ua, ua), one(cc, cc), one(reg, reg)
-
-
 class AuditEvent(_Base, tag="audit", tag_field="kind"):
     action: Name = ""
     source_ip: Union[Annotated[str, Meta(max_length=64)], None] = None
@@ -238,6 +206,45 @@ class BillingEvent(_Base, tag="billing", tag_field="kind"):
 
 
 Event = Union[UsageEvent, AuditEvent, BillingEvent]
+
+
+# Detection keys its state by events' text fields (provider, key, project, model, caller).
+# Decoding makes a new string object per field per event, its hash not yet computed: each dict
+# lookup by a tuple of them hashed and compared them afresh, in memory the batch had left cold.
+# One object per distinct value keeps its hash, stays in cache, and is held once by the state
+# keyed by it (session 16: detection's CPU per event −35 % in a one-off in-process run).
+_SHARED: dict = {}
+SHARED_MAX = 500_000  # distinct values; past it the table starts again (only sharing is lost)
+
+
+def share_text(events: list) -> None:
+    """Give usage and audit events' equal text fields one string object per distinct value.
+    Values do not change. The decoder calls it after scrubbing secrets, so none is ever kept here.
+
+    >>> a, b = (msgspec.json.decode(b'{"kind":"usage","event_id":"e%d","ts":1795622400000,"provider":"openai",'
+    ...                            b'"key_id":"k1","model":"gpt-4o","user_agent":"sdk/1.0"}' % i, type=Event) for i in (1, 2))
+    >>> a.key_id is b.key_id, a.user_agent is b.user_agent
+    (False, False)
+    >>> share_text([a, b]); a.key_id is b.key_id, a.user_agent is b.user_agent, a.model is b.model, b.key_id
+    (True, True, True, 'k1')
+    """
+    shared = _SHARED
+    if len(shared) > SHARED_MAX:
+        shared.clear()
+    one = shared.setdefault
+    for e in events:
+        if e.__class__ is UsageEvent:
+            p, k, proj, m = e.provider, e.key_id, e.project, e.model
+            e.provider, e.key_id, e.project, e.model = one(p, p), one(k, k), one(proj, proj), one(m, m)
+            src, ip, ua, cc, reg = e.source, e.source_ip, e.user_agent, e.country, e.region
+            e.source, e.source_ip, e.user_agent, e.country, e.region = one(src, src), one(ip, ip), one(ua, ua), one(cc, cc), one(reg, reg)
+        elif e.__class__ is AuditEvent:  # key theft's audit trail: the same caller fields, and the principal
+            p, k, proj, who = e.provider, e.key_id, e.project, e.principal
+            e.provider, e.key_id, e.project, e.principal = one(p, p), one(k, k), one(proj, proj), one(who, who)
+            ip, ua, cc, reg = e.source_ip, e.user_agent, e.country, e.region
+            e.source_ip, e.user_agent, e.country, e.region = one(ip, ip), one(ua, ua), one(cc, cc), one(reg, reg)
+
+
 KINDS: tuple[Literal["usage", "audit", "billing"], ...] = ("usage", "audit", "billing")
 
 
