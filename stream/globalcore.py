@@ -138,14 +138,16 @@ class EventTimeOrder:
             out, rest = merged[:n], merged[n:]
             runs[:] = [rest] if rest else []
         else:
-            out, keep = [], []
+            out, keep, taken = [], [], 0
             for r in runs:
                 k = bisect.bisect_right(r, limit, key=_ts)
                 if k:
                     out += r[:k]
+                    taken += 1
                 if k < len(r):
                     keep.append(r[k:] if k else r)
-            out.sort(key=_ts)  # the runs' sorted prefixes, in arrival order
+            if taken > 1:  # the runs' sorted prefixes, in arrival order (one prefix is sorted already)
+                out.sort(key=_ts)
             runs[:] = keep
         self.low = min(_ts(r[0]) for r in runs) if runs else None
         return out
