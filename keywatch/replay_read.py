@@ -35,7 +35,7 @@ from typing import Iterable, Iterator, Sequence
 
 import msgspec
 
-from keywatch.models.events import Event
+from keywatch.models.events import Event, share_text
 from keywatch.procs import die_with_parent
 from keywatch.replay_batches import SharedDetection
 from keywatch.stream.decode import DeadLetter, EventDecoder, Origin, Reason
@@ -194,7 +194,9 @@ class ReaderProcess:
     def blocks(self) -> Iterator[Block]:
         unpack = msgspec.msgpack.Decoder(list[Event]).decode
         for kind, n, events, dead in self._items():
-            yield n, unpack(events) if kind == "msgpack" else pickle.loads(events), dead
+            evs = unpack(events) if kind == "msgpack" else pickle.loads(events)
+            share_text(evs)  # unpacked afresh: one object per distinct text again (models/events.py)
+            yield n, evs, dead
 
     def finish(self) -> None:
         """The child's last alerts, and its exit."""
