@@ -27,9 +27,8 @@ The app's monitor sensor is `LeanMonitor`: per message, only what faust reads.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, cast
-
 from time import monotonic
+from typing import Any, AsyncIterator, cast
 
 import faust
 from faust.sensors import Monitor

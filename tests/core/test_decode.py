@@ -149,3 +149,19 @@ def test_key_ids_seen_plain_do_not_hide_a_secret_later(dec):
     for _ in range(2):
         assert dec.decode(enc(GOOD))[0][0].key_id == "key_abc"
         assert dec.decode_block([enc({**GOOD, "key_id": secret})])[0].key_id.startswith("kh_")
+
+
+def test_decoded_events_share_their_text_and_the_table_is_bounded(dec, monkeypatch):
+    """Equal text fields of decoded events are one object (models/events.py `share_text`: detection's
+    lookups then hash and compare nothing afresh); past its bound the table starts again."""
+    from keywatch.models import events
+
+    ok, _ = dec.decode(enc([{**GOOD, "event_id": f"e{i}", "user_agent": "sdk/1.0", "source_ip": "34.1.2.3"}
+                            for i in range(3)]))
+    assert all(e.key_id is ok[0].key_id and e.user_agent is ok[0].user_agent and e.source_ip is ok[0].source_ip
+               for e in ok[1:])
+    assert [e.key_id for e in ok] == ["key_abc"] * 3
+    monkeypatch.setattr(events, "SHARED_MAX", 10)
+    for i in range(20):
+        dec.decode(enc({**GOOD, "event_id": f"x{i}", "key_id": f"key_{i}"}))
+        assert len(events._SHARED) <= 10 + 10  # one event's fields past the bound at most
