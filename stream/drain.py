@@ -176,7 +176,8 @@ class LeanMonitor(Monitor):
 
     faust calls its sensors for every message in and out and every stream event; the Monitor
     counts them by topic, stream and task (a weak-key lookup each) and times each event, for
-    faust's own statistics pages. keywatch reports through its Prometheus metrics
+    faust's own statistics pages (served only with faust's `debug` or `web_stats_enabled`, which
+    keywatch does not set). keywatch reports through its Prometheus metrics
     (stream/metrics.py) and reads none of that. faust's stalled-stream check reads one figure,
     `stream_inbound_time` (when a partition's stream last took an event): kept. Commits,
     rebalances and the rest are rare, and stay as faust's.
