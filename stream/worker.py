@@ -206,8 +206,6 @@ def create_app(settings: Settings, bootstrap: str, runtime, pipeline, status: St
 
 def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: str | None = None) -> None:
     """Run until SIGINT/SIGTERM. With no bootstrap and embedded Kafka, starts the broker too."""
-    from faust.worker import Worker
-
     from keywatch.stream.broker import ensure_topics, kafka_bootstrap, topic_specs
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +218,7 @@ def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: st
         status.update(bootstrap=bs, ready=False, data_dir=str(settings.data_dir), tier=settings.worker_tier,
                       group=settings.group_id)
         app = create_app(settings, bs, runtime, pipeline, status)
-        worker = faust_worker(Worker, app, (loglevel or settings.log_level).lower())
+        worker = faust_worker(app, (loglevel or settings.log_level).lower())
         try:
             worker.execute_from_commandline()
         except SystemExit:
@@ -229,7 +227,7 @@ def run_worker(settings: Settings, bootstrap: str | None = None, *, loglevel: st
             status.update(ready=False, stopped=True)
 
 
-def faust_worker(worker_cls, app, loglevel: str):
+def faust_worker(app, loglevel: str):
     """faust's `Worker` for `app`, without its terminal spinner.
 
     At a log level of WARNING or above, faust's worker adds a spinner handler to the root logger
@@ -237,7 +235,9 @@ def faust_worker(worker_cls, app, loglevel: str):
     log record that the handlers then drop: 2.5 % of the time a bench worker (run at WARNING)
     held the interpreter lock (py-spy ``--gil``, session 16). The level the user set stays.
     """
-    worker = worker_cls(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None
     return worker
 

@@ -194,7 +194,7 @@ def test_the_worker_keeps_the_log_level_it_was_given():
 
     app = KeywatchApp("kw-drain-test", broker="kafka://127.0.0.1:1")
     for make, expected in ((lambda: Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False), logging.DEBUG),
-                           (lambda: faust_worker(Worker, app, "warning"), logging.WARNING)):
+                           (lambda: faust_worker(app, "warning"), logging.WARNING)):
         root = logging.Logger("kw-root-test", logging.WARNING)
         root.addHandler(logging.NullHandler())
         make().on_setup_root_logger(root, logging.WARNING)
