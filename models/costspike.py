@@ -86,12 +86,16 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
                    levels=levels)
 
     def process(self, batch: Batch, ctx: Context) -> None:
-        # One cached route per (provider, project, key, model) instead of four series tuples and
-        # dict lookups per event; the cache is dropped whenever rows are freed or levels change.
+        # Cached routes instead of four series tuples and dict lookups per event: one per
+        # (provider, project, key) — key None without the key level — and one per (provider,
+        # model) for the model level. Per key, not per key and model: a route costs ≈ 0.3 KB.
+        # The caches are dropped whenever rows are freed or levels change.
         routes = self._routes
         if routes is None or self._routes_levels is not self.levels:
-            routes = self._routes = {}
+            routes = self._routes = ({}, {})
             self._routes_levels = self.levels
+        routes, mroutes = routes
+        by_key, by_model = "key" in self.levels, "model" in self.levels
         cur, rc_minute = self.cur, self.rc.minute
         rc_per = None  # this minute's root-cause spend (`RootCause.add` inlined), got at its first event
         rq_cur = self.rq.cur
@@ -106,16 +110,22 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
                 self._advance(m, ts, ctx)
                 cur_minute = m
                 cur, rq_cur, rc_per = self.cur, self.rq.cur, None
-                if self._routes is not routes:  # rows were freed
-                    routes = self._routes = {}
+                if self._routes is None:  # rows were freed
+                    self._routes = (routes, mroutes) = ({}, {})
             usd = e.cost_usd or 0.0
             if report_unknown and e.price_source == "unknown":
                 self._unknown(e, ctx)
-            rk = (e.provider, e.project, e.key_id, e.model)
+            rk = (e.provider, e.project, e.key_id if by_key else None)
             rt = routes.get(rk)
             if rt is None:
                 rt = routes[rk] = self._route(rk)
             for r in rt[0]:
+                cur[r] = cur.get(r, 0.0) + usd
+            if by_model:
+                mk = (e.provider, e.model)
+                r = mroutes.get(mk)
+                if r is None:
+                    r = mroutes[mk] = self._row(("model", *mk))
                 cur[r] = cur.get(r, 0.0) + usd
             if rc_per is None:
                 rc_per = rc_minute(cur_minute)

@@ -78,11 +78,12 @@ class SeriesRows:
         return r
 
     def _route(self, rk: tuple) -> tuple:
-        """(series rows of this instance's levels, key row or −1, root-cause group) for one
-        (provider, project, key, model): rows created in level order, as each event would."""
-        p, proj, key_id, model = rk
+        """(series rows of this instance's levels but the model's, key row or −1, root-cause
+        group) for one (provider, project, key): rows created in level order, as each event
+        would (the model row after them, `process`)."""
+        p, proj, key_id = rk
         out = []
-        for skey in (("key", p, proj, key_id), ("project", p, proj), ("provider", p), ("model", p, model)):
+        for skey in (("key", p, proj, key_id), ("project", p, proj), ("provider", p)):
             if skey[0] in self.levels:
                 out.append(self.rows.get(skey) if skey in self.rows else self._row(skey))
         key_row = self.rows[("key", p, proj, key_id)] if "key" in self.levels else -1

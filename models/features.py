@@ -65,7 +65,7 @@ class IdentitySets:
         for name in self.__slots__:
             n, cap = state[pos], int.from_bytes(state[pos + 1:pos + 3], "little")
             pos += 3
-            s = SeenSet(cap)
+            s = SeenSet(cap, "I" if code == "I" else "L")
             s.vals.extend(array(code, state[pos:pos + n * w]).tolist())
             s.last.extend(array(code, state[pos + n * w:pos + 2 * n * w]).tolist())
             pos += 2 * n * w

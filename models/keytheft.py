@@ -143,9 +143,20 @@ class KeyTheftDetector:
     _close_window = close_window
 
     def _sweep(self, ctx: Context, now: int) -> None:
-        """Expire idle keys (their baseline is emitted for `key_baselines`) and stale chains."""
+        """Expire idle keys (their baseline is emitted for `key_baselines`) and stale chains; drop
+        the callers cached by keys not seen this hour (`KeyState.fresh`, `last_items`: only this
+        hour's are ever consulted), ≈ 1 KB per key with a few callers."""
         self.last_sweep = now
-        for k in [k for k, s in self.keys.items() if now - s.base.last_ts > self.idle_expire_ms and s.base.last_ts]:
+        hour, idle, expire = now // 3_600_000, [], self.idle_expire_ms
+        for k, s in self.keys.items():
+            last, fresh = s.last_items, s.fresh
+            if last and last[0] < hour:
+                s.last_items = ()
+            if fresh is not None and fresh[0] < hour:
+                s.fresh = None
+            if now - s.base.last_ts > expire and s.base.last_ts:
+                idle.append(k)
+        for k in idle:
             st = self.keys.pop(k)
             ctx.emit("key_baselines", {"provider": k[0], "key_id": k[1], "project": st.base.project or "",
                                        "last_ts": st.base.last_ts, "saved_at": now, "settled": st.base.settled(now),

@@ -119,16 +119,16 @@ def country_code(cc: str) -> int:
 class SeenSet:
     """A bounded set of 32-bit values with last-seen hours; the least recently seen is evicted.
 
-    Two `array`s (4 bytes per entry each) instead of a Python set of strings: a key's whole
-    identity history fits in a few hundred bytes.
+    Two `array`s of 4-byte entries ("I": "L" is 8 bytes here) instead of a Python set of
+    strings: a key's whole identity history fits in a few hundred bytes.
     """
 
     __slots__ = ("cap", "vals", "last")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, code: str = "I") -> None:
         self.cap = cap
-        self.vals = array("L")
-        self.last = array("L")
+        self.vals = array(code)  # every value fits 32 bits (`net_parts`, `h32`, `country_code`), hours too
+        self.last = array(code)
 
     def __contains__(self, v: int) -> bool:
         return v in self.vals
@@ -157,8 +157,10 @@ class SeenSet:
         return (self.cap, self.vals.tobytes(), self.last.tobytes())
 
     def __setstate__(self, st) -> None:
+        """Pickles from before the 4-byte arrays hold 8-byte ("L") ones."""
         self.cap = st[0]
-        self.vals = array("L")
+        self.vals, self.last = array("L"), array("L")
         self.vals.frombytes(st[1])
-        self.last = array("L")
         self.last.frombytes(st[2])
+        if max(self.vals, default=0) <= 0xFFFFFFFF and max(self.last, default=0) <= 0xFFFFFFFF:
+            self.vals, self.last = array("I", self.vals), array("I", self.last)

@@ -1,0 +1,65 @@
+"""What a tracked key holds in memory: callers cached only for their hour, 4-byte identity sets,
+one cost-spike route per key (not per key and model)."""
+
+from __future__ import annotations
+
+import pickle
+from array import array
+
+from keywatch.models.core import DetectionCore
+from keywatch.models.costspike import CostSpikeDetector
+from keywatch.models.features import IdentitySets
+from keywatch.models.keytheft import KeyTheftDetector
+from keywatch.models.netnovelty import SeenSet, net_parts
+
+from .test_signals import MIN, T0, settled_core, theft_alerts, usage
+
+HOUR = 60 * MIN
+
+
+def test_sweep_drops_callers_cached_in_an_earlier_hour_and_detection_goes_on():
+    core = settled_core(minutes=2 * 1440)
+    det = core.detector("key_theft")
+    st = det.keys[("openai", "k1")]
+    end = T0 + 2 * 1440 * MIN
+    assert st.fresh is not None and st.last_items  # the host's caller, cached this hour
+    known = pickle.dumps(st.base.ids)
+    # Another key's event 70 minutes on passes the sweep mark: k1's cached callers are of an earlier hour.
+    core.process([usage(0, end + 70 * MIN, key="k2")])
+    assert st.fresh is None and st.last_items == ()
+    assert pickle.dumps(st.base.ids) == known  # what the key learned stays
+    # The known host is still known (no evidence), and learned again for its new hour …
+    out = core.process([usage(i, end + 71 * MIN + i * MIN, key="k1") for i in range(5)])
+    assert st.ev is None and not theft_alerts(out) and st.fresh is not None
+    # … and a stranger is still caught.
+    out = core.process([usage(i, end + 80 * MIN + i * 5_000, key="k1", ip=f"45.9.9.{i}", country="KP") for i in range(60)])
+    assert st.ev is not None or theft_alerts(out)
+
+
+def test_identity_sets_are_4_byte_arrays_and_read_older_8_byte_pickles():
+    ids = IdentitySets()
+    ids.n16.add(net_parts("52.1.0.9")[2], 498_000)
+    assert ids.n16.vals.itemsize == 4 and ids.n16.last.itemsize == 4
+    back = pickle.loads(pickle.dumps(ids))
+    assert list(back.n16.vals) == list(ids.n16.vals) and back.n16.vals.itemsize == 4
+    old = SeenSet.__new__(SeenSet)  # a set pickled before: "L" arrays, 8 bytes per entry
+    old.__setstate__((8, array("L", [0x3401, 0xFFFFFFFF]).tobytes(), array("L", [498_000, 498_001]).tobytes()))
+    assert list(old.vals) == [0x3401, 0xFFFFFFFF] and list(old.last) == [498_000, 498_001]
+    assert old.vals.itemsize == 4 and old.add(0x3402, 498_002) and len(old) == 3
+
+
+def test_cost_spike_routes_one_per_key_and_model_rows_get_their_spend():
+    det = CostSpikeDetector()
+    core = DetectionCore([det])
+    models = ("gpt-4o", "gpt-4o-mini", "o1")
+    core.process([usage(i, T0 + i * 1_000, key=f"k{i % 2}", model=models[i % 3]) for i in range(30)])
+    routes, by_model = det._routes
+    assert sorted(routes) == [("openai", "p", "k0"), ("openai", "p", "k1")]
+    assert sorted(by_model) == [("openai", m) for m in sorted(models)]
+    for m in models:  # every event's spend reaches its model's row (0.002 each, 10 per model)
+        assert abs(det.cur[det.rows[("model", "openai", m)]] - 0.02) < 1e-9
+    assert abs(det.cur[det.rows[("key", "openai", "p", "k0")]] - 0.03) < 1e-9
+    assert abs(det.cur[det.rows[("project", "openai", "p")]] - 0.06) < 1e-9
+    key_tier = CostSpikeDetector(levels=("key",))  # the streaming worker's partition cores
+    DetectionCore([key_tier]).process([usage(i, T0 + i * 1_000, model=models[i % 3]) for i in range(9)])
+    assert list(key_tier._routes[0]) == [("openai", "p", "k1")] and not key_tier._routes[1]
