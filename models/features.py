@@ -1,7 +1,7 @@
 """Per-key and per-population online baselines for key-theft detection, in bounded memory.
 
 `KeyBaseline` learns, from the key's own stream: its networks (address, /24, /16), countries,
-user-agent families and versions, regions and model families (bounded `SeenSet`s); requests
+user-agent families and versions, regions and model families (bounded sets: `KeyIds`); requests
 and spend per minute by hour of day × weekday/weekend (EWMA per slot, zeros included for
 silent hours); the share of expensive models, error ratio and output/input token ratio; and
 how many networks it uses at once. `settled()` says how much of that history to trust.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from array import array
 
+from keywatch.models.keyids import KeyIds
 from keywatch.models.netnovelty import SeenSet
 
 HOUR_MS = 3_600_000
@@ -93,7 +94,7 @@ class KeyBaseline:
         self.first_ts = self.last_ts = 0
         self.active_min = 0  # distinct minutes with learned traffic
         self.last_min = -1
-        self.ids = IdentitySets()
+        self.ids = KeyIds()  # a key's sets, packed (models/keyids.py); a project's: `IdentitySets`
         self.slot_req = array("f", [0.0] * 48)
         self.slot_cost = array("f", [0.0] * 48)
         self.slot_n = array("B", [0] * 48)
@@ -123,8 +124,11 @@ class KeyBaseline:
         if len(state) == 2 and state[0] is None:  # older pickles: (None, {slot: value})
             for k, v in state[1].items():
                 setattr(self, k, v)
+            if isinstance(self.ids, IdentitySets):
+                self.ids = KeyIds.from_sets(self.ids)
             return
-        self.provider, self.project, self.ids, packed, slots = state
+        self.provider, self.project, ids, packed, slots = state
+        self.ids = KeyIds.from_sets(ids) if isinstance(ids, IdentitySets) else ids  # snapshots from before the packing
         nf = len(self._F) + 2
         head, d = array("q", packed[:8 * nf]), array("d", packed[8 * nf:])
         for f, v in zip(self._F, head):
@@ -254,9 +258,9 @@ class KeyBaseline:
             "mean_requests_per_min": round(self.mean_rpm, 4), "mean_cost_per_min": round(self.mean_cpm, 6),
             "expensive_share": round(self.exp_share, 3), "error_ratio": round(self.err_rate, 4),
             "output_input_log_ratio": round(self.log_ratio, 3), "usual_concurrent_networks": round(self.conc, 2),
-            "known": {"ips": len(self.ids.ips), "nets_24": len(self.ids.n24), "nets_16": len(self.ids.n16),
-                      "countries": len(self.ids.countries), "ua_families": len(self.ids.ua_fam),
-                      "models": len(self.ids.models), "regions": len(self.ids.regions)},
+            "known": {"ips": self.ids.count("ips"), "nets_24": self.ids.count("n24"), "nets_16": self.ids.count("n16"),
+                      "countries": self.ids.count("countries"), "ua_families": self.ids.count("ua_fam"),
+                      "models": self.ids.count("models"), "regions": self.ids.count("regions")},
             "hourly_requests_per_min": [round(v, 3) for v in self.slot_req[:24]],
         }
 

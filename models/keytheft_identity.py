@@ -12,7 +12,7 @@ project uses is not. What is new is noted on the key's `Evidence` (quarantined, 
 >>> from keywatch.models.keytheft_state import KeyState
 >>> st, pop = KeyState(KeyBaseline("openai", "p")), PopBaseline()
 >>> best, items = identity_novelty(st, pop, None, 1_000, "34.1.2.3", "US", "openai-python/1.50.0", None, "gpt-4o")
->>> best, st.ev is None, [a for a, _ in items][:3]        # a brand-new key: nothing to compare with yet
+>>> best, st.ev is None, [attr_of(t) for t in items][:3]  # a brand-new key: nothing to compare with yet
 (0.0, True, ['ips', 'n24', 'n16'])
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keywatch.models.features import PopBaseline
+from keywatch.models.keyids import BIT, MASK, TAG, attr_of, tag
 from keywatch.models.keytheft_signals import Evidence
 from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
 
@@ -35,33 +36,40 @@ def novelty(key_settled: float, pop_settled: float, in_pop: bool, pop_weight: fl
 
 
 _IDENT: dict[tuple, tuple] = {}
+_N16 = BIT["n16"]
 # The part of an identity that does not depend on the address — (checks, items to learn but the
 # network's, expensive model?) by (country, user agent, region, model) — is built once and
 # shared by every identity that has it: most callers differ from each other only in address,
 # and a cache entry then holds little more than its network parts (≈ 0.45 KB instead of 1 KB).
 _TAIL: dict[tuple, tuple] = {}
-_NETS: dict[tuple, tuple] = {}  # (/24, /16) → their items: (("n24", /24), ("n16", /16))
+_NETS: dict[tuple, tuple] = {}  # (/24, /16) → their items: (tagged /24, tagged /16)
 
 
 def _tail(country, ua, region, model) -> tuple:
+    # A check: (set, value, tagged value, the set's bit in `KeyIds.tags`, evidence field, label,
+    # weight for a value the project knows, scale). Items to learn are tagged values (`KeyIds`).
     checks, items = [], []
     if country:
-        checks.append(("countries", country_code(country), "countries", country, 1.0, 1.0))
+        checks.append(_check("countries", country_code(country), "countries", country, 1.0, 1.0))
     if ua:
         fam, ver = ua_parts(ua)
-        checks.append(("ua_fam", h32(fam), "uas", fam, 0.5, 1.0))
-        items.append(("ua_ver", h32(fam + "/" + ver)))
+        checks.append(_check("ua_fam", h32(fam), "uas", fam, 0.5, 1.0))
+        items.append(tag("ua_ver", h32(fam + "/" + ver)))
     if region:
-        checks.append(("regions", h32(region), "regions", region, 0.5, 1.0))
+        checks.append(_check("regions", h32(region), "regions", region, 0.5, 1.0))
     if model:
         mh, mfam, expensive = model_info(model)
-        checks.append(("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
-    items += [(c[0], c[1]) for c in checks]
+        checks.append(_check("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
+    items += [c[2] for c in checks]
     out = (tuple(checks), tuple(items), model is not None and model_info(model)[2])
     if len(_TAIL) > 20_000:
         _TAIL.clear()
     _TAIL[(country, ua, region, model)] = out
     return out
+
+
+def _check(attr: str, v: int, ev_attr: str, label: str, pw: float, scale: float) -> tuple:
+    return attr, v, TAG[attr] | v, BIT[attr], ev_attr, label, pw, scale
 
 
 def _ident_items(ip, country, ua, region, model) -> tuple:
@@ -73,7 +81,7 @@ def _ident_items(ip, country, ua, region, model) -> tuple:
     >>> c = _ident_items("34.1.2.9", "US", "openai-python/1.50.0", None, "gpt-4o")
     >>> a[2][1] is c[2][1], a[2][2] is c[2][2], a[2] is c[2]  # one /24: its items shared, callers not
     (True, True, False)
-    >>> a[1] is b[1], a[2] is b[2], a[2][3:] == b[2][3:], [x for x, _ in a[2]]  # checks shared, items own
+    >>> a[1] is b[1], a[2] is b[2], a[2][3:] == b[2][3:], [attr_of(t) for t in a[2]]  # checks shared, items own
     (True, False, True, ['ips', 'n24', 'n16', 'ua_ver', 'countries', 'ua_fam', 'models'])
     """
     net = net_parts(ip) if ip else None
@@ -81,14 +89,14 @@ def _ident_items(ip, country, ua, region, model) -> tuple:
     # A caller with an address gets its own `items` tuple, its network's items first (callers
     # are told apart by that tuple's identity); one without shares the tail's: it is the same
     # caller as every other of that tail. Its /24 and /16 items are shared by every address of
-    # the /24: keys keep recent callers' tuples (`KeyState.fresh`), 0.18 instead of 0.36 KB each.
+    # the /24: keys keep this hour's callers' tuples (`KeyState.fresh`), 0.13 instead of 0.36 KB each.
     if net is not None:
         nets = _NETS.get(net[1:])  # (/24, /16): an IPv6 /48, folded, may equal an IPv4 /24
         if nets is None:
             if len(_NETS) > 100_000:
                 _NETS.clear()
-            nets = _NETS[net[1:]] = (("n24", net[1]), ("n16", net[2]))
-        items = (("ips", net[0]),) + nets + rest
+            nets = _NETS[net[1:]] = (tag("n24", net[1]), tag("n16", net[2]))
+        items = (tag("ips", net[0]),) + nets + rest
     else:
         items = rest
     out = (net, checks, items, net is not None or bool(checks and (country or ua)), expensive)
@@ -113,9 +121,10 @@ def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
     if out is not None:  # shared with other workers: they learn this caller at the next collect
         out[items] = hour
     ids = pop.ids
-    for attr, v in items:
+    for t in items:
+        attr = attr_of(t)
         if attr != "ips" and attr != "ua_ver":
-            getattr(ids, attr).add(v, hour)
+            getattr(ids, attr).add(t & MASK, hour)
 
 
 
@@ -132,6 +141,7 @@ def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: in
     net, checks, items = hit[:3]
     base = st.base
     ids = base.ids
+    known = ids.vals  # the key's values of every set, tagged (`KeyIds`)
     best = 0.0
     ks = ps = -1.0
     if net is not None:
@@ -141,21 +151,21 @@ def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: in
         r[n16] = ts
         if len(r) > 16:
             del r[min(r, key=r.__getitem__)]
-        if a not in ids.ips.vals and n24 not in ids.n24.vals and n16 not in ids.n16.vals:
+        if items[0] not in known and items[1] not in known and items[2] not in known:  # address, /24, /16
             ks, ps = base.settled(ts), pop.settled(ts)
             # A key never seen with network data (usage-API buckets so far) has no history of its
             # own to compare with: like a new key, it borrows its project's.
-            w = novelty(ks if len(ids.n16.vals) else 0.0, ps, n16 in pop.ids.n16.vals)
+            w = novelty(ks if ids.tags & _N16 else 0.0, ps, n16 in pop.ids.n16.vals)
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note_net(n16, a, w)
                 best = w
-    for attr, hv, ev_attr, label, pw, scale in checks:
-        if hv not in (known := getattr(ids, attr).vals):
+    for attr, hv, tv, bit, ev_attr, label, pw, scale in checks:
+        if tv not in known:
             if ks < 0:
                 ks, ps = base.settled(ts), pop.settled(ts)
             # A new key may well use another SDK, region or model than its project: `pw`.
-            w = novelty(ks if len(known) else 0.0, ps, hv in getattr(pop.ids, attr).vals, pw) * scale
+            w = novelty(ks if ids.tags & bit else 0.0, ps, hv in getattr(pop.ids, attr).vals, pw) * scale
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note(ev_attr, label, w)

@@ -37,6 +37,7 @@ import msgspec
 from msgspec import Meta
 
 from keywatch.models.features import PopBaseline
+from keywatch.models.keyids import MASK, attr_of
 
 # The identity sets a population learns (`pop_learn`: not single addresses, not client versions).
 SHARED_SETS = ("n24", "n16", "countries", "ua_fam", "models", "regions")
@@ -132,7 +133,8 @@ class PopulationShare:
 def _recorded_items(box: dict[tuple, int]) -> list[tuple[str, int, int]]:
     latest: dict[tuple[str, int], int] = {}
     for items, hour in box.items():
-        for attr, v in items:
+        for t in items:  # tagged values (models/keyids.py)
+            attr, v = attr_of(t), t & MASK
             if attr != "ips" and attr != "ua_ver" and latest.get((attr, v), -1) < hour:
                 latest[(attr, v)] = hour
     return [(attr, v, hour) for (attr, v), hour in latest.items()]

@@ -23,6 +23,7 @@ import zlib
 from array import array
 
 from keywatch.models.features import KeyBaseline
+from keywatch.models.keyids import tag
 from keywatch.models.keytheft_probation import Probation
 from keywatch.models.keytheft_signals import Evidence
 from keywatch.models.netnovelty import country_code, h32
@@ -221,15 +222,14 @@ class KeyState:
             return
         self.last_items = (hour, items)
         ids = self.base.ids
+        vals, seen = ids.vals, ids.last
         fresh = self.fresh
-        for attr, v in items:  # `SeenSet.add`, inlined for the common case: already known
-            seen = getattr(ids, attr)
+        for t in items:  # `KeyIds.add`, inlined for the common case: already known
             try:
-                seen.last[seen.vals.index(v)] = hour
+                seen[vals.index(t)] = hour
             except ValueError:
-                if len(seen.vals) >= seen.cap:  # a full set evicts: maybe what another identity relied on
+                if ids.add(t, hour):  # a full set evicted: maybe what another identity relied on
                     fresh = None
-                seen.add(v, hour)
         # Now every item is known with last-seen `hour`. Until the next eviction from the sets
         # (an insertion into a full one) or another hour, learning this identity again changes nothing but
         # `last_items`, and none of its items is new to the key: `fresh` lists such identities.
@@ -256,17 +256,17 @@ class KeyState:
                 self.prob = prob
         for v in ev.ips:  # a refused network's addresses stay new too (IPv4: address >> 16 is its /16)
             if nets is ev.new16 or (v >> 16) in nets:
-                ids.ips.add(v, hour)
+                ids.add(tag("ips", v), hour)
         for v in nets:
-            ids.n16.add(v, hour)
+            ids.add(tag("n16", v), hour)
         for c in ev.countries:
-            ids.countries.add(country_code(c), hour)
+            ids.add(tag("countries", country_code(c)), hour)
         for u in ev.uas:
-            ids.ua_fam.add(h32(u), hour)
+            ids.add(tag("ua_fam", h32(u)), hour)
         for r in ev.regions:
-            ids.regions.add(h32(r), hour)
+            ids.add(tag("regions", h32(r)), hour)
         for m in ev.models:
-            ids.models.add(h32(m), hour)
+            ids.add(tag("models", h32(m)), hour)
         self.ev = None
         if fresh is not None:  # callers known before and untouched by the insertions stay fresh
             self.fresh = still_fresh(ids, fresh)
@@ -279,12 +279,11 @@ def still_fresh(ids, fresh: tuple) -> tuple | None:
     """`fresh` (hour, identities) without the identities that an item evicted or re-dated since:
     the rest still meet `KeyState.fresh`'s terms (every item known, last seen that hour)."""
     hour = fresh[0]
+    vals, last = ids.vals, ids.last
     keep = []
     for items in fresh[1]:
-        for attr, v in items:
-            seen = getattr(ids, attr)
-            vals = seen.vals
-            if v not in vals or seen.last[vals.index(v)] != hour:
+        for t in items:
+            if t not in vals or last[vals.index(t)] != hour:
                 break
         else:
             keep.append(items)

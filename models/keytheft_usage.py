@@ -29,6 +29,7 @@ import math
 from typing import TYPE_CHECKING
 
 from keywatch.models.core import Context
+from keywatch.models.keyids import MASK  # items: tagged values, the address's first (tag 0)
 from keywatch.models.keytheft_identity import _IDENT, _ident_items, identity_novelty, pop_learn
 from keywatch.models.keytheft_state import PROBE_CODES
 from keywatch.models.keytheft_window import KIND, assess, close_window
@@ -102,7 +103,7 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
             best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model, hit)
             ev = st.ev
         if st.prob is not None:  # networks on probation: count their share of the key's traffic
-            st.prob.observe(ts, items[2][1] if items and items[0][0] == "ips" else -1, requests, base.ids.n16.vals)
+            st.prob.observe(ts, items[2] & MASK if items and items[0] >> 32 == 0 else -1, requests, base.ids.values("n16"))
             if not len(st.prob):
                 st.prob = None
         principal = e.principal

@@ -1,14 +1,17 @@
-"""What a tracked key holds in memory: callers cached only for their hour, 4-byte identity sets,
-one cost-spike route per key (not per key and model)."""
+"""What a tracked key holds in memory: callers cached only for their hour, its identity sets
+packed in two arrays (and a project's in 4-byte ones), one cost-spike route per key (not per
+key and model)."""
 
 from __future__ import annotations
 
 import pickle
+import random
 from array import array
 
 from keywatch.models.core import DetectionCore
 from keywatch.models.costspike import CostSpikeDetector
-from keywatch.models.features import IdentitySets
+from keywatch.models.features import IdentitySets, KeyBaseline
+from keywatch.models.keyids import ATTRS, KeyIds, tag
 from keywatch.models.keytheft import KeyTheftDetector
 from keywatch.models.netnovelty import SeenSet, net_parts
 
@@ -63,3 +66,39 @@ def test_cost_spike_routes_one_per_key_and_model_rows_get_their_spend():
     key_tier = CostSpikeDetector(levels=("key",))  # the streaming worker's partition cores
     DetectionCore([key_tier]).process([usage(i, T0 + i * 1_000, model=models[i % 3]) for i in range(9)])
     assert list(key_tier._routes[0]) == [("openai", "p", "k1")] and not key_tier._routes[1]
+
+
+def test_packed_key_ids_behave_as_eight_seen_sets():
+    """Random inserts and refreshes (few values per set, hours that tie) into `KeyIds` and into
+    the eight `SeenSet`s it replaces: after every step each set holds the same values, in the
+    same order, with the same hours, and the same one was evicted."""
+    rnd = random.Random(7)
+    sets, ids, hour = IdentitySets(), KeyIds(), 498_000
+    for step in range(4000):
+        attr = rnd.choice(ATTRS)
+        v = rnd.randrange(40) if step % 3 else rnd.getrandbits(32)
+        hour += rnd.random() < 0.1
+        seen = getattr(sets, attr)
+        full_and_new = len(seen) >= seen.cap and v not in seen
+        seen.add(v, hour)
+        assert ids.add(tag(attr, v), hour) == full_and_new
+        assert ids.values(attr) == list(seen.vals) and ids.hours(attr) == list(seen.last), (step, attr)
+    assert all(ids.has(a) for a in ATTRS)
+    back = pickle.loads(pickle.dumps(ids))  # IdentitySets' byte format: snapshots read either
+    assert ids.__getstate__() == sets.__getstate__() == KeyIds.from_sets(sets).__getstate__()
+    assert all(back.values(a) == ids.values(a) and back.hours(a) == ids.hours(a) for a in ATTRS)
+
+
+def test_key_baselines_pickled_with_eight_sets_load_packed():
+    """A snapshot or `key_baselines` row from before the packing holds an `IdentitySets`."""
+    st = settled_core(minutes=600).detector("key_theft").keys[("openai", "k1")]
+    sets = IdentitySets()
+    for a in ATTRS:
+        for v, h in zip(st.base.ids.values(a), st.base.ids.hours(a)):
+            getattr(sets, a).add(v, h)
+    state = st.base.__getstate__()
+    old = KeyBaseline.__new__(KeyBaseline)
+    old.__setstate__((state[0], state[1], sets, *state[3:]))
+    assert isinstance(old.ids, KeyIds) and old.summary() == st.base.summary()
+    assert all(old.ids.values(a) == st.base.ids.values(a) and old.ids.hours(a) == st.base.ids.hours(a) for a in ATTRS)
+    assert old.ids.__getstate__() == st.base.ids.__getstate__() and old.ids.tags == st.base.ids.tags

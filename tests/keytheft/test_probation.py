@@ -38,7 +38,7 @@ def test_acceptance_is_rate_limited_and_accepted_networks_are_on_probation():
     nets = ("52.1.0.9", "52.2.0.9", "52.3.0.9")
     _, st = core_with_accepted(nets, alert_min=0.6)  # three new networks at once: a higher threshold stays quiet
     n16 = [net_parts(ip)[2] for ip in nets]
-    known = [v for v in n16 if v in st.base.ids.n16]
+    known = [v for v in n16 if v in st.base.ids.values("n16")]
     assert len(known) == 2 and sorted(st.prob.n16) == sorted(known)  # two a day; the third stays new
 
 
@@ -62,4 +62,4 @@ def test_a_network_that_carries_real_traffic_for_a_week_earns_trust_and_survives
     for d in range(8):  # the new office line carries half of the key's traffic every day
         core.process([usage(f"w{d}-{i}", t + d * DAY + i * 2 * MIN, ip="52.1.0.9" if i % 2 else "34.1.2.3")
                       for i in range(720)])
-    assert st.prob is None and net_parts("52.1.0.9")[2] in st.base.ids.n16
+    assert st.prob is None and net_parts("52.1.0.9")[2] in st.base.ids.values("n16")

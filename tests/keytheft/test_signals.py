@@ -100,7 +100,7 @@ def test_baseline_protected_while_incident_open():
     core.process([usage(f"x{i}", t + i * 1000, ip="45.9.9.9", country="RU") for i in range(50)])
     st = det.keys[("openai", "k1")]
     from keywatch.models.netnovelty import net_parts
-    assert net_parts("45.9.9.9")[2] not in st.base.ids.n16
+    assert net_parts("45.9.9.9")[2] not in st.base.ids.values("n16")
 
 
 def test_state_pickles_and_is_small():

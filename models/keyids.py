@@ -1,0 +1,122 @@
+"""A key's identity history (`KeyBaseline.ids`), packed: every set in two arrays.
+
+`IdentitySets` (models/features.py) keeps eight `SeenSet`s, eight objects and sixteen arrays:
+≈ 2 KB per key, for the ≈ 8 values a key holds (the bench's keys: 7.5 on average). Here each
+value is one tagged entry (`tag << 32 | value`, `tag` = the set) of one array, its last-seen
+hour at the same place of another: ≈ 0.3 KB. The sets behave as before — each bounded (the
+same caps), its least recently seen value evicted, the first such in array order, as in a
+`SeenSet`, where a new value takes the evicted one's place. A membership test scans the key's
+entries of every set rather than one set's; it runs at a caller's first call of an hour (in
+the live bench, < 1 % of calls: `KeyState.fresh` answers the rest).
+
+>>> ids = KeyIds()
+>>> ids.add(tag("n16", 0x2201), 498_000), ids.add(tag("n16", 0x2201), 498_001)
+(False, False)
+>>> tag("n16", 0x2201) in ids, ids.has("n16"), ids.has("ips"), ids.values("n16"), ids.hours("n16")
+(True, True, False, [8705], [498001])
+>>> for v in range(7): _ = ids.add(tag("n16", v), 498_002)
+>>> ids.add(tag("n16", 99), 498_003), 0x2201 in ids.values("n16"), ids.count("n16")  # cap 8: the oldest goes
+(True, False, 8)
+"""
+
+from __future__ import annotations
+
+from array import array
+
+ATTRS = ("ips", "n24", "n16", "countries", "ua_fam", "ua_ver", "models", "regions")  # `IdentitySets.__slots__`
+CAPS = (16, 12, 8, 6, 6, 8, 10, 4)  # `IdentitySets(scale=1)`
+TAG = {a: i << 32 for i, a in enumerate(ATTRS)}
+BIT = {a: 1 << i for i, a in enumerate(ATTRS)}
+MASK = 0xFFFFFFFF
+
+
+def tag(attr: str, v: int) -> int:
+    """`v` (32 bits: `net_parts`, `h32`, `country_code`) tagged with its set."""
+    return TAG[attr] | v
+
+
+def attr_of(tv: int) -> str:
+    return ATTRS[tv >> 32]
+
+
+class KeyIds:
+    """The eight bounded identity sets of one key (see the module)."""
+
+    __slots__ = ("vals", "last", "tags")
+
+    def __init__(self) -> None:
+        self.vals = array("Q")  # tagged values
+        self.last = array("I")  # last-seen hours
+        self.tags = 0  # a bit per set holding a value (`BIT`): sets never empty again
+
+    def __contains__(self, tv: int) -> bool:
+        return tv in self.vals
+
+    def __len__(self) -> int:
+        return len(self.vals)
+
+    def has(self, attr: str) -> bool:
+        return bool(self.tags & BIT[attr])
+
+    def values(self, attr: str) -> list[int]:
+        t = ATTRS.index(attr)
+        return [x & MASK for x in self.vals if x >> 32 == t]
+
+    def hours(self, attr: str) -> list[int]:
+        t = ATTRS.index(attr)
+        return [h for x, h in zip(self.vals, self.last) if x >> 32 == t]
+
+    def count(self, attr: str) -> int:
+        return len(self.values(attr))
+
+    def add(self, tv: int, hour: int) -> bool:
+        """Insert or refresh `tv` (tagged); True if that evicted another value of its set."""
+        vals, last = self.vals, self.last
+        try:
+            last[vals.index(tv)] = hour
+            return False
+        except ValueError:
+            pass
+        t = tv >> 32
+        same = [i for i, x in enumerate(vals) if x >> 32 == t]
+        if len(same) >= CAPS[t]:
+            j = min(same, key=last.__getitem__)  # the first of the least recent, as `SeenSet.add`
+            vals[j] = tv
+            last[j] = hour
+            return True
+        vals.append(tv)
+        last.append(hour)
+        self.tags |= 1 << t
+        return False
+
+    # Pickled in `IdentitySets`' format (a 3-byte header per set, 32-bit values and hours): the
+    # snapshots and `key_baselines` rows of either read the same.
+    def __getstate__(self) -> bytes:
+        out = bytearray(b"I")
+        for t, attr in enumerate(ATTRS):
+            vals = [x & MASK for x in self.vals if x >> 32 == t]
+            out += len(vals).to_bytes(1, "little") + CAPS[t].to_bytes(2, "little")
+            out += array("I", vals).tobytes() + array("I", self.hours(attr)).tobytes()
+        return bytes(out)
+
+    def __setstate__(self, state: bytes) -> None:
+        self.__init__()
+        code = chr(state[0])
+        w, pos = array(code).itemsize, 1
+        for t in range(len(ATTRS)):
+            n = state[pos]
+            pos += 3
+            vals = array(code, state[pos:pos + n * w])
+            hours = array(code, state[pos + n * w:pos + 2 * n * w])
+            pos += 2 * n * w
+            self.vals.extend((t << 32) | (v & MASK) for v in vals)
+            self.last.extend(hours)
+            if n:
+                self.tags |= 1 << t
+
+    @classmethod
+    def from_sets(cls, sets) -> "KeyIds":
+        """From an `IdentitySets` (a key's, in snapshots from before the packing)."""
+        ids = cls()
+        ids.__setstate__(sets.__getstate__())
+        return ids
