@@ -27,7 +27,8 @@ On one embedded broker (issue 8):
 * latency — p50/p99 event-to-alert wall time under a paced load (keywatch/bench_latency.py);
 * state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py) in a child
   process: bytes of state per tracked key and peak RSS at `state_keys` keys, and replay
-  events/s of the default core.
+  events/s of the default core; resident memory per key (keywatch/bench_memory.py), in fresh
+  processes: `state_keys` new keys, and `busy_keys` keys busy every minute for `busy_minutes`.
 
 `--quick` scales every size down (the CI smoke test, tests/stream/test_bench_smoke.py).
 """
@@ -59,9 +60,11 @@ from keywatch.stream.status import StatusFile
 
 LIVE_RATE = 50_000.0  # event time of the live-traffic run: events/s (about half the baseline's rate)
 FULL = {"events": 200_000, "live_events": 600_000, "live_runs": 3, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
-        "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0, "replay_repeat": 3}
+        "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0, "replay_repeat": 3,
+        "busy_keys": 10_000, "busy_minutes": 150}
 QUICK = {"events": 3_000, "live_events": 3_000, "live_runs": 2, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
-         "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1, "replay_repeat": 1}
+         "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1, "replay_repeat": 1,
+         "busy_keys": 200, "busy_minutes": 130}
 
 
 def live_time(events: list[dict], rate: float) -> list[dict]:
@@ -139,24 +142,26 @@ def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, dat
             **cpu_figures(st["last_batch_cpu"] - st["first_batch_cpu"], secs, st["events_in"])}
 
 
-def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1) -> dict:
+def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1,
+                     busy_keys: int = 0, busy_minutes: int = 150) -> dict:
     """bench-core's state, peak RSS and replay figures, in a child process (its own peak RSS).
     Replay is timed `repeat` times and the fastest run reported (as `timeit` does: on a shared
     machine the slower runs measure the neighbours)."""
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
 
-    def child(call: str) -> dict:  # `keywatch.bench_core.<call>` in a child process, its JSON result
-        code = f"import json; from keywatch import bench_core; print(json.dumps(bench_core.{call}))"
+    def child(call: str) -> dict:  # `keywatch.<call>` in a child process, its JSON result
+        code = f"import json; from keywatch import bench_core, bench_memory; print(json.dumps({call}))"
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
         return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
-    r = child(f"run_core_bench(None, keys={replay_keys}, days={replay_days}, state_keys={state_keys}, "
+    r = child(f"bench_core.run_core_bench(None, keys={replay_keys}, days={replay_days}, state_keys={state_keys}, "
               f"repeat={repeat}, quiet=True)")
-    resident = child(f"resident_growth({state_keys})")  # a fresh process: its own growth
+    resident = child(f"bench_memory.resident_growth({state_keys})")  # a fresh process: its own growth
+    busy = child(f"bench_memory.resident_busy({busy_keys}, {busy_minutes})") if busy_keys else {}
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
             "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],
-            "resident_mb": resident["resident_mb"], "replay_events": rep["events"], "replay_seconds": rep["seconds"],
+            "resident_mb": resident["resident_mb"], "busy": busy, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
             "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
             "replay_reader_process": r["throughput"].get("reader_process", False),
             "replay_split": r["throughput"].get("split", False),
@@ -216,7 +221,8 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
                                         keys=cfg["latency_keys"])
     console.print(f"state at {cfg['state_keys']:,} keys and replay throughput …")
     result["core"] = run_core_figures(root / "core", state_keys=cfg["state_keys"], replay_keys=cfg["replay_keys"],
-                                      replay_days=cfg["replay_days"], repeat=cfg["replay_repeat"])
+                                      replay_days=cfg["replay_days"], repeat=cfg["replay_repeat"],
+                                      busy_keys=cfg["busy_keys"], busy_minutes=cfg["busy_minutes"])
     base = result["baseline"]["events_per_s"] or 1.0
     result["ratio"] = round(result["worker_batched"]["events_per_s"] / base, 3)
     result["ratio_single"] = round(result["worker_single"]["events_per_s"] / base, 3)
@@ -279,6 +285,10 @@ def print_table(r: dict, console: Console) -> None:
         t.add_row("resident memory per tracked key", f"{c['resident_bytes_per_key']:,.0f} B",
                   f"{c['resident_mb']:,.0f} MB for {c['state_keys']:,} keys in a fresh process (pickled above; "
                   "caches of distinct callers included)")
+    if c.get("busy", {}).get("resident_bytes_per_key"):
+        bz = c["busy"]
+        t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B",
+                  f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes, in a fresh process")
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
     snap = c.get("snapshot", {})
     if "forked_wait_s" in snap:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import pickle
 import resource
 import tempfile
@@ -98,40 +97,6 @@ def synthetic_state(settings, keys: int, calls: int = 4, t0: int = 1_793_577_600
     share_text(batch)
     core.process(batch)
     return core
-
-
-def _resident_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def resident_growth(keys: int, settings=None) -> dict:
-    """Resident memory per tracked key, as a worker holds it (objects, arrays and the caches that
-    grow with distinct callers, to their bounds), where the pickled size is what a snapshot
-    stores: the growth of this process's resident set while `synthetic_state` builds `keys`
-    keys, ÷ keys. Meant for a fresh process (`keywatch bench` runs it in one): memory another
-    run freed would be reused and not show.
-
-    >>> r = resident_growth(300)  # here not a fresh process: the figure itself is not checked
-    >>> r["keys"], sorted(r)
-    (300, ['keys', 'resident_bytes_per_key', 'resident_mb'])
-    """
-    settings = _settings(settings)
-    build_core(settings)  # imports and module-level tables: not per key
-    gc.collect()
-    before = _resident_bytes()
-    core = synthetic_state(settings, keys)
-    gc.collect()
-    after = _resident_bytes()
-    kt = core.detector("key_theft")
-    tracked = len(kt.keys) if kt is not None else keys
-    if before is None or after is None:
-        return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None}
-    return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
-            "resident_mb": round((after - before) / 2**20, 1)}
 
 
 def _snapshot_cost(core: DetectionCore) -> dict:

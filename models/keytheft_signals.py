@@ -34,7 +34,14 @@ VOLUME_ONLY = ("volume", "cost")
 FIRST_SIGHT = 0.42  # a clearly new network on a settled key: a medium alert at once
 
 
+_NONE: frozenset = frozenset()  # an evidence set until its first value (see `Evidence`)
+
+
 class Evidence:
+    """What is suspicious about a key now. Its sets of new values start as one shared empty
+    frozenset and become sets at their first value: most evidence is behaviour only (a busy new
+    key's volume, say) and never notes one, and six empty sets cost 1.3 KB a key."""
+
     __slots__ = ("start_ts", "last_ts", "last_calc", "last_report", "reported", "risk", "new16", "ips",
                  "countries", "uas", "regions", "models", "w", "novel_req", "novel_cost", "req", "cost",
                  "exp_cost", "errors", "sig", "chain_reason", "ident", "n_items")
@@ -44,12 +51,12 @@ class Evidence:
         self.last_calc = self.last_report = 0
         self.reported = 0.0
         self.risk = 0.0
-        self.new16: set[int] = set()
-        self.ips: set[int] = set()
-        self.countries: set[str] = set()
-        self.uas: set[str] = set()
-        self.regions: set[str] = set()
-        self.models: set[str] = set()
+        self.new16: set[int] | frozenset = _NONE
+        self.ips: set[int] | frozenset = _NONE
+        self.countries: set[str] | frozenset = _NONE
+        self.uas: set[str] | frozenset = _NONE
+        self.regions: set[str] | frozenset = _NONE
+        self.models: set[str] | frozenset = _NONE
         self.w: dict[str, float] = {}  # attribute → strongest novelty weight seen
         self.novel_req = 0
         self.novel_cost = 0.0
@@ -66,6 +73,10 @@ class Evidence:
         new = n16 not in self.new16
         if new:
             self.n_items += 1
+        if type(self.new16) is frozenset:  # the first network (a pickled `_NONE` is a frozenset too)
+            self.new16 = set()
+        if type(self.ips) is frozenset:
+            self.ips = set()
         if len(self.new16) < 64:
             self.new16.add(n16)
         if len(self.ips) < 256:
@@ -79,6 +90,9 @@ class Evidence:
         if new:
             self.n_items += 1
         if new and len(s) < 32:
+            if type(s) is frozenset:
+                s = set()
+                setattr(self, attr, s)
             s.add(value)
         key = {"countries": "country", "uas": "user_agent", "regions": "region", "models": "model"}[attr]
         self.w[key] = max(self.w.get(key, 0.0), weight)

@@ -5,6 +5,10 @@ by (key, model, region), and a slowly decaying baseline share of each such contr
 excess of contributor c over a spike window is `actual_c − share_c × expected_total`; the
 ranking is by excess $, with its share of the total excess in %.
 
+A minute takes spend in dicts; once the next one starts it is packed (`packed`): per group, its
+contributors (one shared tuple each) and their spend in an array, ≈ 16 bytes per contributor
+instead of ≈ 125. A key active every minute has 120 such minutes: 1.9 instead of 15 KB.
+
 >>> rc = RootCause()
 >>> for m in range(100):
 ...     rc.add(m, ("openai", "p"), ("k1", "gpt-4o", "us"), 1.0); rc.add(m, ("openai", "p"), ("k2", "gpt-4o", "eu"), 1.0)
@@ -17,9 +21,11 @@ ranking is by excess $, with its share of the total excess in %.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 
 KEEP_MINUTES = 120
+CONTRIBUTORS_MAX = 500_000  # the shared contributor tuples (`_cons`): past it the table starts again
 SHARE_DECAY = 0.998  # per minute: a baseline share remembers ~8 hours
 _DECAY: dict[int, float] = {}  # minutes since a share's last update → SHARE_DECAY ** minutes
 _DECAY1 = SHARE_DECAY ** 1
@@ -27,7 +33,9 @@ _DECAY1 = SHARE_DECAY ** 1
 
 class RootCause:
     def __init__(self) -> None:
-        self.minutes: dict[int, dict[tuple, dict[tuple, float]]] = {}
+        self.minutes: dict[int, dict[tuple, dict[tuple, float]]] = {}  # minutes taking spend
+        self.packed: dict[int, dict[tuple, tuple[tuple, array]]] = {}  # earlier minutes, packed
+        self._cons: dict[tuple, tuple] = {}  # contributor → its one shared tuple (a cache)
         self.shares: dict[tuple, dict[tuple, list[float]]] = {}  # group → contributor → [value, minute]
         self.newest: int | None = None  # the latest minute started (older than it − KEEP_MINUTES: dropped)
         # Spend per contributor of a spike window so far, (group, first, key) → (last, spend): a
@@ -39,11 +47,12 @@ class RootCause:
         self._ordered = True  # `minutes` keys ascend in insertion order (see `minute`)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_acc"}  # a cache
+        return {k: v for k, v in self.__dict__.items() if k not in ("_acc", "_cons")}  # caches
 
     def __setstate__(self, st: dict) -> None:
         self.__dict__.update(st)
-        self._acc = {}
+        self._acc, self._cons = {}, {}
+        self.__dict__.setdefault("packed", {})  # older pickles: every minute in dicts
         if "newest" not in st:  # older pickles
             self.newest = max(self.minutes, default=None)
         if "_ordered" not in st:  # older pickles (a dict pickles in insertion order)
@@ -56,10 +65,23 @@ class RootCause:
         minutes = self.minutes
         per = minutes.get(minute)
         if per is None:
+            back = self.packed.pop(minute, None)
+            if back is not None:  # spend for a packed minute (not the detector's way): dicts again
+                self._ordered = False
+                per = minutes[minute] = {g: dict(zip(*v)) for g, v in back.items()}
+                return per
             per = minutes[minute] = {}
             cut = minute - KEEP_MINUTES
+            packed = self.packed
             if self.newest is None or minute > self.newest:
+                if self.newest in minutes:  # complete: later minutes take all new spend
+                    self._pack(self.newest)
                 self.newest = minute
+                while packed:  # packed in ascending order: the ones to drop are a prefix
+                    old = next(iter(packed))
+                    if old >= cut:
+                        break
+                    del packed[old]
                 if self._ordered:
                     # Keys ascend in insertion order (the detector's minutes only ever advance):
                     # the ones to drop are a prefix, no need to look at all ~120 of them.
@@ -72,7 +94,26 @@ class RootCause:
                 self._ordered = False
             for old in [m for m in minutes if m < cut]:
                 del minutes[old]
+            for old in [m for m in packed if m < cut]:
+                del packed[old]
         return per
+
+    def _pack(self, minute: int) -> None:
+        cons = self._cons
+        if len(cons) > CONTRIBUTORS_MAX:
+            cons = self._cons = {}
+        self.packed[minute] = {g: (tuple([cons.setdefault(c, c) for c in spend]), array("d", spend.values()))
+                               for g, spend in self.minutes.pop(minute).items()}
+
+    def _spend(self, minute: int, group: tuple):
+        """(contributor, $) pairs of `group` in `minute`, in the order they first had spend."""
+        per = self.minutes.get(minute)
+        if per is not None:
+            g = per.get(group)
+            return g.items() if g else ()
+        p = self.packed.get(minute)
+        g = p.get(group) if p is not None else None
+        return zip(*g) if g is not None else ()
 
     def add(self, minute: int, group: tuple, contributor: tuple, usd: float) -> None:
         per = self.minutes.get(minute)
@@ -92,16 +133,22 @@ class RootCause:
         the minute's spend looked up once, the decay factor of each gap computed once."""
         per = self.minutes.get(minute)
         if not per:
-            return
+            if minute not in self.packed:
+                return
+            per = None  # packed (not the detector's way: it folds a minute at its end)
         keep, shares, last = 1 - SHARE_DECAY, self.shares, minute - 1
         for group in groups:
-            spend = per.get(group)
-            if not spend:
-                continue
+            if per is not None:
+                spend = per.get(group)
+                if not spend:
+                    continue
+                pairs = spend.items()
+            else:
+                pairs = self._spend(minute, group)
             sh = shares.get(group)
             if sh is None:
                 sh = shares[group] = {}
-            for c, usd in spend.items():
+            for c, usd in pairs:
                 cur = sh.get(c)
                 if cur is None:
                     sh[c] = [usd * keep, minute]
@@ -132,7 +179,7 @@ class RootCause:
         if done is None or done > last or (self.newest is not None and first < self.newest - KEEP_MINUTES):
             done, actual = first - 1, defaultdict(float)
         for m in range(done + 1, last + 1):
-            for c, usd in self.minutes.get(m, {}).get(group, {}).items():
+            for c, usd in self._spend(m, group):
                 if key is None or c[0] == key:
                     actual[c] += usd
         if len(self._acc) > 64:  # windows not explained in the last minute are over

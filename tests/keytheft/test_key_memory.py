@@ -1,6 +1,6 @@
 """What a tracked key holds in memory: callers cached only for their hour, its identity sets
-packed in two arrays (and a project's in 4-byte ones), one cost-spike route per key (not per
-key and model)."""
+packed in two arrays (and a project's in 4-byte ones), evidence sets only once they hold a
+value, one cost-spike route per key (not per key and model)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from keywatch.models.core import DetectionCore
 from keywatch.models.costspike import CostSpikeDetector
 from keywatch.models.features import IdentitySets, KeyBaseline
 from keywatch.models.keyids import ATTRS, KeyIds, tag
-from keywatch.models.keytheft import KeyTheftDetector
+from keywatch.models.keytheft_signals import _NONE, Evidence
 from keywatch.models.netnovelty import SeenSet, net_parts
 
 from .test_signals import MIN, T0, settled_core, theft_alerts, usage
@@ -102,3 +102,15 @@ def test_key_baselines_pickled_with_eight_sets_load_packed():
     assert isinstance(old.ids, KeyIds) and old.summary() == st.base.summary()
     assert all(old.ids.values(a) == st.base.ids.values(a) and old.ids.hours(a) == st.base.ids.hours(a) for a in ATTRS)
     assert old.ids.__getstate__() == st.base.ids.__getstate__() and old.ids.tags == st.base.ids.tags
+
+
+def test_evidence_sets_stay_shared_until_a_value_is_noted():
+    """Behaviour-only evidence (most of it: a busy new key's volume) holds no set of its own;
+    the first new value makes one, also after a pickle round trip."""
+    ev = Evidence(T0)
+    names = ("new16", "ips", "countries", "uas", "regions", "models")
+    assert all(getattr(ev, n) is _NONE for n in names)
+    ev = pickle.loads(pickle.dumps(ev))  # the shared empty set comes back as another frozenset
+    assert ev.note("countries", "KP", 0.9) and ev.note_net(0x2D09, 0x2D090909, 0.8) and not ev.note("countries", "KP", 0.9)
+    assert ev.countries == {"KP"} and ev.new16 == {0x2D09} and ev.ips == {0x2D090909} and ev.n_items == 2
+    assert type(ev.countries) is set and ev.models == frozenset() and Evidence(T0).models is _NONE

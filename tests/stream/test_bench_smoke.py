@@ -60,6 +60,8 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     assert core["state_keys"] > 0 and core["bytes_per_key"] > 0 and core["peak_rss_mb"] > 0
     # live objects take more room than their pickles (Python object headers, arrays' spare rows)
     assert core["resident_bytes_per_key"] > core["bytes_per_key"] and core["resident_mb"] > 0
+    busy = core["busy"]  # keys busy for over two hours: the root-cause window full
+    assert busy["keys"] == 200 and busy["minutes"] == 130 and busy["resident_bytes_per_key"] > 0, busy
     assert core["replay_events_per_s"] > 0
     if hasattr(os, "fork"):  # a forked snapshot's wait is the fork, well under pickling in process
         snap = core["snapshot"]

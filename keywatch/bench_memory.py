@@ -1,0 +1,91 @@
+"""Resident memory per tracked key, as a worker holds it (objects, arrays and the caches that grow
+with distinct callers, to their bounds), where the pickled size (keywatch/bench_core.py) is what
+a snapshot stores. Each figure is the growth of this process's resident set while a core builds
+its state, ÷ keys; meant for a fresh process (`keywatch bench` runs each in one): memory another
+run freed would be reused and not show.
+
+* new keys (`resident_growth`): `synthetic_state`, keys with a few calls each, every call from a
+  network new to the key — what a burst of new keys leaves.
+* busy keys (`resident_busy`): `busy_state`, keys calling every minute for 2.5 hours from their
+  two usual hosts with two models — the steady state of active keys, with the root-cause
+  detector's two hours of spend per minute (models/rootcause.py) and an hour boundary passed.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+from keywatch.bench_core import _settings, synthetic_state
+from keywatch.models.core import DetectionCore
+from keywatch.models.events import UsageEvent, share_text
+from keywatch.models.registry import build_core
+
+T0 = 1_793_577_600_000
+
+
+def _resident_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_state(settings, keys: int, minutes: int = 150, t0: int = T0) -> DetectionCore:
+    """`keys` keys in 50 projects, one call a minute each for `minutes` minutes, each key from
+    its two hosts (one /24) with its SDK, alternating two models."""
+    core = build_core(settings)
+    models = ("gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet-20240620", "gpt-4.1-mini")
+    uas = ("openai-python/1.47.7", "openai-node/4.57.3", "anthropic-python/0.34.2")
+    batch: list[UsageEvent] = []
+    for minute in range(minutes):
+        for k in range(keys):
+            batch.append(UsageEvent(
+                event_id=f"u{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
+                key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=models[(k + minute % 2) % 4],
+                source="gateway", source_ip=f"10.{k % 200}.{k // 200 % 250}.{1 + minute % 2}",
+                country="US", user_agent=uas[k % 3], input_tokens=500, output_tokens=100))
+            if len(batch) >= 5000:
+                share_text(batch)  # as the decoder does
+                core.process(batch)
+                batch = []
+    share_text(batch)
+    core.process(batch)
+    return core
+
+
+def _growth(build, keys: int, settings) -> dict:
+    settings = _settings(settings)
+    build_core(settings)  # imports and module-level tables: not per key
+    gc.collect()
+    before = _resident_bytes()
+    core = build(settings, keys)
+    gc.collect()
+    after = _resident_bytes()
+    kt = core.detector("key_theft")
+    tracked = len(kt.keys) if kt is not None else keys
+    if before is None or after is None:
+        return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None}
+    return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
+            "resident_mb": round((after - before) / 2**20, 1)}
+
+
+def resident_growth(keys: int, settings=None) -> dict:
+    """New keys: the resident growth while `synthetic_state` builds `keys` keys, ÷ keys.
+
+    >>> r = resident_growth(300)  # here not a fresh process: the figure itself is not checked
+    >>> r["keys"], sorted(r)
+    (300, ['keys', 'resident_bytes_per_key', 'resident_mb'])
+    """
+    return _growth(synthetic_state, keys, settings)
+
+
+def resident_busy(keys: int, minutes: int = 150, settings=None) -> dict:
+    """Busy keys: the resident growth while `busy_state` builds `keys` keys, ÷ keys.
+
+    >>> r = resident_busy(50, minutes=3)  # not a fresh process: the figure itself is not checked
+    >>> r["keys"], r["minutes"]
+    (50, 3)
+    """
+    return {**_growth(lambda s, n: busy_state(s, n, minutes), keys, settings), "minutes": minutes}

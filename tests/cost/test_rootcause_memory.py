@@ -1,0 +1,66 @@
+"""Root-cause spend per minute is packed once the minute is over: the explanations and learned
+shares are the same as from dicts, at a fraction of the memory."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import random
+import tracemalloc
+
+import pytest
+
+from keywatch.models.rootcause import KEEP_MINUTES, RootCause
+
+
+def _feed(rc: RootCause, minutes: int, contributors: int, seed: int = 3) -> None:
+    """Every contributor of two groups spends every minute (the detector's way: the current
+    minute only, each minute folded into the shares at its end)."""
+    rnd = random.Random(seed)
+    groups = [("openai", "p1"), ("openai", "p2")]
+    for m in range(minutes):
+        per = rc.minute(m)
+        for i in range(contributors):
+            g = per.setdefault(groups[i % 2], {})
+            c = (f"key{i:05d}", ("gpt-4o", "o1")[i % 3 == 0], "us-east-1")
+            g[c] = g.get(c, 0.0) + rnd.random() * (20.0 if m > minutes - 5 and i < 3 else 1.0)
+        rc.learn_many(m, groups)
+
+
+def _unpacked() -> RootCause:
+    rc = RootCause()
+    rc._pack = lambda minute: None  # the minute stays in `minutes`, as before the packing
+    return rc
+
+
+def test_explanations_and_shares_equal_those_from_dicts():
+    packed, plain = RootCause(), _unpacked()
+    for rc in (packed, plain):
+        _feed(rc, 200, 60)
+    assert len(packed.minutes) == 1 and len(packed.packed) == KEEP_MINUTES
+    assert len(plain.minutes) == KEEP_MINUTES + 1 and not plain.packed
+    assert packed.shares == plain.shares
+    for first, key in ((195, None), (195, "key00000"), (150, None), (60, "key00001")):  # 60: dropped minutes
+        for group in (("openai", "p1"), ("openai", "p2")):
+            assert packed.explain(group, first, 199, 40.0, key=key) == plain.explain(group, first, 199, 40.0, key=key)
+    back = pickle.loads(pickle.dumps(packed))
+    assert back.explain(("openai", "p1"), 195, 199, 40.0) == plain.explain(("openai", "p1"), 195, 199, 40.0)
+    # Spend for a minute already packed (not the detector's way) unpacks it first.
+    packed.add(198, ("openai", "p1"), ("key00000", "o1", "us-east-1"), 5.0)
+    plain.add(198, ("openai", "p1"), ("key00000", "o1", "us-east-1"), 5.0)
+    assert 198 in packed.minutes and packed.explain(("openai", "p1"), 190, 199, 40.0) == plain.explain(("openai", "p1"), 190, 199, 40.0)
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_a_contributor_minute_costs_16_bytes_once_packed(pack):
+    rc = RootCause() if pack else _unpacked()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        _feed(rc, KEEP_MINUTES + 1, 2000)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    per_entry = used / ((KEEP_MINUTES + 1) * 2000)
+    assert (per_entry < 30) if pack else (per_entry > 100), per_entry
