@@ -77,26 +77,32 @@ def _per_key(core: DetectionCore, keys: int) -> dict:
     return out
 
 
-def synthetic_state(settings, keys: int, calls: int = 4, t0: int = 1_793_577_600_000) -> DetectionCore:
-    """`keys` keys in 50 projects, `calls` calls each over ~`calls` minutes, a few identities per key."""
-    core = build_core(settings)
-    models = ("gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet-20240620", "gpt-4.1-mini")
-    uas = ("openai-python/1.47.7", "openai-node/4.57.3", "anthropic-python/0.34.2")
+MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet-20240620", "gpt-4.1-mini")
+UAS = ("openai-python/1.47.7", "openai-node/4.57.3", "anthropic-python/0.34.2")
+
+
+def feed(core: DetectionCore, events, size: int = 5000) -> DetectionCore:
+    """`events` through `core` in batches of `size`, their text shared as the decoder does."""
     batch: list[UsageEvent] = []
-    for minute in range(calls):
-        for k in range(keys):
-            batch.append(UsageEvent(
-                event_id=f"b{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
-                key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=models[(k + minute) % 4],
-                source="gateway", source_ip=f"34.{k % 200}.{(k // 200 + minute) % 250}.{minute % 3 + 1}",
-                country="US", user_agent=uas[(k + minute // 2) % 3], input_tokens=500, output_tokens=100))
-            if len(batch) >= 5000:
-                share_text(batch)  # as the decoder does
-                core.process(batch)
-                batch = []
+    for e in events:
+        batch.append(e)
+        if len(batch) >= size:
+            share_text(batch)
+            core.process(batch)
+            batch = []
     share_text(batch)
     core.process(batch)
     return core
+
+
+def synthetic_state(settings, keys: int, calls: int = 4, t0: int = 1_793_577_600_000) -> DetectionCore:
+    """`keys` keys in 50 projects, `calls` calls each over ~`calls` minutes, a few identities per key."""
+    return feed(build_core(settings), (UsageEvent(
+        event_id=f"b{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
+        key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=MODELS[(k + minute) % 4],
+        source="gateway", source_ip=f"34.{k % 200}.{(k // 200 + minute) % 250}.{minute % 3 + 1}",
+        country="US", user_agent=UAS[(k + minute // 2) % 3], input_tokens=500, output_tokens=100)
+        for minute in range(calls) for k in range(keys)))
 
 
 def _snapshot_cost(core: DetectionCore) -> dict:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import gc
 import os
 
-from keywatch.bench_core import _settings, synthetic_state
+from keywatch.bench_core import MODELS, UAS, _settings, feed, synthetic_state
 from keywatch.models.core import DetectionCore
-from keywatch.models.events import UsageEvent, share_text
+from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
 
 T0 = 1_793_577_600_000
@@ -35,24 +35,12 @@ def _resident_bytes() -> int | None:
 def busy_state(settings, keys: int, minutes: int = 150, t0: int = T0) -> DetectionCore:
     """`keys` keys in 50 projects, one call a minute each for `minutes` minutes, each key from
     its two hosts (one /24) with its SDK, alternating two models."""
-    core = build_core(settings)
-    models = ("gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet-20240620", "gpt-4.1-mini")
-    uas = ("openai-python/1.47.7", "openai-node/4.57.3", "anthropic-python/0.34.2")
-    batch: list[UsageEvent] = []
-    for minute in range(minutes):
-        for k in range(keys):
-            batch.append(UsageEvent(
-                event_id=f"u{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
-                key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=models[(k + minute % 2) % 4],
-                source="gateway", source_ip=f"10.{k % 200}.{k // 200 % 250}.{1 + minute % 2}",
-                country="US", user_agent=uas[k % 3], input_tokens=500, output_tokens=100))
-            if len(batch) >= 5000:
-                share_text(batch)  # as the decoder does
-                core.process(batch)
-                batch = []
-    share_text(batch)
-    core.process(batch)
-    return core
+    return feed(build_core(settings), (UsageEvent(
+        event_id=f"u{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
+        key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=MODELS[(k + minute % 2) % 4],
+        source="gateway", source_ip=f"10.{k % 200}.{k // 200 % 250}.{1 + minute % 2}",
+        country="US", user_agent=UAS[k % 3], input_tokens=500, output_tokens=100)
+        for minute in range(minutes) for k in range(keys)))
 
 
 def _growth(build, keys: int, settings) -> dict:
