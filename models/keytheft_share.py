@@ -42,7 +42,9 @@ from keywatch.models.keyids import MASK, attr_of
 # The identity sets a population learns (`pop_learn`: not single addresses, not client versions).
 SHARED_SETS = ("n24", "n16", "countries", "ua_fam", "models", "regions")
 Attr = Literal["n24", "n16", "countries", "ua_fam", "models", "regions"]
-U63 = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # set values are 32-bit hashes and networks (IPv6 folded: 33 bits)
+# Set values are 32-bit hashes, networks (IPv6 folded to 32 bits) and hours, kept in 4-byte
+# arrays (models/netnovelty.py `SeenSet`): a larger one is a bad delta, not a failed merge.
+U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 
 
 class PopulationDelta(msgspec.Struct, frozen=True):
@@ -52,7 +54,7 @@ class PopulationDelta(msgspec.Struct, frozen=True):
     learned: Annotated[int, Meta(ge=0)]
     first_ts: Annotated[int, Meta(ge=0)]
     key_rpm: Annotated[float, Meta(ge=0, le=1e9)]
-    items: list[tuple[Attr, U63, U63]]  # (set, value, last-seen hour)
+    items: list[tuple[Attr, U32, U32]]  # (set, value, last-seen hour)
     origin: str = ""  # the sending worker (`PopulationShare.origin`): its own deltas are skipped
     group: str = ""  # its consumer group: another group's deltas (another deployment) are skipped
 

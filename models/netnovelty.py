@@ -120,7 +120,8 @@ class SeenSet:
     """A bounded set of 32-bit values with last-seen hours; the least recently seen is evicted.
 
     Two `array`s of 4-byte entries ("I": "L" is 8 bytes here) instead of a Python set of
-    strings: a key's whole identity history fits in a few hundred bytes.
+    strings. A project's identity sets (`IdentitySets`, models/features.py) are eight of these;
+    a key's are packed further (models/keyids.py).
     """
 
     __slots__ = ("cap", "vals", "last")

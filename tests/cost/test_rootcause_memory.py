@@ -45,7 +45,10 @@ def test_explanations_and_shares_equal_those_from_dicts():
             assert packed.explain(group, first, 199, 40.0, key=key) == plain.explain(group, first, 199, 40.0, key=key)
     back = pickle.loads(pickle.dumps(packed))
     assert back.explain(("openai", "p1"), 195, 199, 40.0) == plain.explain(("openai", "p1"), 195, 199, 40.0)
-    # Spend for a minute already packed (not the detector's way) unpacks it first.
+    # A packed minute folded again, and one spent into (neither is the detector's way), read the same.
+    for rc in (packed, plain):
+        rc.learn_many(190, [("openai", "p1"), ("openai", "nobody")])
+    assert packed.shares == plain.shares and ("openai", "nobody") not in packed.shares
     packed.add(198, ("openai", "p1"), ("key00000", "o1", "us-east-1"), 5.0)
     plain.add(198, ("openai", "p1"), ("key00000", "o1", "us-east-1"), 5.0)
     assert 198 in packed.minutes and packed.explain(("openai", "p1"), 190, 199, 40.0) == plain.explain(("openai", "p1"), 190, 199, 40.0)

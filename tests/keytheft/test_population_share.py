@@ -94,6 +94,8 @@ def test_an_older_remote_item_does_not_evict_a_newer_one_and_a_newer_hour_refres
     b'{"pop":"","learned":1,"first_ts":0,"key_rpm":0,"items":[]}',
     b'{"pop":"p","learned":1,"first_ts":0,"key_rpm":0,"items":[["ips",1,2]]}',
     b'{"pop":"p","learned":1,"first_ts":0,"key_rpm":0,"items":[["n16",-1,2]]}',
+    b'{"pop":"p","learned":1,"first_ts":0,"key_rpm":0,"items":[["n16",4294967296,2]]}',  # 33 bits: no set holds it
+    b'{"pop":"p","learned":1,"first_ts":0,"key_rpm":0,"items":[["n16",1,4294967296]]}',
     b'{"pop":"p","learned":1,"first_ts":0,"key_rpm":NaN,"items":[]}',
     b'not json',
 ])
