@@ -76,7 +76,11 @@ class KeyIds:
             last[vals.index(tv)] = hour
             return False
         except ValueError:
-            pass
+            return self.insert(tv, hour)
+
+    def insert(self, tv: int, hour: int) -> bool:
+        """Insert `tv`, known not to be held (`add` less its lookup); True if that evicted."""
+        vals, last = self.vals, self.last
         t = tv >> 32
         same = [i for i, x in enumerate(vals) if x >> 32 == t]
         if len(same) >= CAPS[t]:

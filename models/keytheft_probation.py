@@ -16,13 +16,15 @@ accepted (the key moved) is still on probation, but its surges are the key's own
 Memory is bounded: at most `MAX_ENTRIES` networks, 22 bytes each in a snapshot; keys without
 accepted networks carry none of this (`KeyState.prob is None`).
 
->>> p = Probation()
+>>> from keywatch.models.keyids import KeyIds, tag
+>>> p, known = Probation(), KeyIds()                # `known`: the key's identity sets
 >>> t = 1_793_577_600_000
 >>> sorted(p.admit([7, 8, 9], t, 1, 10))           # rate limit: two networks a day
 [7, 8]
->>> p.observe(t + 1, 7, 5, [7, 8]), p.observe(t + 2, 3, 5, [7, 8]), round(p.share(t + 2, 10.0), 2)
+>>> for v in (7, 8): _ = known.add(tag("n16", v), t // 3_600_000)  # accepted: now in the key's /16s
+>>> p.observe(t + 1, 7, 5, known), p.observe(t + 2, 3, 5, known), round(p.share(t + 2, 10.0), 2)
 (True, False, 0.5)
->>> for d in range(1, 9): _ = p.observe(t + d * DAY_MS, 7, 30, [7, 8])    # 30 requests a day, all of them
+>>> for d in range(1, 9): _ = p.observe(t + d * DAY_MS, 7, 30, known)     # 30 requests a day, all of them
 >>> list(p.n16)                                    # 7 earned trust after 7 days; 8 carried nothing
 [8]
 """
@@ -108,11 +110,12 @@ class Probation:
             out.add(v)
         return out
 
-    def observe(self, ts: int, n16: int, requests: int, known16) -> bool:
-        """Count one call of the key (`n16` = -1 without network data); True if from a network on probation."""
+    def observe(self, ts: int, n16: int, requests: int, key_ids) -> bool:
+        """Count one call of the key (`n16` = -1 without network data); True if from a network on
+        probation. `key_ids`: the key's identity sets (models/keyids.py), read once a day."""
         if ts // DAY_MS != self.day:
             if ts // DAY_MS > self.day:
-                self._roll(ts, known16)
+                self._roll(ts, key_ids.values("n16"))
             else:  # late event from an earlier day: count it, not the day's share
                 return n16 in self.n16
         if ts // HOUR_MS > self.hour:  # the share so far, without this hour's (a surge's) traffic
@@ -147,7 +150,7 @@ class Probation:
         """Days since the most recent network on probation was accepted."""
         return (ts // HOUR_MS - max(self.acc, default=ts // HOUR_MS)) / 24.0
 
-    def _roll(self, ts: int, known16) -> None:
+    def _roll(self, ts: int, known16: list[int]) -> None:
         # Close the counted day, then release networks that earned trust (or left the baseline).
         tot = self.day_tot
         for i in range(len(self.n16)):

@@ -228,7 +228,7 @@ class KeyState:
             try:
                 seen[vals.index(t)] = hour
             except ValueError:
-                if ids.add(t, hour):  # a full set evicted: maybe what another identity relied on
+                if ids.insert(t, hour):  # a full set evicted: maybe what another identity relied on
                     fresh = None
         # Now every item is known with last-seen `hour`. Until the next eviction from the sets
         # (an insertion into a full one) or another hour, learning this identity again changes nothing but

@@ -103,7 +103,7 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
             best, items = identity_novelty(st, pop, ev, ts, e.source_ip, e.country, e.user_agent, e.region, e.model, hit)
             ev = st.ev
         if st.prob is not None:  # networks on probation: count their share of the key's traffic
-            st.prob.observe(ts, items[2] & MASK if items and items[0] >> 32 == 0 else -1, requests, base.ids.values("n16"))
+            st.prob.observe(ts, items[2] & MASK if items and items[0] >> 32 == 0 else -1, requests, base.ids)
             if not len(st.prob):
                 st.prob = None
         principal = e.principal
