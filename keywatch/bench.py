@@ -25,10 +25,9 @@ On one embedded broker (issue 8):
   broker's CPU per event over each run (`broker_cpu_us_per_event`: from the worker's start to
   its stop, so start-up and idle polls included — an upper bound), which shares those cores;
 * latency — p50/p99 event-to-alert wall time under a paced load (keywatch/bench_latency.py);
-* state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py) in a child
-  process: bytes of state per tracked key and peak RSS at `state_keys` keys, and replay
-  events/s of the default core; resident memory per key (keywatch/bench_memory.py), in fresh
-  processes: `state_keys` new keys, and `busy_keys` keys busy every minute for `busy_minutes`.
+* state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py): state bytes per key
+  and peak RSS at `state_keys` keys, replay events/s of the default core; resident memory per key
+  (keywatch/bench_memory.py) of `state_keys` new keys and of `busy_keys` busy for `busy_minutes`.
 
 `--quick` scales every size down (the CI smoke test, tests/stream/test_bench_smoke.py).
 """
@@ -144,9 +143,9 @@ def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, dat
 
 def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1,
                      busy_keys: int = 0, busy_minutes: int = 150) -> dict:
-    """bench-core's state, peak RSS and replay figures, in a child process (its own peak RSS).
-    Replay is timed `repeat` times and the fastest run reported (as `timeit` does: on a shared
-    machine the slower runs measure the neighbours)."""
+    """bench-core's state, peak RSS and replay figures, and resident memory, in child processes.
+    Replay is timed `repeat` times and the fastest reported (as `timeit` does: on a shared machine
+    the slower runs measure the neighbours)."""
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
 
     def child(call: str) -> dict:  # `keywatch.<call>` in a child process, its JSON result
@@ -156,7 +155,7 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
 
     r = child(f"bench_core.run_core_bench(None, keys={replay_keys}, days={replay_days}, state_keys={state_keys}, "
               f"repeat={repeat}, quiet=True)")
-    resident = child(f"bench_memory.resident_growth({state_keys})")  # a fresh process: its own growth
+    resident = child(f"bench_memory.resident_growth({state_keys})")  # fresh processes: their own growth
     busy = child(f"bench_memory.resident_busy({busy_keys}, {busy_minutes})") if busy_keys else {}
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
@@ -285,10 +284,8 @@ def print_table(r: dict, console: Console) -> None:
         t.add_row("resident memory per tracked key", f"{c['resident_bytes_per_key']:,.0f} B",
                   f"{c['resident_mb']:,.0f} MB for {c['state_keys']:,} keys in a fresh process (pickled above; "
                   "caches of distinct callers included)")
-    if c.get("busy", {}).get("resident_bytes_per_key"):
-        bz = c["busy"]
-        t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B",
-                  f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes, in a fresh process")
+    if (bz := c.get("busy", {})).get("resident_bytes_per_key"):
+        t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B", f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes")
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
     snap = c.get("snapshot", {})
     if "forked_wait_s" in snap:
