@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from array import array
 
-from keywatch.models.keyids import KeyIds
+from keywatch.models.keyids import ATTRS, KeyIds, pack_sets, unpack_sets
 from keywatch.models.netnovelty import SeenSet
 
 HOUR_MS = 3_600_000
@@ -36,40 +36,24 @@ def slot_of(ts_ms: int) -> int:
 class IdentitySets:
     """Where a key (or project) is used from and with what.
 
-    Pickles as one bytes object (32-bit values and hours, a 3-byte header per set) instead of
-    eight `SeenSet`s of 64-bit arrays: a snapshot at 100k keys is mostly this state.
+    A project's, and a key's in snapshots from before `KeyIds` (models/keyids.py, which a key's
+    sets are now). Pickles as `pack_sets` packs them, as `KeyIds` does.
     """
 
-    __slots__ = ("ips", "n24", "n16", "countries", "ua_fam", "ua_ver", "models", "regions")
+    __slots__ = ATTRS
 
     def __getstate__(self):
-        parts, wide = [], False
-        for name in self.__slots__:
-            s = getattr(self, name)
-            parts.append((s.cap, s.vals, s.last))
-            wide = wide or (len(s.vals) and (max(s.vals) > 0xFFFFFFFF or max(s.last) > 0xFFFFFFFF))
-        code = "Q" if wide else "I"
-        out = bytearray(code.encode())
-        for cap, vals, last in parts:
-            out += len(vals).to_bytes(1, "little") + cap.to_bytes(2, "little")
-            out += array(code, vals).tobytes() + array(code, last).tobytes()
-        return bytes(out)
+        return pack_sets([(s.cap, s.vals, s.last) for s in (getattr(self, name) for name in self.__slots__)])
 
     def __setstate__(self, state) -> None:
         if not isinstance(state, bytes):  # older pickles: (None, {slot: SeenSet})
             for name, v in state[1].items():
                 setattr(self, name, v)
             return
-        code = chr(state[0])
-        w = array(code).itemsize
-        pos = 1
-        for name in self.__slots__:
-            n, cap = state[pos], int.from_bytes(state[pos + 1:pos + 3], "little")
-            pos += 3
-            s = SeenSet(cap, "I" if code == "I" else "L")
-            s.vals.extend(array(code, state[pos:pos + n * w]).tolist())
-            s.last.extend(array(code, state[pos + n * w:pos + 2 * n * w]).tolist())
-            pos += 2 * n * w
+        for name, (cap, vals, hours) in zip(self.__slots__, unpack_sets(state)):
+            s = SeenSet(cap, vals.typecode if vals.typecode == "I" else "L")
+            s.vals.extend(vals.tolist())  # "Q" (wide) into "L": same values, another type code
+            s.last.extend(hours.tolist())
             setattr(self, name, s)
 
     def __init__(self, scale: int = 1) -> None:

@@ -22,6 +22,7 @@ the live bench, < 1 % of calls: `KeyState.fresh` answers the rest).
 from __future__ import annotations
 
 from array import array
+from typing import Sequence
 
 ATTRS = ("ips", "n24", "n16", "countries", "ua_fam", "ua_ver", "models", "regions")  # `IdentitySets.__slots__`
 CAPS = (16, 12, 8, 6, 6, 8, 10, 4)  # `IdentitySets(scale=1)`
@@ -37,6 +38,35 @@ def tag(attr: str, v: int) -> int:
 
 def attr_of(tv: int) -> str:
     return ATTRS[tv >> 32]
+
+
+def pack_sets(parts: list[tuple[int, Sequence[int], Sequence[int]]]) -> bytes:
+    """Eight sets, (cap, values, hours) each in `ATTRS` order, as one bytes object: a type code
+    ("I": 32-bit; "Q" if a value or hour needs more), then per set its size (1 byte), its cap
+    (2 bytes), its values and its hours. A snapshot at 100k keys is mostly this.
+
+    >>> unpack_sets(pack_sets([(16, [7], [498_000])] + [(4, [], [])] * 7))[0]
+    (16, array('I', [7]), array('I', [498000]))
+    """
+    wide = any(len(v) and (max(v) > MASK or max(h) > MASK) for _, v, h in parts)
+    code = "Q" if wide else "I"
+    out = bytearray(code.encode())
+    for cap, vals, hours in parts:
+        out += len(vals).to_bytes(1, "little") + cap.to_bytes(2, "little")
+        out += array(code, vals).tobytes() + array(code, hours).tobytes()
+    return bytes(out)
+
+
+def unpack_sets(state: bytes) -> list[tuple[int, array, array]]:
+    """`pack_sets`' (cap, values, hours) per set."""
+    code = chr(state[0])
+    w, pos, out = array(code).itemsize, 1, []
+    for _ in ATTRS:
+        n, cap = state[pos], int.from_bytes(state[pos + 1:pos + 3], "little")
+        pos += 3
+        out.append((cap, array(code, state[pos:pos + n * w]), array(code, state[pos + n * w:pos + 2 * n * w])))
+        pos += 2 * n * w
+    return out
 
 
 class KeyIds:
@@ -93,29 +123,17 @@ class KeyIds:
         self.tags |= 1 << t
         return False
 
-    # Pickled in `IdentitySets`' format (a 3-byte header per set, 32-bit values and hours): the
-    # snapshots and `key_baselines` rows of either read the same.
+    # Pickled in `IdentitySets`' format (`pack_sets`): snapshots and `key_baselines` rows of
+    # either read the same.
     def __getstate__(self) -> bytes:
-        out = bytearray(b"I")
-        for t, attr in enumerate(ATTRS):
-            vals = [x & MASK for x in self.vals if x >> 32 == t]
-            out += len(vals).to_bytes(1, "little") + CAPS[t].to_bytes(2, "little")
-            out += array("I", vals).tobytes() + array("I", self.hours(attr)).tobytes()
-        return bytes(out)
+        return pack_sets([(CAPS[t], self.values(attr), self.hours(attr)) for t, attr in enumerate(ATTRS)])
 
     def __setstate__(self, state: bytes) -> None:
         self.__init__()
-        code = chr(state[0])
-        w, pos = array(code).itemsize, 1
-        for t in range(len(ATTRS)):
-            n = state[pos]
-            pos += 3
-            vals = array(code, state[pos:pos + n * w])
-            hours = array(code, state[pos + n * w:pos + 2 * n * w])
-            pos += 2 * n * w
+        for t, (_, vals, hours) in enumerate(unpack_sets(state)):
             self.vals.extend((t << 32) | (v & MASK) for v in vals)
-            self.last.extend(hours)
-            if n:
+            self.last.extend(hours.tolist())
+            if len(vals):
                 self.tags |= 1 << t
 
     @classmethod

@@ -55,7 +55,9 @@ def test_explanations_and_shares_equal_those_from_dicts():
 
 
 @pytest.mark.parametrize("pack", [True, False])
-def test_a_contributor_minute_costs_16_bytes_once_packed(pack):
+def test_a_contributor_minute_costs_a_fraction_once_packed(pack):
+    """16 bytes per packed entry; with the open minute, shares and shared tuples, under 30 — the
+    dict form, the control, over 100."""
     rc = RootCause() if pack else _unpacked()
     gc.collect()
     tracemalloc.start()

@@ -49,6 +49,10 @@ def test_identity_sets_are_4_byte_arrays_and_read_older_8_byte_pickles():
     old.__setstate__((8, array("L", [0x3401, 0xFFFFFFFF]).tobytes(), array("L", [498_000, 498_001]).tobytes()))
     assert list(old.vals) == [0x3401, 0xFFFFFFFF] and list(old.last) == [498_000, 498_001]
     assert old.vals.itemsize == 4 and old.add(0x3402, 498_002) and len(old) == 3
+    wide = IdentitySets(scale=4)  # a value past 32 bits (none is made today) pickles wide and comes back
+    wide.n16.vals, wide.n16.last = array("L", [1 << 33]), array("L", [498_000])
+    back = pickle.loads(pickle.dumps(wide))
+    assert list(back.n16.vals) == [1 << 33] and list(back.n16.last) == [498_000] and back.n16.cap == 32
 
 
 def test_cost_spike_routes_one_per_key_and_model_rows_get_their_spend():
