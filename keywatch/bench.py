@@ -27,7 +27,8 @@ On one embedded broker (issue 8):
 * latency — p50/p99 event-to-alert wall time under a paced load (keywatch/bench_latency.py);
 * state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py): state bytes per key
   and peak RSS at `state_keys` keys, replay events/s of the default core; resident memory per key
-  (keywatch/bench_memory.py) of `state_keys` new keys and of `busy_keys` busy for `busy_minutes`.
+  (keywatch/bench_memory.py) of `state_keys` new keys, of `busy_keys` busy for `busy_minutes`, and
+  of `idle_keys` mostly idle ones (with idle keys' state packed, and unpacked as the baseline).
 
 `--quick` scales every size down (the CI smoke test, tests/stream/test_bench_smoke.py).
 """
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keywatch.bench_baseline import Baseline, BrokerMeter, cpu_figures, summarise
+from keywatch.bench_core import run_core_figures
 from keywatch.bench_group import run_group_bench, wait_released
 from keywatch.settings import Settings
 from keywatch.procs import stop_process
@@ -60,10 +61,10 @@ from keywatch.stream.status import StatusFile
 LIVE_RATE = 50_000.0  # event time of the live-traffic run: events/s (about half the baseline's rate)
 FULL = {"events": 200_000, "live_events": 600_000, "live_runs": 3, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
         "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0, "replay_repeat": 3,
-        "busy_keys": 10_000, "busy_minutes": 150}
+        "busy_keys": 10_000, "busy_minutes": 150, "idle_keys": 100_000, "idle_waves": 10}
 QUICK = {"events": 3_000, "live_events": 3_000, "live_runs": 2, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
          "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1, "replay_repeat": 1,
-         "busy_keys": 200, "busy_minutes": 130}
+         "busy_keys": 200, "busy_minutes": 130, "idle_keys": 2_000, "idle_waves": 2}
 
 
 def live_time(events: list[dict], rate: float) -> list[dict]:
@@ -141,35 +142,6 @@ def run_worker_bench(settings: Settings, bootstrap: str, topic: str, n: int, dat
             **cpu_figures(st["last_batch_cpu"] - st["first_batch_cpu"], secs, st["events_in"])}
 
 
-def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1,
-                     busy_keys: int = 0, busy_minutes: int = 150) -> dict:
-    """bench-core's state, peak RSS and replay figures, and resident memory, in child processes.
-    Replay is timed `repeat` times and the fastest reported (as `timeit` does: on a shared machine
-    the slower runs measure the neighbours)."""
-    env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
-
-    def child(call: str) -> dict:  # `keywatch.<call>` in a child process, its JSON result
-        code = f"import json; from keywatch import bench_core, bench_memory; print(json.dumps({call}))"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=1800)
-        return json.loads(out.stdout.decode().strip().splitlines()[-1])
-
-    r = child(f"bench_core.run_core_bench(None, keys={replay_keys}, days={replay_days}, state_keys={state_keys}, "
-              f"repeat={repeat}, quiet=True)")
-    resident = child(f"bench_memory.resident_growth({state_keys})")  # fresh processes: their own growth
-    busy = child(f"bench_memory.resident_busy({busy_keys}, {busy_minutes})") if busy_keys else {}
-    syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
-    return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
-            "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],
-            "resident_mb": resident["resident_mb"], "busy": busy, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
-            "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
-            "replay_reader_process": r["throughput"].get("reader_process", False),
-            "replay_split": r["throughput"].get("split", False),
-            "replay_not_split_events_per_s": r["throughput"]["all_detectors_not_split"]["events_per_s"],
-            "replay_inline_events_per_s": r["throughput"]["all_detectors_inline"]["events_per_s"],
-            "replay_decode_only_events_per_s": r["throughput"]["decode_only"]["events_per_s"],
-            "snapshot": syn.get("snapshot", {})}
-
-
 def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False, **sizes) -> dict:
     """Every figure; sizes default to FULL (or QUICK), any of them overridable by keyword."""
     from keywatch.bench_latency import run_latency
@@ -221,7 +193,8 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     console.print(f"state at {cfg['state_keys']:,} keys and replay throughput …")
     result["core"] = run_core_figures(root / "core", state_keys=cfg["state_keys"], replay_keys=cfg["replay_keys"],
                                       replay_days=cfg["replay_days"], repeat=cfg["replay_repeat"],
-                                      busy_keys=cfg["busy_keys"], busy_minutes=cfg["busy_minutes"])
+                                      busy_keys=cfg["busy_keys"], busy_minutes=cfg["busy_minutes"],
+                                      idle_keys=cfg.get("idle_keys", 0), idle_waves=cfg.get("idle_waves", 10))
     base = result["baseline"]["events_per_s"] or 1.0
     result["ratio"] = round(result["worker_batched"]["events_per_s"] / base, 3)
     result["ratio_single"] = round(result["worker_single"]["events_per_s"] / base, 3)
@@ -286,6 +259,9 @@ def print_table(r: dict, console: Console) -> None:
                   "caches of distinct callers included)")
     if (bz := c.get("busy", {})).get("resident_bytes_per_key"):
         t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B", f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes")
+    if (iz := c.get("idle", {})).get("resident_bytes_per_key"):
+        t.add_row("… mostly idle keys", f"{iz['resident_bytes_per_key']:,.0f} B", f"{iz['keys']:,} keys in {iz['waves']} waves 70 minutes "
+                  f"apart, all but the last wave idle (packed); unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B")
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
     snap = c.get("snapshot", {})
     if "forked_wait_s" in snap:

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import pickle
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,12 +100,16 @@ def feed(core: DetectionCore, events, size: int = 5000) -> DetectionCore:
 
 def synthetic_state(settings, keys: int, calls: int = 4, t0: int = 1_793_577_600_000) -> DetectionCore:
     """`keys` keys in 50 projects, `calls` calls each over ~`calls` minutes, a few identities per key."""
-    return feed(build_core(settings), (UsageEvent(
+    return feed(build_core(settings), (new_key_call(k, minute, t0) for minute in range(calls) for k in range(keys)))
+
+
+def new_key_call(k: int, minute: int, t0: int) -> UsageEvent:
+    """Key `k`'s call in minute `minute` after `t0`, from a network new to it each minute."""
+    return UsageEvent(
         event_id=f"b{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
         key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=MODELS[(k + minute) % 4],
         source="gateway", source_ip=f"34.{k % 200}.{(k // 200 + minute) % 250}.{minute % 3 + 1}",
         country="US", user_agent=UAS[(k + minute // 2) % 3], input_tokens=500, output_tokens=100)
-        for minute in range(calls) for k in range(keys)))
 
 
 def _snapshot_cost(core: DetectionCore) -> dict:
@@ -236,3 +243,35 @@ def register(app) -> None:
                        json_out=json_out)
 
     app.command("bench-core")(bench_core)
+
+
+def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1,
+                     busy_keys: int = 0, busy_minutes: int = 150, idle_keys: int = 0, idle_waves: int = 10) -> dict:
+    """bench-core's state, peak RSS and replay figures, and resident memory, in child processes.
+    Replay is timed `repeat` times and the fastest reported (as `timeit` does: on a shared machine
+    the slower runs measure the neighbours)."""
+    env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
+
+    def child(call: str, **more: str) -> dict:  # `keywatch.<call>` in a child process, its JSON result
+        code = f"import json; from keywatch import bench_core, bench_memory; print(json.dumps({call}))"
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **more}, capture_output=True, check=True, timeout=1800)
+        return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+    r = child(f"bench_core.run_core_bench(None, keys={replay_keys}, days={replay_days}, state_keys={state_keys}, "
+              f"repeat={repeat}, quiet=True)")
+    resident = child(f"bench_memory.resident_growth({state_keys})")  # fresh processes: their own growth
+    busy = child(f"bench_memory.resident_busy({busy_keys}, {busy_minutes})") if busy_keys else {}
+    idle = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})") if idle_keys else {}
+    if idle:  # the same keys with idle keys' state kept unpacked: the baseline of that figure
+        idle["unpacked"] = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})", KEYWATCH_KEY_COLD_AFTER_S="0")
+    syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
+    return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
+            "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],
+            "resident_mb": resident["resident_mb"], "busy": busy, "idle": idle, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
+            "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
+            "replay_reader_process": r["throughput"].get("reader_process", False),
+            "replay_split": r["throughput"].get("split", False),
+            "replay_not_split_events_per_s": r["throughput"]["all_detectors_not_split"]["events_per_s"],
+            "replay_inline_events_per_s": r["throughput"]["all_detectors_inline"]["events_per_s"],
+            "replay_decode_only_events_per_s": r["throughput"]["decode_only"]["events_per_s"],
+            "snapshot": syn.get("snapshot", {})}

@@ -9,6 +9,9 @@ run freed would be reused and not show.
 * busy keys (`resident_busy`): `busy_state`, keys calling every minute for 2.5 hours from their
   two usual hosts with two models — the steady state of active keys, with the root-cause
   detector's two hours of spend per minute (models/rootcause.py) and an hour boundary passed.
+* mostly idle keys (`resident_idle`): `idle_state`, new keys in waves 70 minutes apart, all but
+  the last wave idle for over an hour, as most tracked keys are at any time: their key-theft
+  state packed (models/keytheft_cold.py) and their freed memory reused by the next wave.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import gc
 import os
 
-from keywatch.bench_core import MODELS, UAS, _settings, feed, synthetic_state
+from keywatch.bench_core import MODELS, UAS, _settings, feed, new_key_call, synthetic_state
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
@@ -43,6 +46,23 @@ def busy_state(settings, keys: int, minutes: int = 150, t0: int = T0) -> Detecti
         for minute in range(minutes) for k in range(keys)))
 
 
+def idle_state(settings, keys: int, waves: int = 10, t0: int = T0) -> DetectionCore:
+    """`keys` keys arriving in `waves` waves 70 minutes apart, each key calling four times within
+    its wave's first minutes (`synthetic_state`'s calls), then idle: at the end all but the last
+    wave have been idle over an hour (`KEYWATCH_KEY_COLD_AFTER_S`) — how most tracked keys are."""
+    per = -(-keys // waves)
+
+    def events():
+        for w in range(waves):
+            lo, hi, start = w * per, min(keys, (w + 1) * per), t0 + w * 70 * 60_000
+            for minute in range(70 if w < waves - 1 else 4):
+                if minute < 4:
+                    yield from (new_key_call(k, minute, start) for k in range(lo, hi))
+                else:  # the rest of the wave's 70 minutes: one other key, so minutes and sweeps pass
+                    yield new_key_call(keys + w, minute, start)
+    return feed(build_core(settings), events())
+
+
 def _growth(build, keys: int, settings) -> dict:
     settings = _settings(settings)
     build_core(settings)  # imports and module-level tables: not per key
@@ -52,7 +72,7 @@ def _growth(build, keys: int, settings) -> dict:
     gc.collect()
     after = _resident_bytes()
     kt = core.detector("key_theft")
-    tracked = len(kt.keys) if kt is not None else keys
+    tracked = len(kt.keys) + len(kt.cold) if kt is not None else keys
     if before is None or after is None:
         return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None}
     return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
@@ -67,6 +87,16 @@ def resident_growth(keys: int, settings=None) -> dict:
     (300, ['keys', 'resident_bytes_per_key', 'resident_mb'])
     """
     return _growth(synthetic_state, keys, settings)
+
+
+def resident_idle(keys: int, waves: int = 10, settings=None) -> dict:
+    """Mostly idle keys: the resident growth while `idle_state` builds `keys` keys, ÷ keys.
+
+    >>> r = resident_idle(50, waves=2)  # not a fresh process: the figure itself is not checked
+    >>> r["keys"], r["waves"]
+    (51, 2)
+    """
+    return {**_growth(lambda s, n: idle_state(s, n, waves), keys, settings), "waves": waves}
 
 
 def resident_busy(keys: int, minutes: int = 150, settings=None) -> dict:

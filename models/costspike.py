@@ -162,6 +162,8 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
             self._close(t, (t + 1) * 60000, ctx)
         if gap_end != m:
             self.bank.run_len[:] = 0
+        if m // 60 != last // 60:  # each hour the route cache starts again: idle keys' routes go
+            self._routes = None
         self.cur_minute = m
 
     def _close(self, t: int, ts_ms: int, ctx: Context) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from keywatch.models.calibration import WindowModel
 from keywatch.models.core import Batch, Context
 from keywatch.models.features import KeyBaseline, PopBaseline
+from keywatch.models.keytheft_cold import expired, idle_enough, pack, unpack
 from keywatch.models.keytheft_identity import identity_novelty
 from keywatch.models.keytheft_signals import Evidence, reasons  # noqa: F401  (Evidence: re-exported)
 from keywatch.models.keytheft_state import PROBE_CODES, T5, T10, T60, KeyState, dump_state, load_state  # noqa: F401
@@ -49,11 +50,14 @@ class KeyTheftDetector:
     name = "key_theft"
 
     def __init__(self, *, alert_min: float = 0.4, idle_expire_ms: int = 7 * 86_400_000, hst_seed: int = 42,
-                 protect_min: float = 0.3) -> None:
+                 protect_min: float = 0.3, cold_after_ms: int = 3_600_000) -> None:
         self.alert_min = alert_min
         self.protect_min = protect_min
         self.idle_expire_ms = idle_expire_ms
+        self.cold_after_ms = cold_after_ms  # 0: never pack
         self.keys: dict[tuple[str, str], KeyState] = {}
+        self.cold: dict[tuple[str, str], bytes] = {}  # idle keys' state, packed (models/keytheft_cold.py)
+        self.cold_min = 1 << 62  # ≤ every packed key's baseline `last_ts` (but 0s): when to look for expiry
         self.pops: dict[str, PopBaseline] = {}
         self.chains: dict[str, ChainState] = {}
         self.links = ChainLinks()  # principal → key, kill-chain source addresses
@@ -77,15 +81,20 @@ class KeyTheftDetector:
     @classmethod
     def from_settings(cls, settings) -> "KeyTheftDetector":
         return cls(alert_min=getattr(settings, "keytheft_alert_min_score", 0.4),
-                   idle_expire_ms=int(settings.key_idle_expire_s * 1000))
+                   idle_expire_ms=int(settings.key_idle_expire_s * 1000),
+                   cold_after_ms=int(getattr(settings, "key_cold_after_s", 3600.0) * 1000))
 
     # --- state -------------------------------------------------------------------------------
     def _state(self, provider: str, key_id: str, project: str | None) -> KeyState:
         k = (provider, key_id)
         st = self.keys.get(k)
         if st is None:
-            blob = self.restored.pop(k, None)
-            st = load_state(blob) if blob else KeyState(KeyBaseline(provider, project))
+            packed = self.cold.pop(k, None)
+            if packed is not None:
+                st = unpack(packed)
+            else:
+                blob = self.restored.pop(k, None)
+                st = load_state(blob) if blob else KeyState(KeyBaseline(provider, project))
             self.keys[k] = st
         return st
 
@@ -145,10 +154,12 @@ class KeyTheftDetector:
     def _sweep(self, ctx: Context, now: int) -> None:
         """Expire idle keys (their baseline is emitted for `key_baselines`) and stale chains; drop
         the callers cached by keys not seen this hour (`KeyState.fresh`, `last_items`: only this
-        hour's are ever consulted), ≈ 1 KB per key with a few callers."""
+        hour's are ever consulted), ≈ 1 KB per key with a few callers; pack the state of keys
+        idle for `cold_after_ms` (models/keytheft_cold.py)."""
         self.last_sweep = now
-        hour, idle, expire = now // 3_600_000, [], self.idle_expire_ms
-        for k, s in self.keys.items():
+        hour, idle, cold, expire, after = now // 3_600_000, [], [], self.idle_expire_ms, self.cold_after_ms
+        keys, packed = self.keys, self.cold
+        for k, s in keys.items():
             last, fresh = s.last_items, s.fresh
             if last and last[0] < hour:
                 s.last_items = ()
@@ -156,8 +167,18 @@ class KeyTheftDetector:
                 s.fresh = None
             if now - s.base.last_ts > expire and s.base.last_ts:
                 idle.append(k)
+            elif after and idle_enough(s, now, after):
+                cold.append(k)
+        if packed and now - self.cold_min > expire:  # some packed key may be due: look at each
+            self.cold_min, due = expired(packed, now, expire)
+            idle += due
+        for k in cold:
+            st = keys.pop(k)
+            packed[k] = pack(st)
+            if 0 < st.base.last_ts < self.cold_min:
+                self.cold_min = st.base.last_ts
         for k in idle:
-            st = self.keys.pop(k)
+            st = keys.pop(k) if k in keys else unpack(packed.pop(k))
             ctx.emit("key_baselines", {"provider": k[0], "key_id": k[1], "project": st.base.project or "",
                                        "last_ts": st.base.last_ts, "saved_at": now, "settled": st.base.settled(now),
                                        "state": dump_state(st)})
@@ -166,7 +187,7 @@ class KeyTheftDetector:
         self.links.prune(now)
 
     def __setstate__(self, state: dict) -> None:  # snapshots from before principal links have none
-        self.__dict__.update({"links": ChainLinks(), **state})
+        self.__dict__.update({"links": ChainLinks(), "cold": {}, "cold_min": 1 << 62, "cold_after_ms": 3_600_000, **state})
 
     # --- API hooks ---------------------------------------------------------------------------
     def restore(self, rows: list[dict[str, Any]]) -> int:
@@ -177,6 +198,8 @@ class KeyTheftDetector:
 
     def describe_key(self, key_id: str) -> dict[str, Any]:
         st = next((s for (p, k), s in self.keys.items() if k == key_id), None)
+        if st is None:  # a packed key: read a copy, it stays packed
+            st = next((unpack(b) for (p, k), b in self.cold.items() if k == key_id), None)
         if st is None:
             return {}
         ev = st.ev
@@ -190,8 +213,9 @@ class KeyTheftDetector:
         """`not_anomaly`/`planned_activity`: accept what was new into the baseline, stay quiet until `until_ms`."""
         if alert.kind != KIND or label not in ("not_anomaly", "planned_activity"):
             return
-        st = self.keys.get((alert.provider, alert.key_id))
-        if st is None:
+        k = (alert.provider, alert.key_id)
+        if k not in self.keys and k not in self.cold:
             return
+        st = self._state(*k, None)
         st.accept_evidence(alert.detected_at_ms, probation=False)  # vetted by an analyst: trusted
         st.suppress_until = max(st.suppress_until, until_ms or alert.detected_at_ms + 86_400_000)

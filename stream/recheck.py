@@ -20,7 +20,7 @@ class RecheckSteps:
         det = core.detector("key_theft")
         if det is None or not hasattr(det, "restore"):
             return
-        known, restored = getattr(det, "keys", {}), getattr(det, "restored", {})
+        known, restored, packed = getattr(det, "keys", {}), getattr(det, "restored", {}), getattr(det, "cold", {})
         # Every event kind has `key_id` (maybe None). A batch is almost always of one provider:
         # then sets of strings, not of per-event tuples (2–5× cheaper, session 16).
         providers = {e.provider for e in events}
@@ -29,7 +29,7 @@ class RecheckSteps:
             pairs = [(p, k) for k in {e.key_id for e in events}]
         else:
             pairs = {(e.provider, e.key_id) for e in events}
-        unknown = [k for k in pairs if k[1] and k not in known and k not in restored]
+        unknown = [k for k in pairs if k[1] and k not in known and k not in packed and k not in restored]
         # one read per key: the io thread removes written rows concurrently
         held = [(k, self.unwritten_baselines.get(k)) for k in unknown]
         mem = [r for _, r in held if r is not None]

@@ -23,6 +23,7 @@ HOUR = 60 * MIN
 def test_sweep_drops_callers_cached_in_an_earlier_hour_and_detection_goes_on():
     core = settled_core(minutes=2 * 1440)
     det = core.detector("key_theft")
+    det.cold_after_ms = 0  # k1 stays unpacked, for this test to see its caches (tests/keytheft/test_cold_keys.py)
     st = det.keys[("openai", "k1")]
     end = T0 + 2 * 1440 * MIN
     assert st.fresh is not None and st.last_items  # the host's caller, cached this hour

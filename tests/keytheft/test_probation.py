@@ -62,4 +62,5 @@ def test_a_network_that_carries_real_traffic_for_a_week_earns_trust_and_survives
     for d in range(8):  # the new office line carries half of the key's traffic every day
         core.process([usage(f"w{d}-{i}", t + d * DAY + i * 2 * MIN, ip="52.1.0.9" if i % 2 else "34.1.2.3")
                       for i in range(720)])
+    st = core.detector("key_theft").keys[("openai", "k1")]  # unpacked after its idle night (models/keytheft_cold.py)
     assert st.prob is None and net_parts("52.1.0.9")[2] in st.base.ids.values("n16")
