@@ -57,7 +57,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
         self.cal = TailCalibrator(long_n=1440.0, short_n=2.0)
         self.rows: dict[tuple, int] = {}
         self.level = np.zeros(16, np.int8)  # row → LEVELS index
-        self.key_rows: dict[tuple[str, str], list[int]] = {}  # (provider, key_id) → key-level rows
+        self.key_rows: dict[tuple[str, str], tuple[int, ...]] = {}  # (provider, key_id) → key-level rows
         self.series: dict[int, tuple] = {}
         self.cur_minute: int | None = None
         self.cur: dict[int, float] = {}

@@ -74,7 +74,8 @@ class SeriesRows:
             self.level[r] = LEVELS.index(skey[0])
             self._lvmask = None
             if skey[0] == "key":
-                self.key_rows.setdefault((skey[1], skey[3]), []).append(r)
+                k = (skey[1], skey[3])  # tuples, not lists: a key has one row, and a list spares room for four
+                self.key_rows[k] = tuple(self.key_rows.get(k, ())) + (r,)
         return r
 
     def _route(self, rk: tuple) -> tuple:
@@ -136,11 +137,12 @@ class SeriesRows:
                 del self.rows[skey]
                 del self.series[r]
                 if skey[0] == "key":
-                    lst = self.key_rows.get((skey[1], skey[3]), [])
-                    if r in lst:
-                        lst.remove(r)
-                    if not lst:
-                        self.key_rows.pop((skey[1], skey[3]), None)
+                    k = (skey[1], skey[3])
+                    rest = tuple(x for x in self.key_rows.get(k, ()) if x != r)
+                    if rest:
+                        self.key_rows[k] = rest
+                    else:
+                        self.key_rows.pop(k, None)
                 self.bank.remove(r)
                 if self.uni_row[r] >= 0:
                     self.uni.remove(int(self.uni_row[r]))

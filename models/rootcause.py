@@ -37,7 +37,9 @@ class RootCause:
         self.minutes: dict[int, dict[tuple, dict[tuple, float]]] = {}  # minutes taking spend
         self.packed: dict[int, dict[tuple, tuple[tuple, array]]] = {}  # earlier minutes, packed
         self._cons: dict[tuple, tuple] = {}  # contributor → its one shared tuple (a cache)
-        self.shares: dict[tuple, dict[tuple, list[float]]] = {}  # group → contributor → [value, minute]
+        # group → contributor → share: complex(value, minute last learnt), one 32-byte object where
+        # a [value, minute] list and its float took 96 (a float64 holds a minute exactly)
+        self.shares: dict[tuple, dict[tuple, complex]] = {}
         self.newest: int | None = None  # the latest minute started (older than it − KEEP_MINUTES: dropped)
         # Spend per contributor of a spike window so far, (group, first, key) → (last, spend): a
         # spike open for an hour is explained every minute, and adding its newest minute to the
@@ -56,6 +58,10 @@ class RootCause:
         self.__dict__.setdefault("packed", {})  # older pickles: every minute in dicts
         if "newest" not in st:  # older pickles
             self.newest = max(self.minutes, default=None)
+        for sh in self.shares.values():  # older pickles: [value, minute] lists
+            if sh and next(iter(sh.values())).__class__ is list:
+                for c, v in sh.items():
+                    sh[c] = complex(v[0], v[1])
         if "_ordered" not in st:  # older pickles (a dict pickles in insertion order)
             keys = list(self.minutes)
             self._ordered = keys == sorted(keys)
@@ -137,7 +143,10 @@ class RootCause:
             if minute not in self.packed:
                 return
             per = None  # packed (not the detector's way: it folds a minute at its end)
-        keep, shares, last = 1 - SHARE_DECAY, self.shares, minute - 1
+        keep, shares = 1 - SHARE_DECAY, self.shares
+        # A share is `value + minute·j`: adding the minute's imaginary part to the new value makes
+        # it (a float plus a complex is exact in its real part: +0.0), cheaper than `complex()`.
+        mj, last = minute * 1j, float(minute - 1)
         for group in groups:
             if per is not None:
                 spend = per.get(group)
@@ -155,24 +164,23 @@ class RootCause:
             for c, usd in pairs:
                 cur = sh.get(c)
                 if cur is None:
-                    sh[c] = [usd * keep, minute]
+                    sh[c] = usd * keep + mj
                     continue
-                if cur[1] == last:  # learnt the minute before: the usual case
+                if cur.imag == last:  # learnt the minute before: the usual case
                     decay = _DECAY1
                 else:
-                    dm = minute - cur[1]
+                    dm = minute - int(cur.imag)
                     decay = _DECAY.get(dm)
                     if decay is None:
                         decay = _DECAY[dm] = SHARE_DECAY ** dm
-                cur[0] = cur[0] * decay + usd * keep
-                cur[1] = minute
+                sh[c] = cur.real * decay + usd * keep + mj
             if len(sh) > 5000:
                 self._forget(sh)
 
     @staticmethod
     def _forget(sh: dict) -> None:
         """Bounded: forget the smallest contributors."""
-        for c, _ in sorted(sh.items(), key=lambda kv: kv[1][0])[:2500]:
+        for c, _ in sorted(sh.items(), key=lambda kv: kv[1].real)[:2500]:
             del sh[c]
 
     def _actual(self, group: tuple, first: int, last: int, key: str | None) -> dict:
@@ -193,7 +201,7 @@ class RootCause:
 
     def explain(self, group: tuple, first: int, last: int, expected_total: float, key: str | None = None, top: int = 5) -> dict:
         actual = self._actual(group, first, last, key)
-        sh = {c: v[0] * SHARE_DECAY ** (last - v[1]) for c, v in self.shares.get(group, {}).items()
+        sh = {c: v.real * SHARE_DECAY ** (last - int(v.imag)) for c, v in self.shares.get(group, {}).items()
               if key is None or c[0] == key}
         total_sh = sum(sh.values())
         contrib = dict.fromkeys(set(actual) | set(sh), 0.0)

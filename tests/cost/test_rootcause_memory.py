@@ -10,7 +10,7 @@ import tracemalloc
 
 import pytest
 
-from keywatch.models.rootcause import KEEP_MINUTES, RootCause
+from keywatch.models.rootcause import KEEP_MINUTES, SHARE_DECAY, RootCause
 
 
 def _feed(rc: RootCause, minutes: int, contributors: int, seed: int = 3) -> None:
@@ -69,3 +69,27 @@ def test_a_contributor_minute_costs_a_fraction_once_packed(pack):
         tracemalloc.stop()
     per_entry = used / ((KEEP_MINUTES + 1) * 2000)
     assert (per_entry < 30) if pack else (per_entry > 100), per_entry
+
+
+def test_shares_follow_the_list_rule_exactly_and_older_pickles_load():
+    """A share is one complex (value, minute last learnt): the same floats as the [value, minute]
+    lists before, over gaps of several minutes, and pickles holding such lists load."""
+    rc, ref, group, rnd = RootCause(), {}, ("openai", "p1"), random.Random(5)
+    keep = 1 - SHARE_DECAY
+    for m in range(400):
+        for i in range(40):
+            if rnd.random() < 0.6:  # most contributors skip most minutes: decay over gaps
+                continue
+            c, usd = (f"k{i}", "gpt-4o", None), rnd.random()
+            rc.add(m, group, c, usd)
+            cur = ref.get(c)
+            if cur is None:
+                ref[c] = [usd * keep, m]
+            else:
+                cur[0], cur[1] = cur[0] * SHARE_DECAY ** (m - cur[1]) + usd * keep, m
+        rc.learn(m, group)
+    assert {c: (v.real, int(v.imag)) for c, v in rc.shares[group].items()} == {c: tuple(v) for c, v in ref.items()}
+    old = pickle.loads(pickle.dumps(rc))
+    old.shares = {g: {c: [v.real, int(v.imag)] for c, v in sh.items()} for g, sh in rc.shares.items()}
+    back = pickle.loads(pickle.dumps(old))  # as a snapshot from before
+    assert back.shares == rc.shares and back.explain(group, 390, 399, 5.0) == rc.explain(group, 390, 399, 5.0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pickle
 import random
+
+import msgspec
 from array import array
 
 from keywatch.models.core import DetectionCore
@@ -71,6 +73,34 @@ def test_cost_spike_routes_one_per_key_and_model_rows_get_their_spend():
     key_tier = CostSpikeDetector(levels=("key",))  # the streaming worker's partition cores
     DetectionCore([key_tier]).process([usage(i, T0 + i * 1_000, model=models[i % 3]) for i in range(9)])
     assert list(key_tier._routes[0]) == [("openai", "p", "k1")] and not key_tier._routes[1]
+
+
+def test_cost_spike_routes_start_again_each_hour_and_key_rows_are_tuples():
+    """An idle key keeps no route past its hour; its spend goes to the same rows when it calls
+    again. A key's rows are a tuple (a list keeps room for four), also after a list from an
+    older snapshot, and an expired key row leaves it."""
+    det = CostSpikeDetector(idle_expire_min=180)
+    core = DetectionCore([det])
+    core.process([usage(i, T0 + i * MIN, key=f"k{i % 2}") for i in range(4)])
+    rows = dict(det.rows)
+    assert sorted(det._routes[0]) == [("openai", "p", "k0"), ("openai", "p", "k1")]
+    core.process([usage(i, T0 + 61 * MIN + i * MIN, key="k0") for i in range(3)])  # the next hour: k1 idle
+    assert list(det._routes[0]) == [("openai", "p", "k0")] and det.rows == rows
+    core.process([usage(9, T0 + 65 * MIN, key="k1")])
+    assert abs(det.cur[rows[("key", "openai", "p", "k1")]] - 0.002) < 1e-12 and det.rows == rows
+    assert det.key_rows[("openai", "k0")] == (rows[("key", "openai", "p", "k0")],)
+    det.key_rows[("openai", "k0")] = list(det.key_rows[("openai", "k0")])  # as an older snapshot has it
+    core.process([_in_p2(usage(10, T0 + 66 * MIN, key="k0"))])  # a second key row for k0
+    assert det.key_rows[("openai", "k0")] == (rows[("key", "openai", "p", "k0")], det.rows[("key", "openai", "p2", "k0")])
+    # k0 calls in p2 only, past midnight, when rows idle over 180 minutes expire: its p row, and k1's
+    core.process([_in_p2(usage(i, T0 + 70 * MIN + i * 10 * MIN, key="k0")) for i in range(140)])
+    assert det.key_rows[("openai", "k0")] == (det.rows[("key", "openai", "p2", "k0")],)
+    assert ("key", "openai", "p", "k0") not in det.rows
+    assert ("openai", "k1") not in det.key_rows
+
+
+def _in_p2(e):
+    return msgspec.structs.replace(e, project="p2")
 
 
 def test_packed_key_ids_behave_as_eight_seen_sets():
