@@ -72,7 +72,7 @@ def _growth(build, keys: int, settings) -> dict:
     gc.collect()
     after = _resident_bytes()
     kt = core.detector("key_theft")
-    tracked = len(kt.keys) + len(kt.cold) if kt is not None else keys
+    tracked = kt.tracked_keys() if kt is not None else keys
     if before is None or after is None:
         return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None}
     return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),

@@ -15,6 +15,7 @@ from keywatch.models.registry import build_core
 from keywatch.settings import Settings
 from keywatch.simulate import SimConfig, generate
 from keywatch.stream.decode import EventDecoder
+from keywatch.stream.partitions import PartitionCores
 
 from .test_signals import MIN, T0, settled_core, theft_alerts, usage
 
@@ -136,3 +137,15 @@ def _deep_size(st) -> int:
 def test_pack_reads_back_its_last_seen_time():
     st = settled_core(minutes=30).detector("key_theft").keys[("openai", "k1")]
     assert int.from_bytes(pack(st)[:8], "little", signed=True) == st.base.last_ts == T0 + 29 * MIN
+
+
+def test_the_tracked_keys_gauge_counts_packed_keys():
+    """`keywatch_tracked_keys` (stream/metrics.py, the ops dashboard) reads each core's key-theft
+    detector: before, no detector answered and the gauge stayed 0."""
+    cores = PartitionCores(lambda: settled_core(minutes=30))
+    core = cores.core_for(0)
+    core.process([usage(0, T0 + 30 * MIN, key="k2"), usage(1, T0 + 31 * MIN, key="k3")])
+    assert cores.tracked_keys() == 3
+    core.process([usage(2, T0 + 100 * MIN, key="k3")])  # k1 and k2 idle over an hour: packed
+    det = core.detector("key_theft")
+    assert len(det.cold) == 2 and len(det.keys) == 1 and cores.tracked_keys() == 3
