@@ -28,7 +28,8 @@ On one embedded broker (issue 8):
 * state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py): state bytes per key
   and peak RSS at `state_keys` keys, replay events/s of the default core; resident memory per key
   (keywatch/bench_memory.py) of `state_keys` new keys, of `busy_keys` busy for `busy_minutes`, and
-  of `idle_keys` mostly idle ones (with idle keys' state packed, and unpacked as the baseline).
+  of `idle_keys` mostly idle ones (with idle keys' state packed, and unpacked as the baseline), and
+  of `gateway_keys` seen both ways every hour for 3 days.
 
 `--quick` scales every size down (the CI smoke test, tests/stream/test_bench_smoke.py).
 """
@@ -61,10 +62,12 @@ from keywatch.stream.status import StatusFile
 LIVE_RATE = 50_000.0  # event time of the live-traffic run: events/s (about half the baseline's rate)
 FULL = {"events": 200_000, "live_events": 600_000, "live_runs": 3, "single_events": 30_000, "keys": 200, "rate": 5000.0, "latency_s": 20.0,
         "latency_keys": 200, "state_keys": 100_000, "replay_keys": 300, "replay_days": 1.0, "replay_repeat": 3,
-        "busy_keys": 10_000, "busy_minutes": 150, "idle_keys": 100_000, "idle_waves": 10}
+        "busy_keys": 10_000, "busy_minutes": 150, "idle_keys": 100_000, "idle_waves": 10,
+        "gateway_keys": 5_000}
 QUICK = {"events": 3_000, "live_events": 3_000, "live_runs": 2, "single_events": 1_000, "keys": 20, "rate": 300.0, "latency_s": 5.0,
          "latency_keys": 24, "state_keys": 2_000, "replay_keys": 20, "replay_days": 0.1, "replay_repeat": 1,
-         "busy_keys": 200, "busy_minutes": 130, "idle_keys": 2_000, "idle_waves": 2}
+         "busy_keys": 200, "busy_minutes": 130, "idle_keys": 2_000, "idle_waves": 2,
+         "gateway_keys": 50}
 
 
 def live_time(events: list[dict], rate: float) -> list[dict]:
@@ -194,7 +197,8 @@ def run_bench(settings: Settings, *, json_out: Path | None, quick: bool = False,
     result["core"] = run_core_figures(root / "core", state_keys=cfg["state_keys"], replay_keys=cfg["replay_keys"],
                                       replay_days=cfg["replay_days"], repeat=cfg["replay_repeat"],
                                       busy_keys=cfg["busy_keys"], busy_minutes=cfg["busy_minutes"],
-                                      idle_keys=cfg.get("idle_keys", 0), idle_waves=cfg.get("idle_waves", 10))
+                                      idle_keys=cfg.get("idle_keys", 0), idle_waves=cfg.get("idle_waves", 10),
+                                      gateway_keys=cfg.get("gateway_keys", 0))
     base = result["baseline"]["events_per_s"] or 1.0
     result["ratio"] = round(result["worker_batched"]["events_per_s"] / base, 3)
     result["ratio_single"] = round(result["worker_single"]["events_per_s"] / base, 3)
@@ -262,6 +266,9 @@ def print_table(r: dict, console: Console) -> None:
     if (iz := c.get("idle", {})).get("resident_bytes_per_key"):
         t.add_row("… mostly idle keys", f"{iz['resident_bytes_per_key']:,.0f} B", f"{iz['keys']:,} keys in {iz['waves']} waves 70 minutes "
                   f"apart, all but the last wave idle (packed); unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B")
+    if (gz := c.get("gateway", {})).get("resident_bytes_per_key"):
+        t.add_row("… gateway-fronted keys", f"{gz['resident_bytes_per_key']:,.0f} B",
+                  f"{gz['keys']:,} keys seen every hour for {gz['hours']} hours by the gateway and the provider")
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
     snap = c.get("snapshot", {})
     if "forked_wait_s" in snap:

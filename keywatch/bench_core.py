@@ -246,7 +246,8 @@ def register(app) -> None:
 
 
 def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, replay_days: float, repeat: int = 1,
-                     busy_keys: int = 0, busy_minutes: int = 150, idle_keys: int = 0, idle_waves: int = 10) -> dict:
+                     busy_keys: int = 0, busy_minutes: int = 150, idle_keys: int = 0, idle_waves: int = 10,
+                     gateway_keys: int = 0) -> dict:
     """bench-core's state, peak RSS and replay figures, and resident memory, in child processes.
     Replay is timed `repeat` times and the fastest reported (as `timeit` does: on a shared machine
     the slower runs measure the neighbours)."""
@@ -264,10 +265,11 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
     idle = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})") if idle_keys else {}
     if idle:  # the same keys with idle keys' state kept unpacked: the baseline of that figure
         idle["unpacked"] = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})", KEYWATCH_KEY_COLD_AFTER_S="0")
+    gateway = child(f"bench_memory.resident_gateway({gateway_keys})") if gateway_keys else {}
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
             "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],
-            "resident_mb": resident["resident_mb"], "busy": busy, "idle": idle, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
+            "resident_mb": resident["resident_mb"], "busy": busy, "idle": idle, "gateway": gateway, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
             "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
             "replay_reader_process": r["throughput"].get("reader_process", False),
             "replay_split": r["throughput"].get("split", False),

@@ -12,6 +12,8 @@ run freed would be reused and not show.
 * mostly idle keys (`resident_idle`): `idle_state`, new keys in waves 70 minutes apart, all but
   the last wave idle for over an hour, as most tracked keys are at any time: their key-theft
   state packed (models/keytheft_cold.py) and their freed memory reused by the next wave.
+* gateway-fronted keys (`resident_gateway`): `gateway_state`, keys seen every hour for 3 days by
+  their gateway and in the provider's usage, whose hourly buckets gateway bypass keeps 3 days.
 """
 
 from __future__ import annotations
@@ -63,6 +65,21 @@ def idle_state(settings, keys: int, waves: int = 10, t0: int = T0) -> DetectionC
     return feed(build_core(settings), events())
 
 
+def gateway_state(settings, keys: int, hours: int = 75, t0: int = T0) -> DetectionCore:
+    """`keys` gateway-fronted keys, each seen once an hour for `hours` hours both by its gateway
+    and in the provider's usage: gateway bypass keeps 3 days of both kinds of hourly bucket."""
+    def events():
+        for h in range(hours):
+            for k in range(keys):
+                ts = t0 + h * 3_600_000 + k % 3_000_000
+                for src in ("gateway", "provider_usage"):
+                    yield UsageEvent(event_id=f"{src[0]}{k}-{h}", ts=ts, provider="openai", key_id=f"key_{k:06x}",
+                                     project=f"proj-{k % 50:02d}", model=MODELS[k % 4], source=src, input_tokens=500,
+                                     output_tokens=100, source_ip=f"10.{k % 200}.{k // 200 % 250}.1" if src == "gateway" else None,
+                                     country="US" if src == "gateway" else None, user_agent=UAS[k % 3] if src == "gateway" else None)
+    return feed(build_core(settings), events())
+
+
 def _growth(build, keys: int, settings) -> dict:
     settings = _settings(settings)
     build_core(settings)  # imports and module-level tables: not per key
@@ -97,6 +114,17 @@ def resident_idle(keys: int, waves: int = 10, settings=None) -> dict:
     (51, 2)
     """
     return {**_growth(lambda s, n: idle_state(s, n, waves), keys, settings), "waves": waves}
+
+
+def resident_gateway(keys: int, hours: int = 75, settings=None) -> dict:
+    """Keys seen both ways every hour for 3 days: the resident growth while `gateway_state` builds
+    them, ÷ keys.
+
+    >>> r = resident_gateway(20, hours=2)  # not a fresh process: the figure itself is not checked
+    >>> r["keys"], r["hours"]
+    (20, 2)
+    """
+    return {**_growth(lambda s, n: gateway_state(s, n, hours), keys, settings), "hours": hours}
 
 
 def resident_busy(keys: int, minutes: int = 150, settings=None) -> dict:

@@ -37,6 +37,11 @@ from keywatch.models.events import format_ts
 
 GATEWAY, PROVIDER = "gateway", "provider_usage"
 _NEVER = 1 << 62
+# A key's buckets are kept for `retention_ms` (3 days: provider usage can arrive late), so a key
+# seen both ways all day holds ≈ 145 of them: each value is kept small. A gateway bucket is one
+# int, requests + (tokens << _TOK); a provider bucket a list indexed by these (a dict took 2×).
+_TOK, _REQ = 64, (1 << 64) - 1
+P_REQ, P_TOK, P_COST, P_PROVIDER, P_PROJECT, P_FIRST = range(6)
 
 
 def load_key_map(path: Path | None) -> dict[str, str]:
@@ -68,8 +73,8 @@ class GatewayBypassDetector:
         self.tolerance = tolerance  # gateway retries and rounding: small gaps are not bypass
         self.retention_ms = retention_ms
         self.fronted: dict[str, int] = {}  # provider key → first gateway event time
-        self.gateway: dict[tuple[str, int], list[int]] = {}  # (key, bucket) → [requests, tokens]
-        self.provider: dict[tuple[str, int], dict[str, Any]] = {}
+        self.gateway: dict[tuple[str, int], int] = {}  # (key, bucket) → requests + (tokens << _TOK)
+        self.provider: dict[tuple[str, int], list] = {}  # (key, bucket) → [requests, tokens, cost, provider, project, first ms]
         self.pending: set[tuple[str, int]] = set()
         self.now = 0  # event-time clock: the highest event time seen
         self.next_due = _NEVER  # earliest settle time among pending buckets
@@ -101,20 +106,15 @@ class GatewayBypassDetector:
                 if key not in fronted:
                     fronted[key] = ts
                 k = (key, ts - ts % bucket_ms)
-                agg = gateway.get(k)
-                if agg is None:
-                    agg = gateway[k] = [0, 0]
-                agg[0] += e.requests
-                agg[1] += e.input_tokens + e.output_tokens
+                gateway[k] = gateway.get(k, 0) + e.requests + ((e.input_tokens + e.output_tokens) << _TOK)
             elif src == PROVIDER:
                 k = (e.key_id, ts - ts % bucket_ms)
                 agg = provider.get(k)
                 if agg is None:
-                    agg = provider[k] = {"requests": 0, "tokens": 0, "cost": 0.0, "provider": e.provider,
-                                         "project": e.project, "first_ms": ts}
-                agg["requests"] += e.requests
-                agg["tokens"] += e.input_tokens + e.output_tokens
-                agg["cost"] += e.cost_usd or 0.0
+                    agg = provider[k] = [0, 0, 0.0, e.provider, e.project, ts]
+                agg[P_REQ] += e.requests
+                agg[P_TOK] += e.input_tokens + e.output_tokens
+                agg[P_COST] += e.cost_usd or 0.0
                 due = k[1] + bucket_ms + lag_ms
                 if due <= now:  # a late bucket: judged on arrival, once this batch has all of it
                     late.add(k)
@@ -152,6 +152,12 @@ class GatewayBypassDetector:
         self.__dict__.setdefault("now", 0)
         self.__dict__.setdefault("last_prune", 0)
         self.__dict__.setdefault("next_due", min((k[1] + self.bucket_ms + self.lag_ms for k in self.pending), default=_NEVER))
+        for k, v in self.gateway.items():  # older snapshots: [requests, tokens] lists …
+            if v.__class__ is list:
+                self.gateway[k] = v[0] + (v[1] << _TOK)
+        for k, v in self.provider.items():  # … and dicts
+            if v.__class__ is dict:
+                self.provider[k] = [v["requests"], v["tokens"], v["cost"], v["provider"], v["project"], v["first_ms"]]
 
     def _bucket(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.bucket_ms
@@ -162,34 +168,34 @@ class GatewayBypassDetector:
         first_gw = self.fronted.get(key)
         if first_gw is None or first_gw >= end:
             return  # not (yet) a gateway-fronted key: direct use is its normal path
-        prov = self.provider[k]
-        gw_req, gw_tok = self.gateway.get(k, (0, 0))
+        p_req, p_tok, p_cost, p_provider, p_project, p_first = self.provider[k]
+        gw = self.gateway.get(k, 0)
+        gw_req, gw_tok = gw & _REQ, gw >> _TOK
         slack = 1.0 + self.tolerance
-        miss_req = max(0.0, prov["requests"] - gw_req * slack)
-        miss_tok = max(0.0, prov["tokens"] - gw_tok * slack)
-        req_hit = miss_req >= self.min_requests and miss_req >= 0.2 * prov["requests"]
-        tok_hit = miss_tok >= self.min_tokens and miss_tok >= 0.2 * prov["tokens"]
+        miss_req = max(0.0, p_req - gw_req * slack)
+        miss_tok = max(0.0, p_tok - gw_tok * slack)
+        req_hit = miss_req >= self.min_requests and miss_req >= 0.2 * p_req
+        tok_hit = miss_tok >= self.min_tokens and miss_tok >= 0.2 * p_tok
         if not (req_hit or tok_hit):
             return
-        frac = max(miss_req / prov["requests"] if prov["requests"] else 0.0,
-                   miss_tok / prov["tokens"] if prov["tokens"] else 0.0)
+        frac = max(miss_req / p_req if p_req else 0.0, miss_tok / p_tok if p_tok else 0.0)
         significant = frac >= 0.5 or miss_req >= 10 * self.min_requests
         window = f"{format_ts(start)[:16]}–{format_ts(end)[11:16]} UTC"
         reasons = [
             # Raw gaps in the text (the tolerance only decides whether to alert).
-            f"used outside the gateway: {max(0, prov['requests'] - gw_req)} of {prov['requests']} provider-reported "
-            f"requests ({max(0, prov['tokens'] - gw_tok)} of {prov['tokens']} tokens) in {window} never passed through the gateway",
+            f"used outside the gateway: {max(0, p_req - gw_req)} of {p_req} provider-reported "
+            f"requests ({max(0, p_tok - gw_tok)} of {p_tok} tokens) in {window} never passed through the gateway",
             f"gateway saw {gw_req} requests / {gw_tok} tokens for this key in that window",
         ]
         ctx.report(Finding(
-            kind="key_theft", provider=prov["provider"], key_id=key, project=prov["project"],
-            ts_ms=max(now, prov["first_ms"]), started_at_ms=start,
+            kind="key_theft", provider=p_provider, key_id=key, project=p_project,
+            ts_ms=max(now, p_first), started_at_ms=start,
             score=min(0.99, 0.6 + 0.35 * frac) if significant else 0.5,
             severity="high" if significant else "medium", reasons=reasons,
-            cost_impact_usd=round(prov["cost"] * frac, 4), incident_key="gateway_bypass",
+            cost_impact_usd=round(p_cost * frac, 4), incident_key="gateway_bypass",
             details={"root_cause": "gateway_bypass", "bucket_start": format_ts(start),
-                     "provider_requests": prov["requests"], "gateway_requests": gw_req,
-                     "provider_tokens": prov["tokens"], "gateway_tokens": gw_tok,
+                     "provider_requests": p_req, "gateway_requests": gw_req,
+                     "provider_tokens": p_tok, "gateway_tokens": gw_tok,
                      "unmatched_fraction": round(frac, 4)},
         ))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.gatewaybypass import GatewayBypassDetector, load_key_map
@@ -67,3 +69,29 @@ def test_key_map_yaml(tmp_path) -> None:
     assert load_key_map(p) == {"abc": "key_1", "def": "key_2"}
     p.write_text("abc: key_1\n")
     assert load_key_map(p) == {"abc": "key_1"}
+
+
+def test_buckets_are_small_values_and_older_snapshots_judge_the_same() -> None:
+    """A gateway bucket is one int (requests + tokens << 64: exact past 2^32 tokens), a provider
+    bucket a list; a snapshot holding the older lists and dicts loads into them and judges alike."""
+    events = [[gw(i, "key_big", T0 + i * 60_000, tokens=3_000_000_000) for i in range(3)],
+              [prov("key_big", T0, 40, 9_000_000_000, "p1")]]
+    late = [[gw(999, "key_big", T0 + 3 * HOUR)]]
+    det = GatewayBypassDetector(lag_ms=HOUR)
+    core = DetectionCore([det])
+    for batch in events:
+        core.process(batch)
+    assert det.gateway[("key_big", T0)] == 3 + (9_000_000_000 << 64)
+    assert det.provider[("key_big", T0)] == [40, 9_000_000_000, 2.0, "openai", None, T0]
+    old = pickle.loads(pickle.dumps(core))  # as a snapshot from before: lists and dicts
+    od = old.detector("gateway_bypass")
+    state = dict(od.__dict__)
+    state["gateway"] = {k: [v & ((1 << 64) - 1), v >> 64] for k, v in od.gateway.items()}
+    state["provider"] = {k: dict(zip(("requests", "tokens", "cost", "provider", "project", "first_ms"), v))
+                         for k, v in od.provider.items()}
+    od.__dict__.clear()
+    od.__setstate__(state)
+    assert od.gateway == det.gateway and od.provider == det.provider
+    new, back = core.process(late[0]).alerts, old.process(late[0]).alerts
+    assert len(new) == 1 and "37 of 40" in new[0].reasons[0]
+    assert [a.to_contract() for a in back] == [a.to_contract() for a in new]

@@ -65,6 +65,8 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     idle = core["idle"]  # two waves of 1,000 new keys and one that passes the first wave's time; packed and not
     assert idle["keys"] == 2_001 and idle["waves"] == 2 and idle["resident_bytes_per_key"] > 0, idle
     assert idle["unpacked"]["keys"] == 2_001 and idle["unpacked"]["resident_bytes_per_key"] > 0, idle
+    gateway = core["gateway"]  # keys seen both ways every hour for 3 days
+    assert gateway["keys"] == 50 and gateway["hours"] == 75 and gateway["resident_bytes_per_key"] > 0, gateway
     assert core["replay_events_per_s"] > 0
     if hasattr(os, "fork"):  # a forked snapshot's wait is the fork, well under pickling in process
         snap = core["snapshot"]
