@@ -72,11 +72,11 @@ def gateway_state(settings, keys: int, hours: int = 75, t0: int = T0) -> Detecti
         for h in range(hours):
             for k in range(keys):
                 ts = t0 + h * 3_600_000 + k % 3_000_000
-                for src in ("gateway", "provider_usage"):
+                caller = {"source_ip": f"10.{k % 200}.{k // 200 % 250}.1", "country": "US", "user_agent": UAS[k % 3]}
+                for src, seen in (("gateway", caller), ("provider_usage", {})):  # the provider's usage has no caller
                     yield UsageEvent(event_id=f"{src[0]}{k}-{h}", ts=ts, provider="openai", key_id=f"key_{k:06x}",
                                      project=f"proj-{k % 50:02d}", model=MODELS[k % 4], source=src, input_tokens=500,
-                                     output_tokens=100, source_ip=f"10.{k % 200}.{k // 200 % 250}.1" if src == "gateway" else None,
-                                     country="US" if src == "gateway" else None, user_agent=UAS[k % 3] if src == "gateway" else None)
+                                     output_tokens=100, **seen)
     return feed(build_core(settings), events())
 
 

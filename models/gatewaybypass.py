@@ -152,12 +152,13 @@ class GatewayBypassDetector:
         self.__dict__.setdefault("now", 0)
         self.__dict__.setdefault("last_prune", 0)
         self.__dict__.setdefault("next_due", min((k[1] + self.bucket_ms + self.lag_ms for k in self.pending), default=_NEVER))
-        for k, v in self.gateway.items():  # older snapshots: [requests, tokens] lists …
-            if v.__class__ is list:
-                self.gateway[k] = v[0] + (v[1] << _TOK)
-        for k, v in self.provider.items():  # … and dicts
-            if v.__class__ is dict:
-                self.provider[k] = [v["requests"], v["tokens"], v["cost"], v["provider"], v["project"], v["first_ms"]]
+        # Older snapshots: [requests, tokens] lists and dicts (a snapshot holds one format: its
+        # first bucket tells, so loading a current one does not visit every bucket).
+        if self.gateway and next(iter(self.gateway.values())).__class__ is list:
+            self.gateway = {k: v[0] + (v[1] << _TOK) for k, v in self.gateway.items()}
+        if self.provider and next(iter(self.provider.values())).__class__ is dict:
+            self.provider = {k: [v["requests"], v["tokens"], v["cost"], v["provider"], v["project"], v["first_ms"]]
+                             for k, v in self.provider.items()}
 
     def _bucket(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.bucket_ms

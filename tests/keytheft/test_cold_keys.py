@@ -9,7 +9,7 @@ import sys
 
 import orjson
 
-from keywatch.models.keytheft_cold import pack
+from keywatch.models.keytheft_cold import pack, packed_last_ts
 from keywatch.models.keytheft_state import dump_state, load_state
 from keywatch.models.registry import build_core
 from keywatch.settings import Settings
@@ -136,7 +136,7 @@ def _deep_size(st) -> int:
 
 def test_pack_reads_back_its_last_seen_time():
     st = settled_core(minutes=30).detector("key_theft").keys[("openai", "k1")]
-    assert int.from_bytes(pack(st)[:8], "little", signed=True) == st.base.last_ts == T0 + 29 * MIN
+    assert packed_last_ts(pack(st)) == st.base.last_ts == T0 + 29 * MIN
 
 
 def test_the_tracked_keys_gauge_counts_packed_keys():
