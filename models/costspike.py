@@ -9,8 +9,9 @@ series also run the `UnivariateAnomalyScorer` (the detector benchmarked by `keyw
 series in one `UnivariateBank`, the same values in one numpy step per minute); its calibrated
 score is extra evidence on project findings (`details["anomaly_score"]`, score). Forecast rows feed
 `spend_forecast`; projections feed `spend_projection`. Unknown models raise `unknown_model`.
-Finding construction and explicit resolves live in `costspike_findings`; series rows (routes,
-`spend_forecast` rows, idle expiry, snapshots) in `costspike_rows` (both mixed in).
+Finding construction, explicit resolves and feedback live in `costspike_findings`; series rows
+(routes, `spend_forecast` rows, idle expiry, snapshots) in `costspike_rows`; idle key rows,
+packed out of the bank until needed, in `costspike_cold` (all three mixed in).
 
 >>> from keywatch.models.events import UsageEvent
 >>> from keywatch.models.core import DetectionCore
@@ -30,6 +31,7 @@ import numpy as np
 
 from keywatch.models.alerts import Finding
 from keywatch.models.core import Batch, Context
+from keywatch.models.costspike_cold import ColdKeyRows
 from keywatch.models.costspike_findings import (  # noqa: F401  (re-exported)
     REL_MIN_RPM, REL_MINUTES, REL_PEAK, REL_RATIO, RESOLVE_AFTER_MIN, SpikeFindings)
 from keywatch.models.costspike_rows import LEVELS, RowMap, SeriesRows
@@ -42,17 +44,22 @@ from keywatch.models.univariate_bank import UnivariateBank
 MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
 
 
-class CostSpikeDetector(SpikeFindings, SeriesRows):
+class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
     name = "cost_spike"
 
     def __init__(self, min_usd: float = 5.0, min_pct: float = 50.0, k: float = 4.0, min_minutes: int = 2,
                  warmup_min: int = 360, key_rows: bool = False, idle_expire_min: int = 7 * 1440,
-                 levels: tuple[str, ...] = LEVELS) -> None:
+                 levels: tuple[str, ...] = LEVELS, cold_after_min: int = 60) -> None:
         self.min_usd, self.min_pct, self.min_minutes = min_usd, min_pct, min_minutes
         # Series levels this instance keeps (the streaming worker splits them: "key" in the
         # per-partition cores, the rest in its global core; see models/registry.py `build_core`).
         self.levels = tuple(lv for lv in LEVELS if lv in levels)
         self.key_level_rows, self.idle_expire_min = key_rows, idle_expire_min
+        # Idle key rows are packed (models/costspike_cold.py), but when every key row is a
+        # `spend_forecast` row each minute.
+        self.cold_after_min = 0 if key_rows else cold_after_min
+        self.cold: dict[tuple[str, str], tuple] = {}
+        self.cold_skips: list[tuple[int, int]] = []
         self.bank = SeasonalBank(k=k, warmup_units=warmup_min)
         self.cal = TailCalibrator(long_n=1440.0, short_n=2.0)
         self.rows: dict[tuple, int] = {}
@@ -83,7 +90,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
     def from_settings(cls, s, levels: tuple[str, ...] = LEVELS) -> "CostSpikeDetector":
         return cls(s.cost_spike_min_usd, s.cost_spike_min_pct, s.cost_spike_band_k, s.cost_spike_min_minutes,
                    int(s.cost_spike_warmup_s // 60), s.cost_forecast_key_rows, int(s.key_idle_expire_s // 60),
-                   levels=levels)
+                   levels=levels, cold_after_min=-(-int(s.key_cold_after_s) // 60))
 
     def process(self, batch: Batch, ctx: Context) -> None:
         # Cached routes instead of four series tuples and dict lookups per event: one per
@@ -162,6 +169,8 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
             self._close(t, (t + 1) * 60000, ctx)
         if gap_end != m:
             self.bank.run_len[:] = 0
+            if self.cold:
+                self.cold_skips.append((gap_end, m))
         if m // 60 != last // 60:  # each hour the route cache starts again: idle keys' routes go
             self._routes = None
         self.cur_minute = m
@@ -170,6 +179,8 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
         # Runs every minute for every series: numpy per-call overhead is most of its cost, so
         # the all-rows-learn case passes None masks, and levels absent from this instance (a
         # partition core has key rows only) skip their work altogether.
+        if self.cold:
+            self._wake_incidents(t, ctx)
         bank, n = self.bank, self.bank.n
         x = np.zeros(n)
         if self.cur:
@@ -215,6 +226,8 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
             self.proj.observe(self, t, x, ctx, shared & bank.used[:n])
         if t % 1440 == 0:
             self._expire_idle(t)
+        elif t % 60 == 59 and self.cold_after_min and "key" in self.levels:
+            self._pack_idle(t, ctx)
 
     def _learn_masks(self, t: int, n: int, ctx: Context) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(learn, accept) of minute t: rows that learn (None: all) and rows that learn their raw
@@ -263,37 +276,8 @@ class CostSpikeDetector(SpikeFindings, SeriesRows):
                 c = self._lvmask = (n, None, None, None)
         return c[1], c[2]
 
-    def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
-        if alert.kind != "cost_spike":
-            return
-        r = self.rows.get(_series_key(alert.details.get("series", "")))
-        if r is None:
-            return
-        self.incidents.pop(r, None)
-        self.bank.run_len[r] = 0
-        now = int(self.cur_minute or 0)
-        if label == "planned_activity":  # suppress, and keep the planned load out of the baseline
-            self.suppress[r] = self.nolearn[r] = (until_ms // 60000) if until_ms else now + 240
-        elif label == "not_anomaly":  # this level is normal: learn it as is, no repeat today
-            self.accept[r] = now + 180
-            self.suppress[r] = now + 180
-
-    def describe_key(self, key_id: str) -> dict:
-        out = []
-        for skey, r in self.rows.items():
-            if skey[0] == "key" and skey[3] == key_id:
-                exp, spread = self.bank.forecast(int(self.cur_minute or 0), [r])
-                out.append({"provider": skey[1], "project": skey[2], "expected_usd_per_min": round(float(exp[0]), 4),
-                            "upper_usd_per_min": round(float(exp[0] + self.bank.k * spread[0]), 4),
-                            "history_min": int(self.bank.age[r]), "spike_open": r in self.incidents})
-        return {"series": out} if out else {}
-
     def describe(self) -> dict:
-        return {"series": len(self.rows), "bank_bytes": self.bank.nbytes(), "open_spikes": len(self.incidents),
+        return {"series": len(self.rows), "packed_key_series": sum(map(len, self.cold.values())), "bank_bytes": self.bank.nbytes(), "open_spikes": len(self.incidents),
                 "unknown_models": [{"provider": p, "model": m, "events": n} for (p, m), n in self.unknown.items()],
                 "projections": self.proj.latest()}
 
-
-def _series_key(text: str) -> tuple:
-    parts = tuple(None if p == "None" else p for p in text.split("|"))
-    return parts

@@ -1,4 +1,4 @@
-"""Cost-spike findings: which series runs raise a `cost_spike`, and explicit resolves.
+"""Cost-spike findings: which series runs raise a `cost_spike`, explicit resolves, and feedback.
 
 Mixed into `keywatch.models.costspike.CostSpikeDetector` (it owns the state this reads:
 `bank`, `rq`, `rc`, `uni`, `series`, `level`, `incidents`, `suppress`, `last_spike`). A run of
@@ -26,7 +26,7 @@ REL_MINUTES, REL_RATIO, REL_PEAK, REL_MIN_RPM = 3, 3.0, 5.0, 3.0  # relative spi
 
 
 class SpikeFindings:
-    """`cost_spike` finding construction and resolution for `CostSpikeDetector` (a mixin)."""
+    """`cost_spike` finding construction, resolution and feedback for `CostSpikeDetector` (a mixin)."""
 
     def _candidates(self, x, exp, upper) -> np.ndarray:
         """Rows whose run raises a finding this minute, bar level and suppression. Most minutes
@@ -105,3 +105,26 @@ class SpikeFindings:
                 book.open.pop(k, None)
                 book.last_seen_ms.pop(k, None)
                 ctx.alerts.append(done)
+
+    def on_feedback(self, alert, label: str, until_ms: int | None) -> None:
+        if alert.kind != "cost_spike":
+            return
+        skey = _series_key(alert.details.get("series", ""))
+        r = self.rows.get(skey)
+        if r is None and skey[0] == "key" and (skey[1], skey[-1]) in self.cold:
+            r = self._row(skey)
+        if r is None:
+            return
+        self.incidents.pop(r, None)
+        self.bank.run_len[r] = 0
+        now = int(self.cur_minute or 0)
+        if label == "planned_activity":  # suppress, and keep the planned load out of the baseline
+            self.suppress[r] = self.nolearn[r] = (until_ms // 60000) if until_ms else now + 240
+        elif label == "not_anomaly":  # this level is normal: learn it as is, no repeat today
+            self.accept[r] = now + 180
+            self.suppress[r] = now + 180
+
+
+def _series_key(text: str) -> tuple:
+    parts = tuple(None if p == "None" else p for p in text.split("|"))
+    return parts

@@ -62,12 +62,16 @@ class RowMap:
 class SeriesRows:
     """Row bookkeeping for `CostSpikeDetector` (a mixin)."""
 
-    def _row(self, skey: tuple) -> int:
+    def _row(self, skey: tuple, last: int | None = None) -> int:
+        """The row of series `skey`, made (or, packed, brought back: stepped through minute
+        `last`, by default the last closed one) if it has none."""
         r = self.rows.get(skey)
         if r is None:
             r = self.rows[skey] = self.bank.add()
             self.series[r] = skey
-            self.rq.reset(r)
+            self.rq.reset(r)  # a reused row's request counts, calibration and totals are another series'
+            self.cal.reset(r)
+            self.proj.reset(r)
             if len(self.level) < self.bank.cap:
                 self.level = np.concatenate([self.level, np.zeros(self.bank.cap - len(self.level), np.int8)])
             self.uni_row.grow(self.bank.cap)
@@ -76,6 +80,8 @@ class SeriesRows:
             if skey[0] == "key":
                 k = (skey[1], skey[3])  # tuples, not lists: a key has one row, and a list spares room for four
                 self.key_rows[k] = tuple(self.key_rows.get(k, ())) + (r,)
+                if self.cold:
+                    self._thaw(skey, r, self.cur_minute - 1 if last is None else last)
         return r
 
     def _route(self, rk: tuple) -> tuple:
@@ -101,12 +107,27 @@ class SeriesRows:
         self._routes = self._routes_levels = self._tags = self._lvmask = None
         self.__dict__.setdefault("rq", RequestRates())  # snapshots from before request counts
         self.__dict__.setdefault("levels", LEVELS)
+        for name, default in (("cold", {}), ("cold_skips", []), ("cold_after_min", 60)):  # before packed rows
+            self.__dict__.setdefault(name, default)
         if isinstance(self.uni, dict):  # snapshots from before the bank: one scorer per row
             scorers, self.uni = self.uni, UnivariateBank()
             self.uni_row = RowMap(len(self.level))
             for r, sc in sorted(scorers.items()):
                 self.uni_row[r] = self.uni.add()
                 self.uni.load_scorer(int(self.uni_row[r]), sc)
+
+    def describe_key(self, key_id: str) -> dict:
+        """The key's series now, packed ones read from a copy (`_packed_view`)."""
+        now = int(self.cur_minute or 0)
+        rows = [(skey, self.bank, r, r in self.incidents) for skey, r in self.rows.items() if skey[0] == "key" and skey[3] == key_id]
+        rows += [(skey, self._packed_view(blob, now - 1), 0, False) for skey, blob in self._packed_rows(key_id)]
+        out = []
+        for skey, bank, r, spike_open in rows:
+            exp, spread = bank.forecast(now, [r])
+            out.append({"provider": skey[1], "project": skey[2], "expected_usd_per_min": round(float(exp[0]), 4),
+                        "upper_usd_per_min": round(float(exp[0] + bank.k * spread[0]), 4),
+                        "history_min": int(bank.age[r]), "spike_open": spike_open})
+        return {"series": out} if out else {}
 
     def _emit(self, t, x, exp, upper, ctx: Context, want: np.ndarray) -> None:
         """One `spend_forecast` row per wanted series with spend or an expectation."""
@@ -134,20 +155,26 @@ class SeriesRows:
         """Bounded memory: forget series idle longer than `key_idle_expire_s`."""
         for skey, r in list(self.rows.items()):
             if t - self.bank.last_active[r] > self.idle_expire_min and r not in self.incidents:
-                del self.rows[skey]
-                del self.series[r]
-                if skey[0] == "key":
-                    k = (skey[1], skey[3])
-                    rest = tuple(x for x in self.key_rows.get(k, ()) if x != r)
-                    if rest:
-                        self.key_rows[k] = rest
-                    else:
-                        self.key_rows.pop(k, None)
-                self.bank.remove(r)
-                if self.uni_row[r] >= 0:
-                    self.uni.remove(int(self.uni_row[r]))
-                    self.uni_row[r] = -1
+                self._free_row(skey, r)
                 self._routes = self._tags = self._lvmask = None  # row numbers are reused: the row caches are stale
+        if self.cold:
+            self._expire_cold(t)
+
+    def _free_row(self, skey: tuple, r: int) -> None:
+        """Series `skey` gives up its row `r` (the caller drops the row caches)."""
+        del self.rows[skey]
+        del self.series[r]
+        if skey[0] == "key":
+            k = (skey[1], skey[3])
+            rest = tuple(x for x in self.key_rows.get(k, ()) if x != r)
+            if rest:
+                self.key_rows[k] = rest
+            else:
+                self.key_rows.pop(k, None)
+        self.bank.remove(r)
+        if self.uni_row[r] >= 0:
+            self.uni.remove(int(self.uni_row[r]))
+            self.uni_row[r] = -1
 
 
 def _template(skey: tuple) -> dict:

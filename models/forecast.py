@@ -181,6 +181,11 @@ class TailCalibrator:
         self.short = np.zeros(capacity)
         self.cnt = np.zeros(capacity)
 
+    def reset(self, r: int) -> None:
+        """Row `r` starts from nothing (a new series; a freed row's history is not its own)."""
+        self._grow(r + 1)
+        self.mu[r], self.var[r], self.short[r], self.cnt[r] = 0.0, 1.0, 0.0, 0.0
+
     def step(self, z: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Score = 1 − tail probability of the short-term average (0 until 20 values seen).
         Every row's state moves; with `rows`, only those rows are scored (scores aligned with
@@ -193,25 +198,28 @@ class TailCalibrator:
 
     def _step(self, z: np.ndarray, log: bool, rows: np.ndarray | None = None) -> np.ndarray:
         n = len(z)
-        if n > len(self.mu):
-            for name, fill in (("mu", 0.0), ("var", 1.0), ("short", 0.0), ("cnt", 0.0)):
-                arr = np.full(max(n, 2 * len(self.mu)), fill)
-                arr[: len(getattr(self, name))] = getattr(self, name)
-                setattr(self, name, arr)
+        self._grow(n)
         mu, var, short, cnt = self.mu[:n], self.var[:n], self.short[:n], self.cnt[:n]
         short += self.a_short * (z - short)
         if rows is None:
             score = self._score(short, mu, var, cnt, log)
         else:  # elementwise: the same numbers as scoring every row and picking these
             score = self._score(short[rows], mu[rows], var[rows], cnt[rows], log) if len(rows) else np.zeros(0)
-        # Rows are only ever added at the end and all step together, so `cnt` never rises along
-        # the rows: once its last row's rate is down to `a_long`, every row's is.
-        a = self.a_long if n and 1.0 / (self.cnt[n - 1] + 1.0) <= self.a_long else np.maximum(1.0 / (cnt + 1.0), self.a_long)
+        # Once the youngest row's rate is down to `a_long`, every row's is (a reused row starts
+        # again from nothing: `reset`, so the youngest is not always the last).
+        a = self.a_long if n and 1.0 / (np.minimum.reduce(cnt) + 1.0) <= self.a_long else np.maximum(1.0 / (cnt + 1.0), self.a_long)
         d = short - mu
         mu += a * d
         var += a * (d * d - var)
         cnt += 1
         return score
+
+    def _grow(self, n: int) -> None:
+        if n > len(self.mu):
+            for name, fill in (("mu", 0.0), ("var", 1.0), ("short", 0.0), ("cnt", 0.0)):
+                arr = np.full(max(n, 2 * len(self.mu)), fill)
+                arr[: len(getattr(self, name))] = getattr(self, name)
+                setattr(self, name, arr)
 
     @staticmethod
     def _score(short: np.ndarray, mu: np.ndarray, var: np.ndarray, cnt: np.ndarray, log: bool) -> np.ndarray:

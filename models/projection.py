@@ -48,6 +48,12 @@ class Projector:
                 arr[list(v)] = list(v.values())
                 setattr(self, name, arr)
 
+    def reset(self, r: int) -> None:
+        """Row `r` starts a new series: spend counted so far is another's (a freed row's)."""
+        for arr in (self.day, self.month):
+            if r < len(arr):
+                arr[r] = 0.0
+
     @staticmethod
     def day_start(t: int) -> int:
         return t - t % 1440

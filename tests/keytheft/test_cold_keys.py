@@ -54,7 +54,10 @@ def test_packing_idle_keys_changes_no_alert_score_or_row():
     assert seen["packed"] >= 3 and seen["back"] >= 3  # keys went idle, were packed, and came back
     assert any(a["kind"] == "key_theft" for a in alerts)
     assert alerts == ref_alerts
-    assert out == ref_out
+    assert out[0] == ref_out[0]
+    # Rows as sets: cost-spike rows are emitted in bank-row order, and packed key rows (the same
+    # setting packs them, models/costspike_cold.py) free bank rows that other series then reuse.
+    assert {t: sorted(map(orjson.dumps, r)) for t, r in out[1].items()} == {t: sorted(map(orjson.dumps, r)) for t, r in ref_out[1].items()}
 
 
 def test_a_packed_key_is_small_and_comes_back_as_it_was():
