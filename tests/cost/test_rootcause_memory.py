@@ -93,3 +93,19 @@ def test_shares_follow_the_list_rule_exactly_and_older_pickles_load():
     old.shares = {g: {c: [v.real, int(v.imag)] for c, v in sh.items()} for g, sh in rc.shares.items()}
     back = pickle.loads(pickle.dumps(old))  # as a snapshot from before
     assert back.shares == rc.shares and back.explain(group, 390, 399, 5.0) == rc.explain(group, 390, 399, 5.0)
+
+
+def test_contributors_gone_quiet_leave_the_shared_tuple_table():
+    """`_cons` (one tuple per contributor, shared by its packed minutes) starts again every
+    KEEP_MINUTES from the minutes still kept: contributors quiet for longer are not in it, and
+    the ones still active keep one tuple across their minutes."""
+    rc = RootCause()
+    g = ("openai", "p")
+    for m in range(3 * KEEP_MINUTES):
+        for i in range(50 if m < 10 else 2):  # 50 contributors, then only two of them
+            rc.add(m, g, (f"k{i}", "gpt-4o", "us"), 1.0)
+        rc.learn(m, g)
+    assert sorted(c[0] for c in rc._cons) == ["k0", "k1"]
+    kept = [cs for p in rc.packed.values() for cs, _ in p.values()]
+    assert len({id(c) for cs in kept for c in cs}) == 2  # one tuple each across 120 minutes
+    assert len(rc.shares[g]) == 50  # the shares stay (they decay, they are not forgotten)
