@@ -38,10 +38,12 @@ from keywatch.models.events import format_ts
 GATEWAY, PROVIDER = "gateway", "provider_usage"
 _NEVER = 1 << 62
 # A key's buckets are kept for `retention_ms` (3 days: provider usage can arrive late), so a key
-# seen both ways all day holds ≈ 145 of them: each value is kept small. A gateway bucket is one
-# int, requests + (tokens << _TOK); a provider bucket a list indexed by these (a dict took 2×).
+# seen both ways every hour holds ≈ 75 of them: they are kept small. Per key one dict, bucket
+# start → one value for both sources: while only the gateway has reported, one int, requests +
+# (tokens << _TOK); once the provider has, a list indexed by these, its counts one such int too.
+# (A (key, bucket) dict per source took ≈ 1.7× the memory: a tuple and an int per entry each.)
 _TOK, _REQ = 64, (1 << 64) - 1
-P_REQ, P_TOK, P_COST, P_PROVIDER, P_PROJECT, P_FIRST = range(6)
+B_GATEWAY, B_PROVIDER, B_COST, B_FIRST, B_PROVIDER_NAME, B_PROJECT = range(6)
 
 
 def load_key_map(path: Path | None) -> dict[str, str]:
@@ -73,8 +75,9 @@ class GatewayBypassDetector:
         self.tolerance = tolerance  # gateway retries and rounding: small gaps are not bypass
         self.retention_ms = retention_ms
         self.fronted: dict[str, int] = {}  # provider key → first gateway event time
-        self.gateway: dict[tuple[str, int], int] = {}  # (key, bucket) → requests + (tokens << _TOK)
-        self.provider: dict[tuple[str, int], list] = {}  # (key, bucket) → [requests, tokens, cost, provider, project, first ms]
+        # key → bucket start → gateway counts (an int), or [gateway counts, provider counts, cost,
+        # first provider event time, provider, project] once the provider has reported
+        self.buckets: dict[str, dict[int, Any]] = {}
         self.pending: set[tuple[str, int]] = set()
         self.now = 0  # event-time clock: the highest event time seen
         self.next_due = _NEVER  # earliest settle time among pending buckets
@@ -89,7 +92,7 @@ class GatewayBypassDetector:
         # Event time, event by event: the clock is the highest event time this detector has seen,
         # and a bucket is judged at the first event that moves it past the bucket's settle time
         # (not at batch end), so findings do not depend on how the stream is cut into batches.
-        bucket_ms, gateway, provider, pending = self.bucket_ms, self.gateway, self.provider, self.pending
+        bucket_ms, buckets, pending = self.bucket_ms, self.buckets, self.pending
         key_map, fronted, lag_ms = self.key_map, self.fronted, self.lag_ms
         now, next_due, last_prune = self.now, self.next_due, self.last_prune  # mirrors of self.*
         # One comparison per event: `act_at` is the earliest event time that needs a judgement or a prune.
@@ -105,17 +108,31 @@ class GatewayBypassDetector:
                 key = key_map.get(key, key)
                 if key not in fronted:
                     fronted[key] = ts
-                k = (key, ts - ts % bucket_ms)
-                gateway[k] = gateway.get(k, 0) + e.requests + ((e.input_tokens + e.output_tokens) << _TOK)
+                kb = buckets.get(key)
+                if kb is None:
+                    kb = buckets[key] = {}
+                start = ts - ts % bucket_ms
+                n = e.requests + ((e.input_tokens + e.output_tokens) << _TOK)
+                v = kb.get(start)
+                if v is None:
+                    kb[start] = n
+                elif v.__class__ is int:
+                    kb[start] = v + n
+                else:
+                    v[B_GATEWAY] += n
             elif src == PROVIDER:
-                k = (e.key_id, ts - ts % bucket_ms)
-                agg = provider.get(k)
-                if agg is None:
-                    agg = provider[k] = [0, 0, 0.0, e.provider, e.project, ts]
-                agg[P_REQ] += e.requests
-                agg[P_TOK] += e.input_tokens + e.output_tokens
-                agg[P_COST] += e.cost_usd or 0.0
-                due = k[1] + bucket_ms + lag_ms
+                key = e.key_id
+                kb = buckets.get(key)
+                if kb is None:
+                    kb = buckets[key] = {}
+                start = ts - ts % bucket_ms
+                v = kb.get(start)
+                if v is None or v.__class__ is int:
+                    v = kb[start] = [v or 0, 0, 0.0, ts, e.provider, e.project]
+                v[B_PROVIDER] += e.requests + ((e.input_tokens + e.output_tokens) << _TOK)
+                v[B_COST] += e.cost_usd or 0.0
+                k = (key, start)
+                due = start + bucket_ms + lag_ms
                 if due <= now:  # a late bucket: judged on arrival, once this batch has all of it
                     late.add(k)
                     continue
@@ -137,7 +154,7 @@ class GatewayBypassDetector:
         self.now = now
         if late:
             for k in sorted(late):
-                if k in self.provider:  # not pruned meanwhile
+                if self.buckets.get(k[0], {}).get(k[1]).__class__ is list:  # not pruned meanwhile
                     self._judge(k, now, ctx)
 
     def _judge_due(self, now: int, ctx: Context) -> None:
@@ -152,13 +169,10 @@ class GatewayBypassDetector:
         self.__dict__.setdefault("now", 0)
         self.__dict__.setdefault("last_prune", 0)
         self.__dict__.setdefault("next_due", min((k[1] + self.bucket_ms + self.lag_ms for k in self.pending), default=_NEVER))
-        # Older snapshots: [requests, tokens] lists and dicts (a snapshot holds one format: its
-        # first bucket tells, so loading a current one does not visit every bucket).
-        if self.gateway and next(iter(self.gateway.values())).__class__ is list:
-            self.gateway = {k: v[0] + (v[1] << _TOK) for k, v in self.gateway.items()}
-        if self.provider and next(iter(self.provider.values())).__class__ is dict:
-            self.provider = {k: [v["requests"], v["tokens"], v["cost"], v["provider"], v["project"], v["first_ms"]]
-                             for k, v in self.provider.items()}
+        if "buckets" not in state:  # older snapshots: a (key, bucket) dict per source
+            self.buckets = _merge(state.get("gateway", {}), state.get("provider", {}))
+            for name in ("gateway", "provider"):
+                self.__dict__.pop(name, None)
 
     def _bucket(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.bucket_ms
@@ -169,9 +183,9 @@ class GatewayBypassDetector:
         first_gw = self.fronted.get(key)
         if first_gw is None or first_gw >= end:
             return  # not (yet) a gateway-fronted key: direct use is its normal path
-        p_req, p_tok, p_cost, p_provider, p_project, p_first = self.provider[k]
-        gw = self.gateway.get(k, 0)
+        gw, p, p_cost, p_first, p_provider, p_project = self.buckets[key][start]
         gw_req, gw_tok = gw & _REQ, gw >> _TOK
+        p_req, p_tok = p & _REQ, p >> _TOK
         slack = 1.0 + self.tolerance
         miss_req = max(0.0, p_req - gw_req * slack)
         miss_tok = max(0.0, p_tok - gw_tok * slack)
@@ -204,12 +218,29 @@ class GatewayBypassDetector:
         # Bounded state: buckets far behind the watermark can no longer be judged usefully.
         self.last_prune = now
         cutoff = now - self.retention_ms
-        for d in (self.gateway, self.provider):
-            for k in [k for k in d if k[1] < cutoff]:
-                del d[k]
+        for key, kb in list(self.buckets.items()):
+            for start in [s for s in kb if s < cutoff]:
+                del kb[start]
+            if not kb:
+                del self.buckets[key]
         self.pending.difference_update([k for k in self.pending if k[1] < cutoff])
 
     def describe_key(self, key_id: str) -> dict[str, Any] | None:
         if key_id not in self.fronted:
             return None
         return {"gateway_fronted_since": format_ts(self.fronted[key_id])}
+
+
+def _merge(gateway: dict, provider: dict) -> dict[str, dict[int, Any]]:
+    """`buckets` from an older snapshot's per-source dicts: gateway values [requests, tokens]
+    lists or ints, provider values [requests, tokens, cost, provider, project, first ms] lists
+    or dicts of those names."""
+    out: dict[str, dict[int, Any]] = {}
+    for (key, start), v in gateway.items():
+        out.setdefault(key, {})[start] = v if v.__class__ is int else v[0] + (v[1] << _TOK)
+    for (key, start), v in provider.items():
+        if v.__class__ is dict:
+            v = [v["requests"], v["tokens"], v["cost"], v["provider"], v["project"], v["first_ms"]]
+        kb = out.setdefault(key, {})
+        kb[start] = [kb.get(start, 0), v[0] + (v[1] << _TOK), v[2], v[5], v[3], v[4]]
+    return out

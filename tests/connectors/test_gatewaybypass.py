@@ -72,26 +72,33 @@ def test_key_map_yaml(tmp_path) -> None:
 
 
 def test_buckets_are_small_values_and_older_snapshots_judge_the_same() -> None:
-    """A gateway bucket is one int (requests + tokens << 64: exact past 2^32 tokens), a provider
-    bucket a list; a snapshot holding the older lists and dicts loads into them and judges alike."""
+    """A key's buckets are one dict, bucket start → one value for both sources: gateway counts
+    one int (requests + tokens << 64: exact past 2^32 tokens), then a list once the provider has
+    reported. Snapshots holding the older per-source dicts, of lists and dicts, or of ints and
+    lists, load into it and judge alike."""
     events = [[gw(i, "key_big", T0 + i * 60_000, tokens=3_000_000_000) for i in range(3)],
+              [gw(5, "key_big", T0 + HOUR + 5)],
               [prov("key_big", T0, 40, 9_000_000_000, "p1")]]
     late = [[gw(999, "key_big", T0 + 3 * HOUR)]]
     det = GatewayBypassDetector(lag_ms=HOUR)
     core = DetectionCore([det])
     for batch in events:
         core.process(batch)
-    assert det.gateway[("key_big", T0)] == 3 + (9_000_000_000 << 64)
-    assert det.provider[("key_big", T0)] == [40, 9_000_000_000, 2.0, "openai", None, T0]
-    old = pickle.loads(pickle.dumps(core))  # as a snapshot from before: lists and dicts
-    od = old.detector("gateway_bypass")
-    state = dict(od.__dict__)
-    state["gateway"] = {k: [v & ((1 << 64) - 1), v >> 64] for k, v in od.gateway.items()}
-    state["provider"] = {k: dict(zip(("requests", "tokens", "cost", "provider", "project", "first_ms"), v))
-                         for k, v in od.provider.items()}
-    od.__dict__.clear()
-    od.__setstate__(state)
-    assert od.gateway == det.gateway and od.provider == det.provider
-    new, back = core.process(late[0]).alerts, old.process(late[0]).alerts
-    assert len(new) == 1 and "37 of 40" in new[0].reasons[0]
+    gw_counts = 3 + (9_000_000_000 << 64)
+    assert det.buckets == {"key_big": {T0: [gw_counts, 40 + (9_000_000_000 << 64), 2.0, T0, "openai", None],
+                                       T0 + HOUR: 1 + (100 << 64)}}
+    for old_gw, old_prov in ((lambda v: [v & ((1 << 64) - 1), v >> 64],
+                              lambda v: dict(zip(("requests", "tokens", "cost", "provider", "project", "first_ms"), v))),
+                             (lambda v: v, lambda v: v)):
+        old = pickle.loads(pickle.dumps(core))  # as a snapshot from before: a dict per source
+        od = old.detector("gateway_bypass")
+        state = {k: v for k, v in od.__dict__.items() if k != "buckets"}
+        state["gateway"] = {("key_big", T0): old_gw(gw_counts), ("key_big", T0 + HOUR): old_gw(1 + (100 << 64))}
+        state["provider"] = {("key_big", T0): old_prov([40, 9_000_000_000, 2.0, "openai", None, T0])}
+        od.__dict__.clear()
+        od.__setstate__(state)
+        assert od.buckets == det.buckets and "gateway" not in od.__dict__
+        back = old.process(late[0]).alerts
+        assert len(back) == 1 and "37 of 40" in back[0].reasons[0]
+    new = core.process(late[0]).alerts
     assert [a.to_contract() for a in back] == [a.to_contract() for a in new]
