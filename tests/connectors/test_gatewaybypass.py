@@ -72,10 +72,10 @@ def test_key_map_yaml(tmp_path) -> None:
 
 
 def test_buckets_are_small_values_and_older_snapshots_judge_the_same() -> None:
-    """A key's buckets are one dict, bucket start → one value for both sources: gateway counts
-    one int (requests + tokens << 64: exact past 2^32 tokens), then a list once the provider has
-    reported. Snapshots holding the older per-source dicts, of lists and dicts, or of ints and
-    lists, load into it and judge alike."""
+    """A key's buckets are one flat list, [start, value, …] by start, one value for both
+    sources: gateway counts one int (requests + tokens << 64: exact past 2^32 tokens), then a
+    list once the provider has reported. Snapshots holding the older per-source dicts (of lists
+    and dicts, or of ints and lists) or a dict per key load into it and judge alike."""
     events = [[gw(i, "key_big", T0 + i * 60_000, tokens=3_000_000_000) for i in range(3)],
               [gw(5, "key_big", T0 + HOUR + 5)],
               [prov("key_big", T0, 40, 9_000_000_000, "p1")]]
@@ -85,8 +85,14 @@ def test_buckets_are_small_values_and_older_snapshots_judge_the_same() -> None:
     for batch in events:
         core.process(batch)
     gw_counts = 3 + (9_000_000_000 << 64)
-    assert det.buckets == {"key_big": {T0: [gw_counts, 40 + (9_000_000_000 << 64), 2.0, T0, "openai", None],
-                                       T0 + HOUR: 1 + (100 << 64)}}
+    assert det.buckets == {"key_big": [T0, [gw_counts, 40 + (9_000_000_000 << 64), 2.0, T0, "openai", None],
+                                       T0 + HOUR, 1 + (100 << 64)]}
+    per_key = pickle.loads(pickle.dumps(core))  # a dict per key, as 02ffe9a stored them
+    pk = per_key.detector("gateway_bypass")
+    state = dict(pk.__dict__, buckets={"key_big": dict(zip(det.buckets["key_big"][::2], det.buckets["key_big"][1::2]))})
+    pk.__dict__.clear()
+    pk.__setstate__(state)
+    assert pk.buckets == det.buckets
     for old_gw, old_prov in ((lambda v: [v & ((1 << 64) - 1), v >> 64],
                               lambda v: dict(zip(("requests", "tokens", "cost", "provider", "project", "first_ms"), v))),
                              (lambda v: v, lambda v: v)):
