@@ -149,3 +149,15 @@ def test_evidence_sets_stay_shared_until_a_value_is_noted():
     assert ev.note("countries", "KP", 0.9) and ev.note_net(0x2D09, 0x2D090909, 0.8) and not ev.note("countries", "KP", 0.9)
     assert ev.countries == {"KP"} and ev.new16 == {0x2D09} and ev.ips == {0x2D090909} and ev.n_items == 2
     assert type(ev.countries) is set and ev.models == frozenset() and Evidence(T0).models is _NONE
+
+
+def test_a_large_bank_grows_by_a_quarter_not_twice():
+    """Spare rows of a `SeasonalBank` are ≈ 1.8 KB each: past 4096 rows it grows by a quarter
+    (a doubled bank of 100k key rows held 31k spare), its rows and their numbers kept."""
+    from keywatch.models.forecast import SeasonalBank
+
+    b = SeasonalBank()
+    rows = [b.add() for _ in range(5000)]
+    b.lvl_mu[4095] = 2.5
+    assert rows == list(range(5000)) and b.cap == 5120 and b.prof.shape[-1] == 5120 and b.hod_mu.shape == (5120, 24)
+    assert [b.add() for _ in range(121)][-1] == 5120 and b.cap == 6400 and b.lvl_mu[4095] == 2.5
