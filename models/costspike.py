@@ -226,7 +226,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
             self.proj.observe(self, t, x, ctx, shared & bank.used[:n])
         if t % 1440 == 0:
             self._expire_idle(t)
-        elif t % 60 == 59 and self.cold_after_min and "key" in self.levels:
+        if t % 60 == 59 and self.cold_after_min and "key" in self.levels:
             self._pack_idle(t, ctx)
 
     def _learn_masks(self, t: int, n: int, ctx: Context) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -277,7 +277,8 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
         return c[1], c[2]
 
     def describe(self) -> dict:
-        return {"series": len(self.rows), "packed_key_series": sum(map(len, self.cold.values())), "bank_bytes": self.bank.nbytes(), "open_spikes": len(self.incidents),
+        return {"series": len(self.rows), "packed_key_series": sum(map(len, self.cold.values())),
+                "bank_bytes": self.bank.nbytes(), "open_spikes": len(self.incidents),
                 "unknown_models": [{"provider": p, "model": m, "events": n} for (p, m), n in self.unknown.items()],
                 "projections": self.proj.latest()}
 

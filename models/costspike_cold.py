@@ -39,6 +39,7 @@ from array import array
 
 import numpy as np
 
+from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.reqrate import PEAK_DECAY
 
 # last_active, next minute to replay, age, run_start | lvl_mu, lvl_dev, calibrator (mu, var,
@@ -221,8 +222,6 @@ class ColdKeyRows:
 
     def _packed_view(self, blob: bytes, last: int):
         """A one-row bank holding `blob` stepped through `last`, for reading (describe)."""
-        from keywatch.models.forecast import SeasonalBank, TailCalibrator
-
         b = self.bank
         tmp = SeasonalBank(k=b.k, warmup_units=b.warmup, capacity=1)
         tmp.n_cap, tmp.a_hod, tmp.a_how, tmp.a_lvl = b.n_cap, b.a_hod, b.a_how, b.a_lvl

@@ -77,8 +77,9 @@ class GatewayBypassDetector:
         self.tolerance = tolerance  # gateway retries and rounding: small gaps are not bypass
         self.retention_ms = retention_ms
         self.fronted: dict[str, int] = {}  # provider key → first gateway event time
-        # key → bucket start → gateway counts (an int), or [gateway counts, provider counts, cost,
-        # first provider event time, provider, project] once the provider has reported
+        # key → [start, value, …] by start; a value is gateway counts (an int), or [gateway counts,
+        # provider counts, cost, first provider event time, provider, project] once the provider
+        # has reported
         self.buckets: dict[str, list] = {}
         self.pending: set[tuple[str, int]] = set()
         self.now = 0  # event-time clock: the highest event time seen
@@ -116,29 +117,22 @@ class GatewayBypassDetector:
                 if kb is None:
                     buckets[key] = [start, n]
                 else:
-                    i = len(kb) - 2 if kb[-2] == start else _slot(kb, start)
-                    if i < 0:
-                        kb[-1 - i:-1 - i] = [start, n]
+                    i = _value_at(kb, start)
+                    v = kb[i]
+                    if v.__class__ is int:
+                        kb[i] = v + n
                     else:
-                        v = kb[i + 1]
-                        if v.__class__ is int:
-                            kb[i + 1] = v + n
-                        else:
-                            v[B_GATEWAY] += n
+                        v[B_GATEWAY] += n
             elif src == PROVIDER:
                 key = e.key_id
                 start = ts - ts % bucket_ms
                 kb = buckets.get(key)
                 if kb is None:
                     kb = buckets[key] = []
-                i = len(kb) - 2 if kb and kb[-2] == start else _slot(kb, start)
-                if i < 0:
-                    v = [0, 0, 0.0, ts, e.provider, e.project]
-                    kb[-1 - i:-1 - i] = [start, v]
-                else:
-                    v = kb[i + 1]
-                    if v.__class__ is int:
-                        v = kb[i + 1] = [v, 0, 0.0, ts, e.provider, e.project]
+                i = _value_at(kb, start)
+                v = kb[i]
+                if v.__class__ is int:
+                    v = kb[i] = [v, 0, 0.0, ts, e.provider, e.project]
                 v[B_PROVIDER] += e.requests + ((e.input_tokens + e.output_tokens) << _TOK)
                 v[B_COST] += e.cost_usd or 0.0
                 k = (key, start)
@@ -271,6 +265,23 @@ def _slot(kb: list, start: int) -> int:
             return -3 - i
         i -= 2
     return -1
+
+
+def _value_at(kb: list, start: int) -> int:
+    """Index of bucket `start`'s value in a key's flat list, a new bucket (value 0) put in its
+    place if it has none. The usual bucket is the last one: looked at first.
+
+    >>> kb = [10, 5]
+    >>> _value_at(kb, 10), _value_at(kb, 20), _value_at(kb, 15), kb
+    (1, 3, 3, [10, 5, 15, 0, 20, 0])
+    """
+    if kb and kb[-2] == start:
+        return len(kb) - 1
+    i = _slot(kb, start)
+    if i < 0:
+        i = -1 - i
+        kb[i:i] = [start, 0]
+    return i + 1
 
 
 def _merge(gateway: dict, provider: dict) -> dict[str, list]:

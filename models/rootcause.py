@@ -37,6 +37,7 @@ class RootCause:
         self.minutes: dict[int, dict[tuple, dict[tuple, float]]] = {}  # minutes taking spend
         self.packed: dict[int, dict[tuple, tuple[tuple, array]]] = {}  # earlier minutes, packed
         self._cons: dict[tuple, tuple] = {}  # contributor → its one shared tuple (a cache)
+        self._epoch: int | None = None  # `_cons` is rebuilt when minute // KEEP_MINUTES changes
         # group → contributor → share: complex(value, minute last learnt), one 32-byte object where
         # a [value, minute] list and its float took 96 (a float64 holds a minute exactly)
         self.shares: dict[tuple, dict[tuple, complex]] = {}
@@ -54,7 +55,7 @@ class RootCause:
 
     def __setstate__(self, st: dict) -> None:
         self.__dict__.update(st)
-        self._acc, self._cons = {}, {}
+        self._acc, self._cons, self._epoch = {}, {}, None
         self.__dict__.setdefault("packed", {})  # older pickles: every minute in dicts
         if "newest" not in st:  # older pickles
             self.newest = max(self.minutes, default=None)
@@ -108,7 +109,7 @@ class RootCause:
     def _pack(self, minute: int) -> None:
         cons = self._cons
         epoch = minute // KEEP_MINUTES
-        if epoch != self.__dict__.get("_epoch") or len(cons) > CONTRIBUTORS_MAX:
+        if epoch != self._epoch or len(cons) > CONTRIBUTORS_MAX:
             # Every KEEP_MINUTES the table starts again from the minutes still kept: the tuples
             # of contributors gone quiet go with their minutes (0.4 KB a key, at 100k keys that
             # each called a few times, most of them long idle).
