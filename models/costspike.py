@@ -179,14 +179,17 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
         # Runs every minute for every series: numpy per-call overhead is most of its cost, so
         # the all-rows-learn case passes None masks, and levels absent from this instance (a
         # partition core has key rows only) skip their work altogether.
-        if self.cold:
-            self._wake_incidents(t, ctx)
+        # Keys other detectors have an incident open on at the end of minute t (asked in event
+        # time: the book may already hold findings from later in this batch) stop learning.
+        open_keys = ctx.book.open_keys_at(t * 60000 + 59999)
+        if self.cold and open_keys:
+            self._wake_incidents(t, open_keys)
         bank, n = self.bank, self.bank.n
         x = np.zeros(n)
         if self.cur:
             x[np.fromiter(self.cur.keys(), np.int64, len(self.cur))] = np.fromiter(self.cur.values(), np.float64, len(self.cur))
         self.cur = {}
-        learn, accept = self._learn_masks(t, n, ctx)
+        learn, accept = self._learn_masks(t, n, open_keys)
         exp, upper, spread = bank.step(t, x, learn, accept)
         if self.rq.cur or not self.rq.idle:
             self.rq.step(t, n, bank.run_len[:n] > 0, learn)
@@ -229,13 +232,12 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
         if t % 60 == 59 and self.cold_after_min and "key" in self.levels:
             self._pack_idle(t, ctx)
 
-    def _learn_masks(self, t: int, n: int, ctx: Context) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _learn_masks(self, t: int, n: int, open_keys: list) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(learn, accept) of minute t: rows that learn (None: all) and rows that learn their raw
-        value (None: none). Expired `nolearn`/`accept` entries are dropped."""
+        value (None: none); `open_keys`: keys with another detector's incident open (they do not
+        learn either). Expired `nolearn`/`accept` entries are dropped."""
         off = list(self.incidents)
-        # Other detectors' incidents open on a key at the end of minute t stop learning too (asked
-        # in event time: the book may already hold findings from later in this batch).
-        for k in ctx.book.open_keys_at(t * 60000 + 59999):
+        for k in open_keys:
             off.extend(self.key_rows.get((k[1], k[2]), ()))
         for r, until in list(self.nolearn.items()):
             if until > t:

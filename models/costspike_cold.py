@@ -192,10 +192,10 @@ class ColdKeyRows:
                 unpack_row(self.bank, self.cal, self.rq.peak, r, blob, last, self.cold_skips)
                 return
 
-    def _wake_incidents(self, t: int, ctx) -> None:
+    def _wake_incidents(self, t: int, open_keys: list) -> None:
         """Before minute `t` steps: keys another detector has an incident open on stop learning
         (`_learn_masks`), so their packed rows come back first."""
-        for k in ctx.book.open_keys_at(t * 60000 + 59999):
+        for k in open_keys:
             got = self.cold.get((k[1], k[2]))
             for proj, _ in got or ():
                 self._row(("key", k[1], proj, k[2]), last=t - 1)
