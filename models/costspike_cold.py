@@ -17,7 +17,7 @@ plain idle — an open or suppressed spike, a run, feedback pending, an incident
 Minutes the detector skipped (a silence over 14 days) are skipped again (`cold_skips`).
 
 >>> import numpy as np
->>> from keywatch.models.forecast import SeasonalBank, TailCalibrator
+>>> from keywatch.models.forecast import HOW_OFFSET, SeasonalBank, TailCalibrator
 >>> bank, cal = SeasonalBank(), TailCalibrator(long_n=1440.0, short_n=2.0)
 >>> r = bank.add()
 >>> for t in range(600):                       # ten hours of $1/min, then idle
@@ -39,13 +39,12 @@ from array import array
 
 import numpy as np
 
-from keywatch.models.forecast import SeasonalBank, TailCalibrator
+from keywatch.models.forecast import HOW_OFFSET, SeasonalBank, TailCalibrator
 from keywatch.models.reqrate import PEAK_DECAY
 
 # last_active, next minute to replay, age, run_start | lvl_mu, lvl_dev, calibrator (mu, var,
 # short, cnt), busiest-hour request rate; then the compressed profiles and visit counts.
 _HEAD = struct.Struct("<qqqq7d")
-HOW_OFFSET = 72  # as forecast.py: hour-of-week 0 = Monday 00:00 UTC
 
 
 def pack_row(bank, cal, peak: np.ndarray, r: int, next_t: int) -> bytes:
@@ -66,7 +65,7 @@ def unpack_row(bank, cal, peak: np.ndarray, r: int, blob: bytes, last: int, skip
     `last` as a minute of zero spend each, but the minutes in `skips` ([start, end) ranges)."""
     (la, t0, age, run_start, lmu, ldev, cmu, cvar, cshort, ccnt, pk) = _HEAD.unpack_from(blob)
     raw = zlib.decompress(memoryview(blob)[_HEAD.size:])
-    npf = 8 * 24 * 2 * 4
+    npf = bank.prof[..., r].nbytes  # the profiles; the visit counts follow
     prof, cnt = array("f"), array(bank.cnt.dtype.char)
     prof.frombytes(raw[:npf])
     cnt.frombytes(raw[npf:])
