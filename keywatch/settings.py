@@ -198,6 +198,7 @@ class Settings(BaseSettings):
     gateway_bypass_bucket_s: int= Field(3600, ge=60, description='bucket width in which provider usage is matched to gateway traffic')
     gateway_bypass_lag_s: float = Field(1800.0, ge=0, description="wait this long past a bucket for late gateway logs")
     gateway_bypass_min_requests: int= Field(5, ge=1, description='unmatched provider requests in a bucket before a gateway-bypass alert')
+    gateway_bypass_retention_s: int = Field(259200, ge=3600, description="keep a key's buckets this long: provider usage arriving later is not matched")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -34,18 +34,12 @@ from typing import Any
 from keywatch.models.alerts import Finding
 from keywatch.models.core import Batch, Context
 from keywatch.models.events import format_ts
+from keywatch.models.gateway_buckets import B_GATEWAY, B_COST, B_PROVIDER, REQ as _REQ, TOK as _TOK
+from keywatch.models.gateway_buckets import (drop_before, first_start, last_start, merge, merge_sources,
+                                              slot, take)
 
 GATEWAY, PROVIDER = "gateway", "provider_usage"
 _NEVER = 1 << 62
-# A key's buckets are kept for `retention_ms` (3 days: provider usage can arrive late), so a key
-# seen both ways every hour holds ≈ 75 of them: they are kept small. Per key one flat list,
-# [start, value, start, value, …] by start, one value for both sources: while only the gateway
-# has reported, one int, requests + (tokens << _TOK); once the provider has, a list indexed by
-# these, its counts one such int too. (A (key, bucket) dict per source took ≈ 1.5× the memory for
-# such a key, a tuple and an int per entry each; a dict per key took 0.15 KB more for a key with
-# one bucket.) Events come in time order but for late ones: the last bucket is the usual one.
-_TOK, _REQ = 64, (1 << 64) - 1
-B_GATEWAY, B_PROVIDER, B_COST, B_FIRST, B_PROVIDER_NAME, B_PROJECT = range(6)
 
 
 def load_key_map(path: Path | None) -> dict[str, str]:
@@ -77,10 +71,13 @@ class GatewayBypassDetector:
         self.tolerance = tolerance  # gateway retries and rounding: small gaps are not bypass
         self.retention_ms = retention_ms
         self.fronted: dict[str, int] = {}  # provider key → first gateway event time
-        # key → [start, value, …] by start; a value is gateway counts (an int), or [gateway counts,
-        # provider counts, cost, first provider event time, provider, project] once the provider
-        # has reported
+        # key → live buckets [start, value, …] by start; a value is gateway counts (an int), or
+        # [gateway counts, provider counts, cost, first provider event time, provider, project]
+        # once the provider has reported (models/gateway_buckets.py)
         self.buckets: dict[str, list] = {}
+        self.settled: dict[str, bytes] = {}  # key → its settled buckets, packed records by start
+        self.labels: list = [None]  # the records' (provider, project) pairs; 0: none
+        self.label_ix: dict[tuple, int] = {}
         self.pending: set[tuple[str, int]] = set()
         self.now = 0  # event-time clock: the highest event time seen
         self.next_due = _NEVER  # earliest settle time among pending buckets
@@ -89,7 +86,8 @@ class GatewayBypassDetector:
     @classmethod
     def from_settings(cls, settings) -> "GatewayBypassDetector":
         return cls(load_key_map(settings.gateway_key_map_file), bucket_ms=settings.gateway_bypass_bucket_s * 1000,
-                   lag_ms=int(settings.gateway_bypass_lag_s * 1000), min_requests=settings.gateway_bypass_min_requests)
+                   lag_ms=int(settings.gateway_bypass_lag_s * 1000), min_requests=settings.gateway_bypass_min_requests,
+                   retention_ms=settings.gateway_bypass_retention_s * 1000)
 
     def process(self, batch: Batch, ctx: Context) -> None:
         # Event time, event by event: the clock is the highest event time this detector has seen,
@@ -98,6 +96,7 @@ class GatewayBypassDetector:
         bucket_ms, buckets, pending = self.bucket_ms, self.buckets, self.pending
         key_map, fronted, lag_ms = self.key_map, self.fronted, self.lag_ms
         now, next_due, last_prune = self.now, self.next_due, self.last_prune  # mirrors of self.*
+        pruned_at = last_prune
         # One comparison per event: `act_at` is the earliest event time that needs a judgement or a prune.
         act_at = min(next_due, last_prune + bucket_ms)
         late: set[tuple[str, int]] = set()
@@ -114,22 +113,23 @@ class GatewayBypassDetector:
                 start = ts - ts % bucket_ms
                 n = e.requests + ((e.input_tokens + e.output_tokens) << _TOK)
                 kb = buckets.get(key)
-                if kb is None:
-                    buckets[key] = [start, n]
+                if kb is not None and kb[-2] == start:  # the usual bucket: the last one
+                    i = len(kb) - 1
                 else:
-                    i = _value_at(kb, start)
-                    v = kb[i]
-                    if v.__class__ is int:
-                        kb[i] = v + n
-                    else:
-                        v[B_GATEWAY] += n
+                    kb, i = self._open(key, start)
+                v = kb[i]
+                if v.__class__ is int:
+                    kb[i] = v + n
+                else:
+                    v[B_GATEWAY] += n
             elif src == PROVIDER:
                 key = e.key_id
                 start = ts - ts % bucket_ms
                 kb = buckets.get(key)
-                if kb is None:
-                    kb = buckets[key] = []
-                i = _value_at(kb, start)
+                if kb is not None and kb[-2] == start:
+                    i = len(kb) - 1
+                else:
+                    kb, i = self._open(key, start)
                 v = kb[i]
                 if v.__class__ is int:
                     v = kb[i] = [v, 0, 0.0, ts, e.provider, e.project]
@@ -160,6 +160,8 @@ class GatewayBypassDetector:
             for k in sorted(late):
                 if self._value(k).__class__ is list:  # not pruned meanwhile
                     self._judge(k, now, ctx)
+        if last_prune != pruned_at:  # hourly, after every judgement of the batch
+            self._settle(now)
 
     def _judge_due(self, now: int, ctx: Context) -> None:
         settle = self.bucket_ms + self.lag_ms
@@ -173,8 +175,10 @@ class GatewayBypassDetector:
         self.__dict__.setdefault("now", 0)
         self.__dict__.setdefault("last_prune", 0)
         self.__dict__.setdefault("next_due", min((k[1] + self.bucket_ms + self.lag_ms for k in self.pending), default=_NEVER))
+        for name, empty in (("settled", {}), ("labels", [None]), ("label_ix", {})):
+            self.__dict__.setdefault(name, empty)
         if "buckets" not in state:  # older snapshots: a (key, bucket) dict per source
-            self.buckets = _merge(state.get("gateway", {}), state.get("provider", {}))
+            self.buckets = merge_sources(state.get("gateway", {}), state.get("provider", {}))
             for name in ("gateway", "provider"):
                 self.__dict__.pop(name, None)
         elif self.buckets and next(iter(self.buckets.values())).__class__ is dict:  # a dict per key (02ffe9a)
@@ -233,67 +237,59 @@ class GatewayBypassDetector:
                     del self.buckets[key]
                 else:
                     del kb[:j]
+        for key, blob in list(self.settled.items()):
+            if last_start(blob) < cutoff:
+                del self.settled[key]
+            elif first_start(blob) < cutoff:
+                self.settled[key] = drop_before(blob, cutoff)
         self.pending.difference_update([k for k in self.pending if k[1] < cutoff])
 
     def _value(self, k: tuple[str, int]):
         """Bucket `k`'s value, None if it has none."""
         kb = self.buckets.get(k[0])
-        i = _slot(kb, k[1]) if kb else -1
+        i = slot(kb, k[1]) if kb else -1
         return kb[i + 1] if i >= 0 else None
+
+    def _open(self, key: str, start: int) -> tuple[list, int]:
+        """(key's live list, the index of bucket `start`'s value in it): the bucket unpacked if
+        it is settled, new (value 0) if it has none."""
+        kb = self.buckets.get(key)
+        if kb is None:
+            kb = self.buckets[key] = []
+        i = slot(kb, start)
+        if i >= 0:
+            return kb, i + 1
+        v = 0
+        blob = self.settled.get(key)
+        if blob is not None and start <= last_start(blob):  # a late event for a settled bucket
+            rest, got = take(blob, start, self.labels)
+            if got is not None:
+                v = got
+                if rest:
+                    self.settled[key] = rest
+                else:
+                    del self.settled[key]
+        i = -1 - i
+        kb[i:i] = [start, v]
+        return kb, i + 1
+
+    def _settle(self, now: int) -> None:
+        """Pack the live buckets past their settle time (judged: a late event unpacks them)."""
+        upto = now - self.bucket_ms - self.lag_ms  # a bucket starting ≤ this has settled
+        pending, settled, labels, index = self.pending, self.settled, self.labels, self.label_ix
+        for key, kb in list(self.buckets.items()):
+            j = 0
+            while j < len(kb) and kb[j] <= upto and (key, kb[j]) not in pending:
+                j += 2
+            if j:
+                items = list(zip(kb[:j:2], kb[1:j:2]))
+                settled[key] = merge(settled.get(key, b""), items, labels, index)
+                if j == len(kb):
+                    del self.buckets[key]
+                else:
+                    del kb[:j]
 
     def describe_key(self, key_id: str) -> dict[str, Any] | None:
         if key_id not in self.fronted:
             return None
         return {"gateway_fronted_since": format_ts(self.fronted[key_id])}
-
-
-
-def _slot(kb: list, start: int) -> int:
-    """Where bucket `start` is in a key's flat list: its index (the value follows), or, if it
-    has none, −1 − the index it goes in at. From the end: the newest buckets are the usual ones.
-
-    >>> kb = [10, "a", 20, "b"]
-    >>> _slot(kb, 20), _slot(kb, 10), _slot(kb, 30), _slot(kb, 15), _slot(kb, 5)
-    (2, 0, -5, -3, -1)
-    """
-    i = len(kb) - 2
-    while i >= 0:
-        s = kb[i]
-        if s == start:
-            return i
-        if s < start:
-            return -3 - i
-        i -= 2
-    return -1
-
-
-def _value_at(kb: list, start: int) -> int:
-    """Index of bucket `start`'s value in a key's flat list, a new bucket (value 0) put in its
-    place if it has none. The usual bucket is the last one: looked at first.
-
-    >>> kb = [10, 5]
-    >>> _value_at(kb, 10), _value_at(kb, 20), _value_at(kb, 15), kb
-    (1, 3, 3, [10, 5, 15, 0, 20, 0])
-    """
-    if kb and kb[-2] == start:
-        return len(kb) - 1
-    i = _slot(kb, start)
-    if i < 0:
-        i = -1 - i
-        kb[i:i] = [start, 0]
-    return i + 1
-
-
-def _merge(gateway: dict, provider: dict) -> dict[str, list]:
-    """`buckets` from an older snapshot's per-source dicts: gateway values [requests, tokens]
-    lists or ints, provider values [requests, tokens, cost, provider, project, first ms] lists
-    or dicts of those names."""
-    out: dict[str, dict[int, Any]] = {}
-    for (key, start), v in gateway.items():
-        out.setdefault(key, {})[start] = v if v.__class__ is int else v[0] + (v[1] << _TOK)
-    for (key, start), v in provider.items():
-        if v.__class__ is dict:
-            v = [v["requests"], v["tokens"], v["cost"], v["provider"], v["project"], v["first_ms"]]
-        kb = out.setdefault(key, {})
-        kb[start] = [kb.get(start, 0), v[0] + (v[1] << _TOK), v[2], v[5], v[3], v[4]]
-    return {key: [x for s in sorted(kb) for x in (s, kb[s])] for key, kb in out.items()}

@@ -1,0 +1,118 @@
+"""Gateway bypass packs its settled buckets: the same findings as keeping them live, ≈ 60 B each."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import random
+import sys
+
+from keywatch.models.core import DetectionCore
+from keywatch.models.events import UsageEvent
+from keywatch.models.gateway_buckets import REC
+from keywatch.models.gatewaybypass import GatewayBypassDetector
+from keywatch.settings import Settings
+
+T0 = 1_795_622_400_000
+HOUR = 3_600_000
+SETTINGS = {"lag_ms": HOUR // 2, "min_requests": 3, "retention_ms": 40 * HOUR}
+
+
+class Unpacked(GatewayBypassDetector):
+    """Every bucket stays live, as before settled buckets were packed."""
+
+    def _settle(self, now: int) -> None:
+        pass
+
+
+def stream(seed: int = 5, n: int = 12_000) -> list[UsageEvent]:
+    """66 hours of 12 keys behind a gateway; some provider usage arrives 4–8 hours late (its
+    bucket settled and packed by then), some gateway logs 4 hours late, across two projects."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        ts = T0 + i * 20_000 + rnd.randrange(5_000)
+        key = f"k{rnd.randrange(12)}"
+        if rnd.random() < 0.6:
+            late = 4 * HOUR if rnd.random() < 0.05 else 0
+            out.append(UsageEvent(event_id=f"g{i}", ts=ts - late, provider="litellm", key_id=key, model="m",
+                                  input_tokens=rnd.randrange(5_000), source="gateway"))
+        else:
+            late = rnd.randrange(4, 9) * HOUR if rnd.random() < 0.15 else 0
+            out.append(UsageEvent(event_id=f"p{i}", ts=ts - late, provider=rnd.choice(("openai", "anthropic")),
+                                  key_id=key, model="m", project=rnd.choice(("p1", "p2", None)),
+                                  requests=rnd.randrange(1, 30), input_tokens=rnd.randrange(20_000),
+                                  cost_usd=rnd.random(), source="provider_usage"))
+    return out
+
+
+def deep_size(*roots) -> int:
+    """Bytes of the objects reachable from `roots` (each counted once)."""
+    seen, stack, total = set(), list(roots), 0
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, type):
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        stack.extend(gc.get_referents(o))
+    return total
+
+
+def alerts(core: DetectionCore, events: list[UsageEvent]) -> list[dict]:
+    return [a.to_contract() for j in range(0, len(events), 500) for a in core.process(events[j:j + 500]).alerts]
+
+
+def test_packed_buckets_give_the_same_findings_and_snapshots_keep_them() -> None:
+    events = stream()
+    half = len(events) // 2
+    live = DetectionCore([Unpacked(**SETTINGS)])
+    want = alerts(live, events)
+    packed = DetectionCore([GatewayBypassDetector(**SETTINGS)])
+    got = alerts(packed, events[:half])
+    packed = pickle.loads(pickle.dumps(packed))  # a snapshot, half way
+    got += alerts(packed, events[half:])
+    assert len(want) > 50 and got == want
+    det, ref = packed.detector("gateway_bypass"), live.detector("gateway_bypass")
+    # Most buckets are packed, fixed-size records; the live lists hold the last two hours or so.
+    records = sum(len(b) // REC.size for b in det.settled.values())
+    assert all(len(b) % REC.size == 0 for b in det.settled.values())
+    assert records > 5 * sum(len(kb) // 2 for kb in det.buckets.values())
+    assert records + sum(len(kb) // 2 for kb in det.buckets.values()) == sum(len(kb) // 2 for kb in ref.buckets.values())
+    assert deep_size(det.buckets, det.settled) < deep_size(ref.buckets) / 3
+
+
+def test_late_events_unpack_their_bucket_and_an_older_snapshot_loads() -> None:
+    def mk(i: int, ts: int, src: str, req: int) -> UsageEvent:
+        return UsageEvent(event_id=f"e{i}", ts=ts, provider="openai", key_id="k", model="m", requests=req,
+                          source=src, project="p")
+
+    first = [[mk(i, T0 + i * 60_000, "gateway", 1) for i in range(10)], [mk(20, T0 + 5, "provider_usage", 10)],
+             [mk(21, T0 + 2 * HOUR, "gateway", 1)]]  # 10 of 10 seen in the first hour: no bypass
+    cores = [DetectionCore([cls(lag_ms=0, min_requests=3)]) for cls in (GatewayBypassDetector, Unpacked)]
+    for core in cores:
+        assert not [a for batch in first for a in core.process(batch).alerts]
+    det = cores[0].detector("gateway_bypass")
+    assert len(det.settled["k"]) == REC.size and det.buckets["k"] == [T0 + 2 * HOUR, 1]  # the first hour packed
+    old = cores[1].detector("gateway_bypass")  # as a snapshot from before packing: all live, no records
+    state = {k: v for k, v in old.__dict__.items() if k not in ("settled", "labels", "label_ix")}
+    old.__class__ = GatewayBypassDetector
+    old.__dict__.clear()
+    old.__setstate__(state)
+    late = [mk(22, T0 + 30, "provider_usage", 40)]  # late provider usage for the packed hour: 40 unseen
+    for core in cores:
+        out = core.process(late).alerts
+        assert len(out) == 1 and "40 of 50 provider-reported requests" in out[0].reasons[0]
+    assert det.buckets["k"][:2] == [T0, [10, 50, 0.0, T0 + 5, "openai", "p"]] and "k" not in det.settled  # unpacked
+
+
+def test_retention_is_a_setting() -> None:
+    det = GatewayBypassDetector.from_settings(Settings.from_env({"KEYWATCH_GATEWAY_BYPASS_RETENTION_S": "7200"}))
+    assert det.retention_ms == 7_200_000
+    core = DetectionCore([det])
+    core.process([UsageEvent(event_id=f"g{i}", ts=T0 + i * HOUR, provider="litellm", key_id="k", model="m",
+                             source="gateway") for i in range(5)])
+    core.process([UsageEvent(event_id="last", ts=T0 + 6 * HOUR, provider="litellm", key_id="k", model="m", source="gateway")])
+    kept = det.buckets.get("k", [])[::2] + [int.from_bytes(det.settled.get("k", b"")[i:i + 8], "little")
+                                            for i in range(0, len(det.settled.get("k", b"")), REC.size)]
+    assert sorted(kept) == [T0 + h * HOUR for h in (4, 6)]  # older than 2 hours: gone
