@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import pickle
 import sys
+import zlib
 
 import orjson
+import pytest
 
-from keywatch.models.keytheft_cold import pack, packed_last_ts
+from keywatch.models.keytheft_cold import pack, packed_last_ts, unpack
+from keywatch.models.keytheft_zdict import CURRENT, DICTIONARIES
 from keywatch.models.keytheft_state import dump_state, load_state
 from keywatch.models.registry import build_core
 from keywatch.settings import Settings
@@ -152,3 +155,18 @@ def test_the_tracked_keys_gauge_counts_packed_keys():
     core.process([usage(2, T0 + 100 * MIN, key="k3")])  # k1 and k2 idle over an hour: packed
     det = core.detector("key_theft")
     assert len(det.cold) == 2 and len(det.keys) == 1 and cores.tracked_keys() == 3
+
+
+def test_packed_state_uses_the_preset_dictionary_and_older_blobs_still_unpack():
+    """Blobs name their preset dictionary by Adler-32: one packed with it is smaller, one packed
+    before it (no dictionary, older snapshots) unpacks as it was, an unknown one is a clear error."""
+    st = settled_core(minutes=2 * 1440).detector("key_theft").keys[("openai", "k1")]
+    raw = pickle.dumps(st, protocol=5)
+    head = st.base.last_ts.to_bytes(8, "little", signed=True)
+    new, old = pack(st), head + zlib.compress(raw, 1)
+    assert len(new) < 0.85 * len(old)
+    assert pickle.dumps(unpack(new), protocol=5) == pickle.dumps(unpack(old), protocol=5) == raw
+    assert zlib.adler32(DICTIONARIES[1117699417]) == 1117699417 and CURRENT is DICTIONARIES[1117699417]  # never changed
+    other = zlib.compressobj(1, zdict=b"another dictionary")
+    with pytest.raises(ValueError, match="preset dictionary"):
+        unpack(head + other.compress(raw) + other.flush())
