@@ -260,7 +260,8 @@ def print_table(r: dict, console: Console) -> None:
     if c.get("resident_bytes_per_key"):
         t.add_row("resident memory per tracked key", f"{c['resident_bytes_per_key']:,.0f} B",
                   f"{c['resident_mb']:,.0f} MB for {c['state_keys']:,} keys in a fresh process (pickled above; "
-                  "caches of distinct callers included)")
+                  "caches of distinct callers included"
+                  + (f"; the dedupe window's {c['dedupe_window_mb']:,.0f} MB too" if c.get("dedupe_window_mb") else "") + ")")
     if (bz := c.get("busy", {})).get("resident_bytes_per_key"):
         t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B", f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes")
     if (iz := c.get("idle", {})).get("resident_bytes_per_key"):
@@ -268,7 +269,9 @@ def print_table(r: dict, console: Console) -> None:
                   f"apart, all but the last wave idle (packed); unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B")
     if (gz := c.get("gateway", {})).get("resident_bytes_per_key"):
         t.add_row("… gateway-fronted keys", f"{gz['resident_bytes_per_key']:,.0f} B",
-                  f"{gz['keys']:,} keys seen every hour for {gz['hours']} hours by the gateway and the provider")
+                  f"{gz['keys']:,} keys seen every hour for {gz['hours']} hours by the gateway and the provider"
+                  + (f"; of it the dedupe window's {gz['dedupe_window_mb']:,.0f} MB, bounded: "
+                     f"{gz['dedupe_window_mb'] * 2**20 / gz['keys']:,.0f} B per key here" if gz.get("dedupe_window_mb") else ""))
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
     snap = c.get("snapshot", {})
     if "forked_wait_s" in snap:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 
 from keywatch.bench_core import MODELS, UAS, _settings, feed, new_key_call, synthetic_state
 from keywatch.models.core import DetectionCore
@@ -90,10 +91,24 @@ def _growth(build, keys: int, settings) -> dict:
     after = _resident_bytes()
     kt = core.detector("key_theft")
     tracked = kt.tracked_keys() if kt is not None else keys
+    dedupe = dedupe_window_bytes(core)
     if before is None or after is None:
-        return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None}
+        return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None, "dedupe_window_mb": None}
     return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
-            "resident_mb": round((after - before) / 2**20, 1)}
+            "resident_mb": round((after - before) / 2**20, 1), "dedupe_window_mb": round(dedupe / 2**20, 1)}
+
+
+def dedupe_window_bytes(core: DetectionCore) -> int:
+    """Bytes of the core's dedupe window (its last `KEYWATCH_DEDUPE_WINDOW_EVENTS` event ids, a
+    set and a queue): part of each figure, but not per key — it stops growing at its bound, so
+    a run with fewer keys (the gateway-fronted one) carries more of it per key.
+
+    >>> core = feed(build_core(_settings(None)), [new_key_call(k, 0, T0) for k in range(10)])
+    >>> 0 < dedupe_window_bytes(core) < 10_000
+    True
+    """
+    ids = core._order
+    return sys.getsizeof(core._seen) + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
 
 
 def resident_growth(keys: int, settings=None) -> dict:
@@ -101,7 +116,7 @@ def resident_growth(keys: int, settings=None) -> dict:
 
     >>> r = resident_growth(300)  # here not a fresh process: the figure itself is not checked
     >>> r["keys"], sorted(r)
-    (300, ['keys', 'resident_bytes_per_key', 'resident_mb'])
+    (300, ['dedupe_window_mb', 'keys', 'resident_bytes_per_key', 'resident_mb'])
     """
     return _growth(synthetic_state, keys, settings)
 
