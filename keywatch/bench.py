@@ -225,6 +225,20 @@ def _broker(fig: dict) -> str:
     return f" + {x:,.1f} in the broker" if x is not None else ""
 
 
+def _dedupe(r: dict, keys: int | None) -> str:
+    """The bounded dedupe window's part of a memory figure (per key when `keys` is given)."""
+    mb = r.get("dedupe_window_mb")
+    if not mb:
+        return ""
+    return (f"; the dedupe window's {mb:,.0f} MB too" if keys is None else
+            f"; of it the dedupe window's {mb:,.0f} MB, bounded: {mb * 2**20 / keys:,.0f} B per key here")
+
+
+def _untrimmed(r: dict) -> str:
+    b = r.get("untrimmed_bytes_per_key")
+    return f"; before freed heap memory went back to the OS: {b:,.0f} B" if b else ""
+
+
 def print_table(r: dict, console: Console) -> None:
     t = Table(title=f"keywatch bench — {r['partitions']} partitions, {r['cpus']} CPUs, {r['seconds']:.0f} s")
     t.add_column("figure")
@@ -260,18 +274,17 @@ def print_table(r: dict, console: Console) -> None:
     if c.get("resident_bytes_per_key"):
         t.add_row("resident memory per tracked key", f"{c['resident_bytes_per_key']:,.0f} B",
                   f"{c['resident_mb']:,.0f} MB for {c['state_keys']:,} keys in a fresh process (pickled above; "
-                  "caches of distinct callers included"
-                  + (f"; the dedupe window's {c['dedupe_window_mb']:,.0f} MB too" if c.get("dedupe_window_mb") else "") + ")")
+                  "caches of distinct callers included" + _dedupe(c, None) + ")" + _untrimmed(c))
     if (bz := c.get("busy", {})).get("resident_bytes_per_key"):
-        t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B", f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes")
+        t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B",
+                  f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes" + _untrimmed(bz))
     if (iz := c.get("idle", {})).get("resident_bytes_per_key"):
         t.add_row("… mostly idle keys", f"{iz['resident_bytes_per_key']:,.0f} B", f"{iz['keys']:,} keys in {iz['waves']} waves 70 minutes "
-                  f"apart, all but the last wave idle (packed); unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B")
+                  f"apart, all but the last wave idle (packed); unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B" + _untrimmed(iz))
     if (gz := c.get("gateway", {})).get("resident_bytes_per_key"):
         t.add_row("… gateway-fronted keys", f"{gz['resident_bytes_per_key']:,.0f} B",
                   f"{gz['keys']:,} keys seen every hour for {gz['hours']} hours by the gateway and the provider"
-                  + (f"; of it the dedupe window's {gz['dedupe_window_mb']:,.0f} MB, bounded: "
-                     f"{gz['dedupe_window_mb'] * 2**20 / gz['keys']:,.0f} B per key here" if gz.get("dedupe_window_mb") else ""))
+                  + _dedupe(gz, gz["keys"]) + _untrimmed(gz))
     t.add_row("peak RSS (state build)", f"{c['peak_rss_mb']:,.0f} MB", f"{c['state_keys']:,} keys")
     snap = c.get("snapshot", {})
     if "forked_wait_s" in snap:

@@ -269,7 +269,8 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
             "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],
-            "resident_mb": resident["resident_mb"], "dedupe_window_mb": resident.get("dedupe_window_mb"), "busy": busy, "idle": idle, "gateway": gateway, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
+            "resident_mb": resident["resident_mb"], "dedupe_window_mb": resident.get("dedupe_window_mb"),
+            "untrimmed_bytes_per_key": resident.get("untrimmed_bytes_per_key"), "busy": busy, "idle": idle, "gateway": gateway, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
             "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
             "replay_reader_process": r["throughput"].get("reader_process", False),
             "replay_split": r["throughput"].get("split", False),

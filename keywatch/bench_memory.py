@@ -2,7 +2,9 @@
 with distinct callers, to their bounds), where the pickled size (keywatch/bench_core.py) is what
 a snapshot stores. Each figure is the growth of this process's resident set while a core builds
 its state, ÷ keys; meant for a fresh process (`keywatch bench` runs each in one): memory another
-run freed would be reused and not show.
+run freed would be reused and not show. Measured after returning freed heap memory to the OS
+(keywatch/memtrim.py), as the worker does every `KEYWATCH_MEMORY_TRIM_S`; `untrimmed_…` is the
+growth before that (what the figures were until session 20).
 
 * new keys (`resident_growth`): `synthetic_state`, keys with a few calls each, every call from a
   network new to the key — what a burst of new keys leaves.
@@ -19,23 +21,15 @@ run freed would be reused and not show.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 
 from keywatch.bench_core import MODELS, UAS, _settings, feed, new_key_call, synthetic_state
+from keywatch.memtrim import resident_bytes, trim
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
 
 T0 = 1_793_577_600_000
-
-
-def _resident_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def busy_state(settings, keys: int, minutes: int = 150, t0: int = T0) -> DetectionCore:
@@ -85,17 +79,22 @@ def _growth(build, keys: int, settings) -> dict:
     settings = _settings(settings)
     build_core(settings)  # imports and module-level tables: not per key
     gc.collect()
-    before = _resident_bytes()
+    trim()
+    before = resident_bytes()
     core = build(settings, keys)
     gc.collect()
-    after = _resident_bytes()
+    untrimmed = resident_bytes()
+    trim()  # freed heap memory back to the OS, as the worker does every KEYWATCH_MEMORY_TRIM_S
+    after = resident_bytes()
     kt = core.detector("key_theft")
     tracked = kt.tracked_keys() if kt is not None else keys
     dedupe = dedupe_window_bytes(core)
-    if before is None or after is None:
-        return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None, "dedupe_window_mb": None}
+    if before is None or after is None or untrimmed is None:
+        return {"keys": tracked, "resident_bytes_per_key": None, "resident_mb": None, "dedupe_window_mb": None,
+                "untrimmed_bytes_per_key": None}
     return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
-            "resident_mb": round((after - before) / 2**20, 1), "dedupe_window_mb": round(dedupe / 2**20, 1)}
+            "resident_mb": round((after - before) / 2**20, 1), "dedupe_window_mb": round(dedupe / 2**20, 1),
+            "untrimmed_bytes_per_key": round((untrimmed - before) / max(1, tracked), 1)}
 
 
 def dedupe_window_bytes(core: DetectionCore) -> int:
@@ -116,7 +115,7 @@ def resident_growth(keys: int, settings=None) -> dict:
 
     >>> r = resident_growth(300)  # here not a fresh process: the figure itself is not checked
     >>> r["keys"], sorted(r)
-    (300, ['dedupe_window_mb', 'keys', 'resident_bytes_per_key', 'resident_mb'])
+    (300, ['dedupe_window_mb', 'keys', 'resident_bytes_per_key', 'resident_mb', 'untrimmed_bytes_per_key'])
     """
     return _growth(synthetic_state, keys, settings)
 

@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     # ran ≈ 1,400 times in a 400k-event run, its older generations re-scanning that state; 50,000
     # cut the worker's CPU per event by 11–16 % in three alternating pairs (docs/performance.md, session 7).
     gc_threshold: int = Field(50_000, ge=0, le=10_000_000, description="worker and `keywatch replay`: allocations between young-generation garbage collections (Python's default is 700); the worker also freezes its start-up objects out of the collector's scans; 0 = Python's defaults")
+    memory_trim_s: float = Field(600.0, ge=0, description="worker: return freed heap memory to the OS this often (glibc malloc_trim; 1-3 ms); 0 = never")
     global_order_idle_s: float = Field(5.0, gt=0, le=3600, description="worker: project-level detection waits for every input partition's events up to the same event time; a partition that sent nothing for this many seconds no longer holds it back")
     global_order_max_pending: int = Field(1_000_000, ge=1000, description="worker: most events waiting for that cross-partition event-time order (the oldest go on beyond it)")
     sink_retry_max_s: float = Field(30.0, gt=0, description="worker: longest backoff between ClickHouse write retries")

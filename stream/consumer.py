@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from keywatch.memtrim import HeapTrimmer
 from keywatch.settings import Settings
 from keywatch.sinks.clickhouse import second_client
 from keywatch.stream.ioclient import IoClient
@@ -44,6 +45,7 @@ class Consumer(RebalanceHandler):
         self.dlq_topic, self.alerts_topic = dlq_topic, alerts_topic
         self.settings: Settings = runtime.settings
         self.m = runtime.metrics
+        self.trimmer = HeapTrimmer(runtime.settings.memory_trim_s)  # keywatch/memtrim.py
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keywatch-io")  # every write: one thread
         # Decode + detect runs here, so it overlaps the previous batch's ClickHouse write on the
         # io thread; its re-read checks and partition restores are sent to the io thread
@@ -242,7 +244,9 @@ class Consumer(RebalanceHandler):
                 if self.snap is None and self.pipeline.snapshot_due(self.settings.snapshot_interval_s):
                     await self._drain()
                     await self._snapshot_and_ack()
-        self.status.update(ready=self.rt.ready)
+        if (released := self.trimmer.maybe()) is not None:  # freed heap back to the OS, now and then
+            self.m.memory_trimmed.inc(released)
+        self.status.update(ready=self.rt.ready, memory_trims=self.trimmer.trims)
 
     async def final_snapshot(self) -> None:
         try:

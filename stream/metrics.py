@@ -48,4 +48,7 @@ class Metrics:
             "keywatch_population_deltas_total",
             "Key theft's project-population deltas shared with the group's other workers: sent, merged (theirs), bad (dead letters)",
             ["direction"], registry=r)
+        self.memory_trimmed = Counter(
+            "keywatch_memory_trimmed_bytes_total",
+            "Freed heap memory returned to the OS by the periodic malloc_trim (KEYWATCH_MEMORY_TRIM_S)", registry=r)
         self.deliveries = Counter("keywatch_alert_deliveries_total", "Alert channel deliveries, by channel and outcome", ["channel", "outcome"], registry=r)

@@ -42,7 +42,7 @@ def _read_topic(bootstrap: str, topic: str) -> list[dict]:
 
 def test_events_and_bad_input_flow_to_clickhouse_and_dlq(worker_factory, broker, events):
     make_events = events
-    w = worker_factory(MAX_MESSAGE_BYTES=16384)
+    w = worker_factory(MAX_MESSAGE_BYTES=16384, MEMORY_TRIM_S=1)
     s = _prepare(w)
     good = make_events(3000)
     with EventProducer(broker.bootstrap, s.input_topic) as p:
@@ -61,6 +61,7 @@ def test_events_and_bad_input_flow_to_clickhouse_and_dlq(worker_factory, broker,
     # the input has ended: once its partitions idle, the project-level events still held go too
     w.wait(lambda st: st.get("project_level_waiting", -1) == 0, timeout=60)
     assert "late_events" not in st  # the producer keeps every partition in event-time order
+    w.wait(lambda st: st.get("memory_trims", 0) >= 1, timeout=30)  # freed heap memory given back (keywatch/memtrim.py)
     # events older than the minute their partitions reached (another shipper's stragglers) are
     # stored and counted (`keywatch_late_events_total`): cost spikes sum them into a later minute
     late = [{**e, "event_id": f"late{i}", "ts": e["ts"] - 120_000} for i, e in enumerate(good[:7])]
