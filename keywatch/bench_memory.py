@@ -106,8 +106,26 @@ def dedupe_window_bytes(core: DetectionCore) -> int:
     >>> 0 < dedupe_window_bytes(core) < 10_000
     True
     """
-    ids = core._order
-    return sys.getsizeof(core._seen) + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
+    return deep_size(core._seen, core._order)
+
+
+def deep_size(*roots) -> int:
+    """Bytes of the objects reachable from `roots`, each counted once (classes not followed):
+    allocated, not resident, and a numpy view counts its header only.
+
+    >>> shared = "x" * 100
+    >>> deep_size([shared, shared]) == deep_size([shared]) + 8
+    True
+    """
+    seen, stack, total = set(), list(roots), 0
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, type):
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        stack.extend(gc.get_referents(o))
+    return total
 
 
 def resident_growth(keys: int, settings=None) -> dict:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import pickle
 import random
-import sys
 
+from keywatch.bench_memory import deep_size
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.gateway_buckets import REC
@@ -44,19 +43,6 @@ def stream(seed: int = 5, n: int = 12_000) -> list[UsageEvent]:
                                   requests=rnd.randrange(1, 30), input_tokens=rnd.randrange(20_000),
                                   cost_usd=rnd.random(), source="provider_usage"))
     return out
-
-
-def deep_size(*roots) -> int:
-    """Bytes of the objects reachable from `roots` (each counted once)."""
-    seen, stack, total = set(), list(roots), 0
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or isinstance(o, type):
-            continue
-        seen.add(id(o))
-        total += sys.getsizeof(o)
-        stack.extend(gc.get_referents(o))
-    return total
 
 
 def alerts(core: DetectionCore, events: list[UsageEvent]) -> list[dict]:

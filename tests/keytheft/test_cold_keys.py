@@ -11,6 +11,7 @@ import zlib
 import orjson
 import pytest
 
+from keywatch.bench_memory import deep_size
 from keywatch.models.keytheft_cold import pack, packed_last_ts, unpack
 from keywatch.models.keytheft_zdict import CURRENT, DICTIONARIES
 from keywatch.models.keytheft_state import dump_state, load_state
@@ -71,7 +72,7 @@ def test_a_packed_key_is_small_and_comes_back_as_it_was():
     core.process([usage(0, end + 70 * MIN, key="k2")])  # past the sweep mark, k1 idle 70 minutes
     assert ("openai", "k1") in det.cold and ("openai", "k1") not in det.keys
     blob = det.cold[("openai", "k1")]
-    assert len(blob) < 1200 and sys.getsizeof(blob) < _deep_size(st) / 3
+    assert len(blob) < 1200 and sys.getsizeof(blob) < deep_size(st) / 3
     described = det.describe_key("k1")  # read from the packed state; it stays packed
     assert described["baseline"] == st.base.summary() and described["baseline"]["requests_learned"] > 0
     assert ("openai", "k1") in det.cold
@@ -125,19 +126,6 @@ def test_feedback_on_a_packed_key_unpacks_and_applies():
     det.on_feedback(alert, "planned_activity", end + 10 * HOUR)
     st = det.keys[("openai", "k1")]
     assert ("openai", "k1") not in det.cold and st.suppress_until == end + 10 * HOUR
-
-
-def _deep_size(st) -> int:
-    import gc
-    seen, stack, total = set(), [st], 0
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or isinstance(o, type):
-            continue
-        seen.add(id(o))
-        total += sys.getsizeof(o)
-        stack.extend(gc.get_referents(o))
-    return total
 
 
 def test_pack_reads_back_its_last_seen_time():
