@@ -22,7 +22,6 @@ True
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import time
@@ -30,10 +29,9 @@ import time
 
 @functools.lru_cache(maxsize=1)
 def _malloc_trim():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim  # glibc only
-    except (OSError, AttributeError):
+    try:  # the process's own symbols, as keywatch/procs.py finds prctl: libc's where it is glibc
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
         return None
     fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
     return fn

@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from keywatch.memtrim import resident_bytes
 from keywatch.procs import libc_prctl
 
 PREFIX = "snapshot-child-"
@@ -133,8 +134,10 @@ def memory_headroom_ok() -> bool:
     """Room for the child to copy the whole worker: memory available (the host's, and the
     cgroup's when limited, as in a container) at least this process's resident size. Where
     that cannot be read, True."""
+    rss = resident_bytes()
+    if rss is None:
+        return True
     try:
-        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         avail = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                      if line.startswith("MemAvailable:"))
     except (OSError, ValueError, IndexError, StopIteration):
