@@ -68,8 +68,7 @@ class HeapTrimmer:
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
         self.next_at: float | None = None
-        self.trims = 0
-        self.released = 0  # bytes, over every trim
+        self.trims = 0  # the bytes returned go to keywatch_memory_trimmed_bytes_total (the worker)
 
     def maybe(self, now: float | None = None) -> int | None:
         """Trim if due; the bytes released, or None when nothing was done."""
@@ -85,5 +84,4 @@ class HeapTrimmer:
         out = trim()
         if out is not None:
             self.trims += 1
-            self.released += out
         return out

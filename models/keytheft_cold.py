@@ -47,9 +47,10 @@ def pack(st: KeyState) -> bytes:
 def unpack(blob: bytes) -> KeyState:
     data = memoryview(blob)[_HEAD:]
     if data[1] & _FDICT:  # the stream names its dictionary by Adler-32 (bytes 2–5)
-        zdict = DICTIONARIES.get(int.from_bytes(data[2:6], "big"))
+        dict_id = int.from_bytes(data[2:6], "big")
+        zdict = DICTIONARIES.get(dict_id)
         if zdict is None:
-            raise ValueError(f"packed key state needs preset dictionary {int.from_bytes(data[2:6], 'big')}, "
+            raise ValueError(f"packed key state needs preset dictionary {dict_id}, "
                              "which this version does not have (models/keytheft_zdict.py)")
         z = zlib.decompressobj(zdict=zdict)
         raw = z.decompress(data) + z.flush()
