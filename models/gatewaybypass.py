@@ -35,7 +35,7 @@ from keywatch.models.alerts import Finding
 from keywatch.models.core import Batch, Context
 from keywatch.models.events import format_ts
 from keywatch.models.gateway_buckets import B_GATEWAY, B_COST, B_PROVIDER, REQ as _REQ, TOK as _TOK
-from keywatch.models.gateway_buckets import (drop_before, first_start, last_start, merge, merge_sources,
+from keywatch.models.gateway_buckets import (drop_before, first_start, from_wide, last_start, merge, merge_sources,
                                               slot, take)
 
 GATEWAY, PROVIDER = "gateway", "provider_usage"
@@ -76,6 +76,7 @@ class GatewayBypassDetector:
         # once the provider has reported (models/gateway_buckets.py)
         self.buckets: dict[str, list] = {}
         self.settled: dict[str, bytes] = {}  # key → its settled buckets, packed records by start
+        self.settled_format = 2  # a format byte, then records (session 20's snapshots: wide records only)
         self.labels: list = [None]  # the records' (provider, project) pairs; 0: none
         self.label_ix: dict[tuple, int] = {}
         self.pending: set[tuple[str, int]] = set()
@@ -177,6 +178,8 @@ class GatewayBypassDetector:
         self.__dict__.setdefault("next_due", min((k[1] + self.bucket_ms + self.lag_ms for k in self.pending), default=_NEVER))
         for name, empty in (("settled", {}), ("labels", [None]), ("label_ix", {})):
             self.__dict__.setdefault(name, empty)
+        if state.get("settled_format") != 2:
+            self.settled, self.settled_format = {key: from_wide(blob) for key, blob in self.settled.items()}, 2
         if "buckets" not in state:  # older snapshots: a (key, bucket) dict per source
             self.buckets = merge_sources(state.get("gateway", {}), state.get("provider", {}))
             for name in ("gateway", "provider"):
