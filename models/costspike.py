@@ -42,6 +42,9 @@ from keywatch.models.rootcause import RootCause
 from keywatch.models.univariate_bank import UnivariateBank
 
 MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
+# Idle key rows are looked for every 10 minutes (every hour until session 21): a row idle for
+# `cold_after_min` is packed within 10 more minutes, not within 60 (1.8 KB a row meanwhile).
+COLD_SWEEP_MIN = 10
 
 
 class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
@@ -229,7 +232,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
             self.proj.observe(self, t, x, ctx, shared & bank.used[:n])
         if t % 1440 == 0:
             self._expire_idle(t)
-        if t % 60 == 59 and self.cold_after_min and "key" in self.levels:
+        if t % COLD_SWEEP_MIN == COLD_SWEEP_MIN - 1 and self.cold_after_min and "key" in self.levels:
             self._pack_idle(t, ctx)
 
     def _learn_masks(self, t: int, n: int, open_keys: list) -> tuple[np.ndarray | None, np.ndarray | None]:
