@@ -177,3 +177,14 @@ def test_replay_is_the_bank_step_bit_for_bit():
         assert prof.tobytes() == bank.prof[..., r].tobytes() and cnt.tobytes() == bank.cnt[..., r].tobytes()
         assert st == [int(bank.age[r]), float(bank.lvl_mu[r]), float(bank.lvl_dev[r]), float(cal.mu[r]),
                       float(cal.var[r]), float(cal.short[r]), float(cal.cnt[r]), float(rq.peak[r])]
+
+
+def test_an_idle_row_is_packed_within_ten_minutes_of_going_cold():
+    det = CostSpikeDetector(warmup_min=60, cold_after_min=60)
+    core = DetectionCore([det])
+    core.process([_usage(m, m, "k1", 0.5) for m in range(5)])  # k1's last spend: minute 4
+    ticks = [_usage(100 + m, m, "k9", 0.1) for m in range(5, 4 + 60 + 12)]  # another key moves the minutes on
+    core.process(ticks[:60])  # through minute 64: idle 60 minutes only from minute 64 on
+    assert ("openai", "k1") not in det.cold
+    core.process(ticks[60:])  # through minute 75: the sweep at the end of minute 69 packed it
+    assert ("openai", "k1") in det.cold and ("key", "openai", "p", "k1") not in det.rows
