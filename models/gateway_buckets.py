@@ -12,7 +12,8 @@ bytes string, a format byte and then fixed-size records by start, ≈ 12–36 B 
 ≈ 280 B of Python objects. A late event for a packed bucket unpacks it into the live list first,
 so the detector reads and judges live buckets only, and packing changes no finding.
 
-A key's records take the narrowest format that holds all of them exactly (`FORMATS`):
+A key's records are packed in the narrowest format that holds all of them exactly (`FORMATS`;
+taking or dropping records leaves the rest in theirs):
 
 * `GATEWAY` (12 B): only the gateway has reported (the usual case of a key whose provider usage
   is not ingested): start in seconds, requests and tokens below 2^32.
