@@ -110,8 +110,8 @@ def test_retention_is_a_setting() -> None:
 
 
 def outsized(events: list[UsageEvent]) -> list[UsageEvent]:
-    """`events` with a few provider reports of more than 2^32 tokens and a few gateway events off
-    the whole second: such keys' records fall back to the wide format."""
+    """`events` with a few provider reports of more than 2^32 tokens: such keys' records fall back
+    to the wide format (starts off the whole second, the other fallback, are in the next test)."""
     out = []
     for i, e in enumerate(events):
         if e.source == "provider_usage" and i % 97 == 0:
