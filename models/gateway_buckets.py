@@ -202,7 +202,7 @@ def merge(blob: bytes, items: list, labels: list, index: dict) -> bytes:
 
 def from_wide(blob: bytes) -> bytes:
     """A blob as session 20 packed it (60-byte wide records, no format byte), in today's form."""
-    return _blob([FORMATS[WIDE].unpack_from(blob, at) for at in range(0, len(blob), FORMATS[WIDE].size)]) if blob else b""
+    return _blob(_rows(bytes((WIDE,)) + blob)) if blob else b""
 
 
 def merge_sources(gateway: dict, provider: dict) -> dict[str, list]:
