@@ -161,3 +161,22 @@ def test_a_large_bank_grows_by_a_quarter_not_twice():
     b.lvl_mu[4095] = 2.5
     assert rows == list(range(5000)) and b.cap == 5120 and b.prof.shape[-1] == 5120 and b.hod_mu.shape == (5120, 24)
     assert [b.add() for _ in range(121)][-1] == 5120 and b.cap == 6400 and b.lvl_mu[4095] == 2.5
+
+
+def test_keys_share_one_zero_hour_profile_until_they_close_an_hour():
+    t = T0
+    fresh, other = KeyBaseline("openai", "p"), KeyBaseline("openai", "p")
+    assert fresh.slot_req is other.slot_req and fresh.slot_n is other.slot_n  # one shared copy
+    # The same events into a key holding its own arrays from the start: every figure must match.
+    own = KeyBaseline("openai", "p")
+    own.slot_req, own.slot_cost, own.slot_n = array("f", bytes(192)), array("f", bytes(192)), array("B", bytes(48))
+    for i in range(3 * 24 * 60):
+        for b in (fresh, own):
+            b.learn_event(t + i * MIN, 1 + i % 7, 0.01 * (i % 5), i % 3 == 0, False, 0.3)
+        if i == 30:  # within the first hour: still shared, and a pickle of it loads shared
+            assert fresh.slot_n is other.slot_n
+            assert pickle.loads(pickle.dumps(fresh)).slot_n is other.slot_n
+    assert fresh.slot_n is not other.slot_n and pickle.dumps(fresh) == pickle.dumps(own)
+    assert [fresh.expected(t + h * HOUR) for h in range(72)] == [own.expected(t + h * HOUR) for h in range(72)]
+    assert not any(other.slot_req) and not any(other.slot_cost) and not any(other.slot_n)  # never written to
+    assert any(pickle.loads(pickle.dumps(fresh)).slot_n)  # a key that learned loads its own profile
