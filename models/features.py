@@ -270,17 +270,23 @@ class PopBaseline:
         self.ids = IdentitySets(scale=4)
         self.key_rpm = 0.0
         self.recent_hour = -1
-        self.recent: set[int] = set()  # identities (cached item tuples) learned this hour
+        # The callers (item tuples) learned this hour: by value, not `id()` — a freed caller's
+        # address is soon another's, which would then go unlearned until the next hour.
+        self.recent: set[tuple] = set()
         self.told = 0
         self.out: dict[tuple, int] | None = None
 
+    # `recent` is not pickled: a caller learned again in its hour changes only what was evicted
+    # from the sets since (re-inserted), and older pickles hold it as `id()`s of another
+    # process's objects, which meant nothing after a load either.
     def __getstate__(self):
-        return None, {k: getattr(self, k) for k in self.__slots__[:-1]}
+        return None, {k: getattr(self, k) for k in self.__slots__[:-1] if k not in ("recent", "recent_hour")}
 
     def __setstate__(self, state) -> None:
         self.out, self.told = None, 0  # `told`: a pickle from before sharing, which no one was told of
         for k, v in state[1].items():
             setattr(self, k, v)
+        self.recent_hour, self.recent = -1, set()
 
     def settled(self, now: int) -> float:
         if not self.first_ts:

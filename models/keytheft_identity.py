@@ -114,9 +114,9 @@ def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
     if pop.recent_hour != hour:
         pop.recent_hour = hour
         pop.recent.clear()
-    elif id(items) in pop.recent:  # this caller was learned this hour already
+    elif items in pop.recent:  # this caller was learned this hour already
         return
-    pop.recent.add(id(items))
+    pop.recent.add(items)
     out = pop.out
     if out is not None:  # shared with other workers: they learn this caller at the next collect
         out[items] = hour

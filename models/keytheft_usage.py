@@ -181,7 +181,7 @@ def usage_events(self: KeyTheftDetector, events, ctx: Context) -> None:
                 last = st.last_items
                 if not (last and last[0] == hour and last[1] is items):  # `learn_items`' own shortcut
                     st.learn_items(items, ts)
-        if pop.recent_hour != hour or id(items) not in pop.recent or not pop.first_ts:  # `pop_learn`'s shortcut
+        if pop.recent_hour != hour or items not in pop.recent or not pop.first_ts:  # `pop_learn`'s shortcut
             pop_learn(pop, items, ts, requests)
         else:
             pop.learned += requests

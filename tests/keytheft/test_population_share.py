@@ -111,3 +111,22 @@ def test_only_other_workers_of_the_same_group_are_heard():
     [d] = a.collect(pops)
     assert (d.origin, d.group) == ("a", "kw")
     assert b.wants(d) and not a.wants(d) and not other.wants(d)
+
+
+def test_a_caller_at_a_freed_callers_address_is_still_learned_by_its_project():
+    """A project remembers this hour's callers by value: a caller whose tuple takes the address
+    of one freed since (CPython reuses it at once) is a new caller, not one learned already."""
+    from keywatch.models.netnovelty import net_parts
+
+    pop = PopBaseline()
+    later = list(_items("52.7.7.7"))
+    first = tuple(list(_items("34.1.2.3")))
+    pop_learn(pop, first, HOUR, 1)
+    del first  # unless the project holds it, its place goes to the next tuple made (CPython)
+    second = tuple(later)  # and by `id()` this caller was then learned already
+    pop_learn(pop, second, HOUR + 10, 1)
+    assert net_parts("52.7.7.7")[2] in pop.ids.n16.vals
+    pop_learn(pop, tuple(later), HOUR + 20, 1)  # the same caller again (another tuple): learned already
+    assert len(pop.recent) == 2 and pop.learned == 3
+    back = pickle.loads(pickle.dumps(pop))  # this hour's callers are not stored: a load learns them again
+    assert back.recent == set() and back.recent_hour == -1 and list(back.ids.n16.vals) == list(pop.ids.n16.vals)
