@@ -80,6 +80,7 @@ def format_ts(ms: int) -> str:
 
 
 _VALID_IPS: set[str] = set()  # addresses already validated: few distinct, parsing costs more than decoding
+VALID_IPS_MAX = 200_000  # past it the set starts again
 
 
 def _check_ip(value: str | None) -> None:
@@ -89,7 +90,7 @@ def _check_ip(value: str | None) -> None:
         ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"source_ip {value[:64]!r} is not an IPv4/IPv6 address") from None
-    if len(_VALID_IPS) >= 200_000:  # bounded
+    if len(_VALID_IPS) >= VALID_IPS_MAX:
         _VALID_IPS.clear()
     _VALID_IPS.add(value)
 

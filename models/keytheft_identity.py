@@ -36,6 +36,8 @@ def novelty(key_settled: float, pop_settled: float, in_pop: bool, pop_weight: fl
 
 
 _IDENT: dict[tuple, tuple] = {}
+# Bounds of the caches here: past one, its table starts again (only the time it saves is lost).
+IDENT_MAX, TAIL_MAX, NETS_MAX = 100_000, 20_000, 100_000
 _N16 = BIT["n16"]
 # The part of an identity that does not depend on the address — (checks, items to learn but the
 # network's, expensive model?) by (country, user agent, region, model) — is built once and
@@ -62,7 +64,7 @@ def _tail(country, ua, region, model) -> tuple:
         checks.append(_check("models", mh, "models", mfam, 0.5, 1.0 if expensive else 0.6))
     items += [c[2] for c in checks]
     out = (tuple(checks), tuple(items), model is not None and model_info(model)[2])
-    if len(_TAIL) > 20_000:
+    if len(_TAIL) > TAIL_MAX:
         _TAIL.clear()
     _TAIL[(country, ua, region, model)] = out
     return out
@@ -93,14 +95,14 @@ def _ident_items(ip, country, ua, region, model) -> tuple:
     if net is not None:
         nets = _NETS.get(net[1:])  # (/24, /16): an IPv6 /48, folded, may equal an IPv4 /24
         if nets is None:
-            if len(_NETS) > 100_000:
+            if len(_NETS) > NETS_MAX:
                 _NETS.clear()
             nets = _NETS[net[1:]] = (tag("n24", net[1]), tag("n16", net[2]))
         items = (tag("ips", net[0]),) + nets + rest
     else:
         items = rest
     out = (net, checks, items, net is not None or bool(checks and (country or ua)), expensive)
-    if len(_IDENT) > 100_000:
+    if len(_IDENT) > IDENT_MAX:
         _IDENT.clear()
     _IDENT[(ip, country, ua, region, model)] = out
     return out
