@@ -24,26 +24,44 @@ CACHES = [events._VALID_IPS, events._SHARED, keytheft_identity._IDENT, keytheft_
           netnovelty._NET_CACHE, netnovelty._UA_CACHE, netnovelty._MODEL_CACHE]
 
 
-def _detect(settings, docs: list[dict]) -> tuple[list, list, dict]:
+def _drop_detector_caches(core) -> None:
+    """What snapshots leave out as caches, dropped: key theft's callers of the hour (a key's and
+    a project's) and quiet-hour answers, cost spike's routes and root-cause sums and tuples."""
+    kt = core.detector("key_theft")
+    for st in kt.keys.values():
+        st.fresh, st.last_items, st.base.qh = None, (), (-1, False)
+    for pop in kt.pops.values():
+        pop.recent_hour, pop.recent = -1, set()
+    for det in core.detectors:
+        if det.name == "cost_spike":
+            det._routes = det._tags = det._lvmask = None
+            det.rc._acc, det.rc._cons, det.rc._epoch = {}, {}, None
+
+
+def _detect(settings, docs: list[dict], drop=None, size: int = 2000) -> tuple[list, list, dict]:
     for cache in CACHES:  # each run starts cold, as a new process does
         cache.clear()
     evs = [msgspec.convert(d, Event) for d in docs]  # decoded per run: text sharing is a cache too
     core = build_core(settings)
     alerts, scores = [], []
-    for i in range(0, len(evs), 2000):
-        out = core.process(evs[i:i + 2000])
+    for i in range(0, len(evs), size):
+        out = core.process(evs[i:i + size])
         alerts += [msgspec.to_builtins(a) for a in out.alerts]
         scores += [msgspec.to_builtins(s) for s in out.scores]
+        if drop is not None:
+            drop(core)
     pops = {p: {a: sorted(getattr(pop.ids, a).vals) for a in pop.ids.__slots__}
             for p, pop in core.detector("key_theft").pops.items()}
     return alerts, scores, pops
 
 
-def test_detection_is_the_same_with_every_cache_cut_to_a_few_entries(make_settings, monkeypatch):
-    settings = make_settings()
+def _docs() -> list[dict]:
     # Every incident type, hard ones included: many callers (proxies, residential users, CI fleets).
-    cfg = SimConfig(keys=30, projects=2, days=2.0, seed=7, warmup_days=1.0, incidents=list(ALL_TYPES))
-    docs = list(generate(cfg))
+    return list(generate(SimConfig(keys=30, projects=2, days=2.0, seed=7, warmup_days=1.0, incidents=list(ALL_TYPES))))
+
+
+def test_detection_is_the_same_with_every_cache_cut_to_a_few_entries(make_settings, monkeypatch):
+    settings, docs = make_settings(), _docs()
     usual = _detect(settings, docs)
     for module, name, bound in TINY:
         monkeypatch.setattr(module, name, bound)
@@ -52,3 +70,9 @@ def test_detection_is_the_same_with_every_cache_cut_to_a_few_entries(make_settin
     assert tiny[0] == usual[0]
     assert tiny[1] == usual[1]
     assert tiny[2] == usual[2]
+
+
+def test_detection_is_the_same_when_the_detectors_caches_are_dropped_after_every_batch(make_settings):
+    settings, docs = make_settings(), _docs()
+    usual = _detect(settings, docs, size=97)
+    assert _detect(settings, docs, _drop_detector_caches, size=97) == usual
