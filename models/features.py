@@ -276,11 +276,13 @@ class PopBaseline:
         self.told = 0
         self.out: dict[tuple, int] | None = None
 
-    # `recent` is not pickled: a caller learned again in its hour changes only what was evicted
-    # from the sets since (re-inserted), and older pickles hold it as `id()`s of another
-    # process's objects, which meant nothing after a load either.
+    # `recent` is stored empty (older versions expect the fields): a caller learned again in its
+    # hour changes only what was evicted from the sets since (re-inserted), and older pickles
+    # hold it as `id()`s of another process's objects, which meant nothing after a load either.
     def __getstate__(self):
-        return None, {k: getattr(self, k) for k in self.__slots__[:-1] if k not in ("recent", "recent_hour")}
+        st = {k: getattr(self, k) for k in self.__slots__[:-1]}
+        st["recent_hour"], st["recent"] = -1, set()
+        return None, st
 
     def __setstate__(self, state) -> None:
         self.out, self.told = None, 0  # `told`: a pickle from before sharing, which no one was told of
