@@ -128,5 +128,5 @@ def test_a_caller_at_a_freed_callers_address_is_still_learned_by_its_project():
     assert net_parts("52.7.7.7")[2] in pop.ids.n16.vals
     pop_learn(pop, tuple(later), HOUR + 20, 1)  # the same caller again (another tuple): learned already
     assert len(pop.recent) == 2 and pop.learned == 3
-    back = pickle.loads(pickle.dumps(pop))  # this hour's callers are not stored: a load learns them again
+    back = pickle.loads(pickle.dumps(pop))  # this hour's callers are stored empty: a load learns them again
     assert back.recent == set() and back.recent_hour == -1 and list(back.ids.n16.vals) == list(pop.ids.n16.vals)
