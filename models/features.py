@@ -27,7 +27,7 @@ SLOT_ALPHA = 0.35  # per-day weight of a new observation in an hour-of-week slot
 # The hour-slot profile of a key that has not closed an hour yet: all zeros, one copy shared by
 # every such key (≈ 0.6 KB each otherwise) and never written to. `KeyBaseline._roll`, the one
 # writer, gives a key its own arrays before its first write.
-_ZERO_REQ = _ZERO_COST = array("f", bytes(4 * 48))
+_ZERO_F = array("f", bytes(4 * 48))  # requests and spend alike
 _ZERO_N = array("B", bytes(48))
 
 
@@ -84,7 +84,7 @@ class KeyBaseline:
         self.active_min = 0  # distinct minutes with learned traffic
         self.last_min = -1
         self.ids = KeyIds()  # a key's sets, packed (models/keyids.py); a project's: `IdentitySets`
-        self.slot_req, self.slot_cost, self.slot_n = _ZERO_REQ, _ZERO_COST, _ZERO_N  # shared until `_roll` writes
+        self.slot_req, self.slot_cost, self.slot_n = _ZERO_F, _ZERO_F, _ZERO_N  # shared until `_roll` writes
         self.cur_hour = -1
         self.cur_req = 0.0
         self.cur_cost = 0.0
@@ -123,8 +123,8 @@ class KeyBaseline:
         self.qh = (head[nf - 2], bool(head[nf - 1]))
         for f, v in zip(self._D, d):
             setattr(self, f, v)
-        if slots.count(0) == len(slots):  # no hour closed yet
-            self.slot_req, self.slot_cost, self.slot_n = _ZERO_REQ, _ZERO_COST, _ZERO_N
+        if not any(slots):  # no hour closed yet
+            self.slot_req, self.slot_cost, self.slot_n = _ZERO_F, _ZERO_F, _ZERO_N
         else:
             self.slot_req, self.slot_cost, self.slot_n = array("f", slots[:192]), array("f", slots[192:384]), array("B", slots[384:])
 
@@ -136,7 +136,7 @@ class KeyBaseline:
         h = self.cur_hour
         steps = 0
         if self.slot_n is _ZERO_N and h < hour:  # the first write: the key's own arrays
-            self.slot_req, self.slot_cost, self.slot_n = array("f", _ZERO_REQ), array("f", _ZERO_COST), array("B", _ZERO_N)
+            self.slot_req, self.slot_cost, self.slot_n = array("f", _ZERO_F), array("f", _ZERO_F), array("B", _ZERO_N)
         while h < hour and steps < 168:  # close the finished hour, then silent hours as zeros
             s = slot_of(h * HOUR_MS)
             x_req, x_cost = (self.cur_req / 60.0, self.cur_cost / 60.0) if h == self.cur_hour else (0.0, 0.0)
