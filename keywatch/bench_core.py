@@ -76,7 +76,7 @@ def _per_key(core: DetectionCore, keys: int) -> dict:
     out = {"keys": keys, "core_bytes": total, "bytes_per_key": round(total / max(1, keys), 1), "detectors": {}}
     for det in core.detectors:
         out["detectors"][det.name] = round(len(pickle.dumps(det, protocol=5)) / max(1, keys), 1)
-    out["dedupe_bytes_per_key"] = round(len(pickle.dumps(core._order, protocol=5)) / max(1, keys), 1)
+    out["dedupe_bytes_per_key"] = round(len(pickle.dumps(core._window, protocol=5)) / max(1, keys), 1)
     return out
 
 

@@ -98,15 +98,15 @@ def _growth(build, keys: int, settings) -> dict:
 
 
 def dedupe_window_bytes(core: DetectionCore) -> int:
-    """Bytes of the core's dedupe window (its last `KEYWATCH_DEDUPE_WINDOW_EVENTS` event ids, a
-    set and a queue): part of each figure, but not per key — it stops growing at its bound, so
-    a run with fewer keys (the gateway-fronted one) carries more of it per key.
+    """Bytes of the core's dedupe window (its last `KEYWATCH_DEDUPE_WINDOW_EVENTS` event ids, as
+    digests: models/dedupe.py): part of each figure, but not per key — it stops growing at its
+    bound, so a run with fewer keys (the gateway-fronted one) carries more of it per key.
 
     >>> core = feed(build_core(_settings(None)), [new_key_call(k, 0, T0) for k in range(10)])
     >>> 0 < dedupe_window_bytes(core) < 10_000
     True
     """
-    return deep_size(core._seen, core._order)
+    return deep_size(core._window)
 
 
 def deep_size(*roots) -> int:

@@ -17,12 +17,12 @@ for it. The whole core (detectors included) pickles, so its state can be snapsho
 from __future__ import annotations
 
 import bisect
-from collections import deque
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 from keywatch.models.alerts import Alert, Finding, IncidentBook
+from keywatch.models.dedupe import DedupeWindow
 from keywatch.models.events import AuditEvent, BillingEvent, Event, UsageEvent
 
 
@@ -130,55 +130,37 @@ class DetectionCore:
         self.enrichers = list(enrichers)
         self.book = IncidentBook(quiet_ms=quiet_ms)
         self.dedupe_capacity = dedupe_capacity
-        # Dedupe window: the last `dedupe_capacity` kept ids; a set for lookups, a deque for age
-        # order (whole-batch set operations instead of one dict operation per event).
-        self._seen: set[str] = set()
-        self._order: deque[str] = deque()
+        # Dedupe window: the last `dedupe_capacity` kept ids, as digests (models/dedupe.py).
+        self._window = DedupeWindow()
         self.watermark_ms = 0
 
     def detector(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
 
     def _dedupe(self, events: Iterable[Event]) -> tuple[list[Event], int]:
-        seen, order = self._seen, self._order
         kept = list(events)
         ids = [e.event_id for e in kept]
-        batch_ids = set(ids)
-        dups = 0
         if not self.dedupe_capacity:  # no window (the worker's global core): within the batch only
-            if len(batch_ids) == len(ids):
+            if len(set(ids)) == len(ids):
                 return kept, 0
-            seen, order = set(), deque()  # this batch's ids, forgotten after it
-        if len(batch_ids) == len(ids) and seen.isdisjoint(batch_ids):  # the common case: all new
-            seen |= batch_ids
-            new = ids
-        else:
-            all_events, kept, new = kept, [], []
-            for e, i in zip(all_events, ids):
-                if i in seen:
-                    dups += 1
-                    continue
+            seen: set[str] = set()
+            out = []
+            for i in ids:
+                out.append(i not in seen)
                 seen.add(i)
-                kept.append(e)
-                new.append(i)
-        order.extend(new)
-        excess = len(order) - self.dedupe_capacity
-        if excess > 0:  # forget the oldest ids (first kept, first forgotten)
-            pop = order.popleft
-            seen.difference_update([pop() for _ in range(excess)])
-        return kept, dups
-
-    def __getstate__(self) -> dict:
-        st = dict(self.__dict__)
-        del st["_seen"]  # rebuilt from the ordered window on load
-        return st
+        else:
+            out = self._window.keep(ids, self.dedupe_capacity)
+        if all(out):
+            return kept, 0
+        return [e for e, new in zip(kept, out) if new], out.count(False)
 
     def __setstate__(self, st: dict) -> None:
-        old = st.pop("_seen", None)
-        if old is not None:  # older snapshots: an OrderedDict window
-            st["_order"] = deque(old)
+        old = st.pop("_seen", None)  # older snapshots: an OrderedDict of the ids
+        order = st.pop("_order", old)
         self.__dict__.update(st)
-        self._seen = set(self._order)
+        if order is not None:  # snapshots before session 23: the window's ids themselves
+            self._window = DedupeWindow()
+            self._window.load_ids(list(order), self.dedupe_capacity)
 
     def process(self, events: Iterable[Event], rejected: dict[str, int] | None = None, *, rows: bool = True) -> CoreOutput:
         """Process one batch. `rejected` counts this batch's dead letters by reason (for health).
