@@ -15,7 +15,6 @@ secret-looking key ids are replaced by a keyed fingerprint by the decoder, and r
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
 from math import isnan
 from string import ascii_uppercase
@@ -23,6 +22,8 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta
+
+from keywatch.models.netnovelty import _NET_CACHE, net_parts
 
 # Absolute bounds on event time: anything outside is not a real telemetry timestamp.
 MIN_TS_MS = 946_684_800_000  # 2000-01-01
@@ -79,20 +80,10 @@ def format_ts(ms: int) -> str:
     return datetime.utcfromtimestamp(secs).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem:03d}Z"
 
 
-_VALID_IPS: set[str] = set()  # addresses already validated: few distinct, parsing costs more than decoding
-VALID_IPS_MAX = 200_000  # past it the set starts again
-
-
 def _check_ip(value: str | None) -> None:
-    if value is None or value in _VALID_IPS:
-        return
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"source_ip {value[:64]!r} is not an IPv4/IPv6 address") from None
-    if len(_VALID_IPS) >= VALID_IPS_MAX:
-        _VALID_IPS.clear()
-    _VALID_IPS.add(value)
+    # Parsed once per distinct address: the parts are what key theft uses (models/netnovelty.py).
+    if value is not None and value not in _NET_CACHE and net_parts(value) is None:
+        raise ValueError(f"source_ip {value[:64]!r} is not an IPv4/IPv6 address")
 
 
 def _bad_country(value: str) -> None:
@@ -159,7 +150,7 @@ class UsageEvent(_Base, tag="usage", tag_field="kind"):
         if cost is not None and isnan(cost):
             raise ValueError("cost_usd is NaN")
         ip = self.source_ip
-        if ip is not None and ip not in _VALID_IPS:
+        if ip is not None and ip not in _NET_CACHE:
             _check_ip(ip)
         country = self.country
         if country is not None and country not in _COUNTRY_CODES:

@@ -27,7 +27,9 @@ import re
 import zlib
 from array import array
 
-_NET_CACHE: dict[str, tuple[int, int, int] | None] = {}
+# Addresses already parsed (valid ones only): event validation (models/events.py) and key theft
+# share it, so an address is parsed once and remembered once.
+_NET_CACHE: dict[str, tuple[int, int, int]] = {}
 _UA_CACHE: dict[str, tuple[str, str]] = {}
 _MODEL_CACHE: dict[str, tuple[int, str, bool]] = {}
 _CACHE_MAX = 200_000
@@ -39,22 +41,25 @@ def h32(text: str) -> int:
 
 
 def net_parts(ip: str) -> tuple[int, int, int] | None:
-    """(address, /24, /16) as 32-bit ints (IPv6: folded /64, /48, /32); None if unparseable."""
+    """(address, /24, /16) as 32-bit ints (IPv6: folded /64, /48, /32); None if `ip` is not an
+    IPv4 or IPv6 address (`ipaddress`'s rules: what event validation rejects).
+
+    >>> net_parts("10.0.0.1") == (0x0A000001, 0x0A0000, 0x0A00), net_parts("10.0.0.256"), net_parts("1_0.0.0.1")
+    (True, None, None)
+    """
     hit = _NET_CACHE.get(ip)
-    if hit is not None or ip in _NET_CACHE:
+    if hit is not None:
         return hit
-    out: tuple[int, int, int] | None
     try:
-        a, b, c, d = ip.split(".")
-        v = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
-        out = (v, v >> 8, v >> 16)
+        addr = ipaddress.ip_address(ip)
     except ValueError:
-        try:
-            n = int(ipaddress.ip_address(ip))
-            out = ((n >> 64) & 0xFFFFFFFF ^ (n >> 96), (n >> 80) & 0xFFFFFFFF, (n >> 96) & 0xFFFFFFFF | 0x1_0000)
-        except ValueError:
-            out = None
-    if len(_NET_CACHE) > _CACHE_MAX:
+        return None
+    n = int(addr)
+    if addr.version == 4:
+        out = (n, n >> 8, n >> 16)
+    else:
+        out = ((n >> 64) & 0xFFFFFFFF ^ (n >> 96), (n >> 80) & 0xFFFFFFFF, (n >> 96) & 0xFFFFFFFF | 0x1_0000)
+    if len(_NET_CACHE) >= _CACHE_MAX:
         _NET_CACHE.clear()
     _NET_CACHE[ip] = out
     return out

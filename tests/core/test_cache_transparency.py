@@ -17,10 +17,10 @@ from keywatch.models.registry import build_core
 from keywatch.sim_incidents import ALL_TYPES
 from keywatch.simulate import SimConfig, generate
 
-TINY = [(events, "VALID_IPS_MAX", 4), (events, "SHARED_MAX", 4), (keytheft_identity, "IDENT_MAX", 3),
+TINY = [(events, "SHARED_MAX", 4), (keytheft_identity, "IDENT_MAX", 3),
         (keytheft_identity, "TAIL_MAX", 3), (keytheft_identity, "NETS_MAX", 3), (netnovelty, "_CACHE_MAX", 3),
         (rootcause, "CONTRIBUTORS_MAX", 3)]
-CACHES = [events._VALID_IPS, events._SHARED, keytheft_identity._IDENT, keytheft_identity._TAIL, keytheft_identity._NETS,
+CACHES = [events._SHARED, keytheft_identity._IDENT, keytheft_identity._TAIL, keytheft_identity._NETS,
           netnovelty._NET_CACHE, netnovelty._UA_CACHE, netnovelty._MODEL_CACHE]
 
 
