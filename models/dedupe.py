@@ -1,19 +1,21 @@
 """The dedupe window: the last N kept event ids, held as 8-byte digests.
 
-A set and a queue of the ids themselves cost ≈ 100 B per id with short ids and ≈ 140 B with a
-provider's (`chatcmpl-…`, 38 characters): the string, its set slot, its queue slot. That is
-20–28 MB for the default 200k ids (`KEYWATCH_DEDUPE_WINDOW_EVENTS`), once per partition core,
+A set and a queue of the ids themselves cost ≈ 100 B per id with short ids and ≈ 135 B with a
+provider's (`chatcmpl-…`, 37 characters): the string, its set slot, its queue slot. That is
+20–26 MB for the default 200k ids (`KEYWATCH_DEDUPE_WINDOW_EVENTS`), once per partition core,
 so a worker's fixed memory grew with its partitions. Here an id is its 64-bit digest (xxHash's
 XXH3 with the window's own random seed; stable across processes, so a snapshot keeps the
-window), ≈ 33 B per id in all:
+window), 20–40 B per id in all (4.1–7.7 MB for 200k, by how many came since the last sort):
 
 * `ring` — the last `capacity` kept digests, slot `i` for the i-th kept (mod `capacity`):
   what a snapshot stores (1.6 MB for 200k);
 * `sorted`, `slot` — the ring's digests as of its last rebuild, sorted, and the ring slot of
   each: one binary search per batch finds a digest, and the ring still holding it at that slot
   says it has not been forgotten since;
+* `bits` — a bit per value of the digests' top bits as of that rebuild (256 KB for 200k): most
+  new ids find theirs clear and skip the binary search, whose array is not in cache;
 * `added` — the digests kept since that rebuild (a set: the ring is sorted again once it holds
-  `capacity // 8`).
+  `capacity // 4`: ≈ 3 ms for 200k, once every 50k ids kept).
 
 A digest is in the ring at most once (only ids not in the window are kept), so that is exact.
 Two distinct ids share a digest with probability 2⁻⁶⁴: at 200k ids in the window, once in
