@@ -17,6 +17,7 @@ for it. The whole core (detectors included) pickles, so its state can be snapsho
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Iterable, Protocol, runtime_checkable
@@ -154,13 +155,24 @@ class DetectionCore:
             return kept, 0
         return [e for e, new in zip(kept, out) if new], out.count(False)
 
+    def __getstate__(self) -> dict:
+        st = dict(self.__dict__)
+        # The window as plain data, and an empty `_order` (the ids themselves until session 23):
+        # the code before loads this snapshot too, with an empty window.
+        st["_window_digests"] = st.pop("_window").__getstate__()
+        st["_order"] = deque()
+        return st
+
     def __setstate__(self, st: dict) -> None:
+        window = st.pop("_window_digests", None)
         old = st.pop("_seen", None)  # older snapshots: an OrderedDict of the ids
         order = st.pop("_order", old)
         self.__dict__.update(st)
-        if order is not None:  # snapshots before session 23: the window's ids themselves
-            self._window = DedupeWindow()
+        self._window = DedupeWindow()
+        if order:  # the ids themselves: written by code before session 23 (even over a later snapshot)
             self._window.load_ids(list(order), self.dedupe_capacity)
+        elif window is not None:
+            self._window.__setstate__(window)
 
     def process(self, events: Iterable[Event], rejected: dict[str, int] | None = None, *, rows: bool = True) -> CoreOutput:
         """Process one batch. `rejected` counts this batch's dead letters by reason (for health).

@@ -95,6 +95,23 @@ def test_window_survives_a_snapshot_and_older_snapshots_load():
     assert ([e.event_id for e in out.usage], out.duplicates) == (["e49"], 2)
 
 
+def test_snapshot_holds_the_window_as_plain_data():
+    """No class of models/dedupe.py in a snapshot, and an empty `_order`: session 22's code loads
+    it (checked by hand with 0baa5bc), with an empty window."""
+    core = DetectionCore([], dedupe_capacity=100)
+    core.process([ev(i) for i in range(10)])
+    blob = pickle.dumps(core)
+    assert b"keywatch.models.dedupe" not in blob
+    st = core.__getstate__()
+    assert st["_order"] == deque() and "_window" not in st
+    # Saved again by that code, the snapshot holds its window's ids: they win over the digests.
+    st["_order"] = deque(["e3", "x"])
+    back = DetectionCore.__new__(DetectionCore)
+    back.__setstate__(st)
+    out = back.process([ev(3), ev(4)])
+    assert ([e.event_id for e in out.usage], out.duplicates) == (["e4"], 1)
+
+
 def test_window_memory_is_digests_not_strings():
     """200k provider-style ids: ≈ 7 MB at most (the id strings took ≈ 28 MB)."""
     win = DedupeWindow()
