@@ -28,8 +28,10 @@ import zlib
 from array import array
 
 # Addresses already parsed (valid ones only): event validation (models/events.py) and key theft
-# share it, so an address is parsed once and remembered once.
-_NET_CACHE: dict[str, tuple[int, int, int]] = {}
+# share it, so an address is parsed once and remembered once. An IPv4 address is held as its
+# int (32 B), its parts made when asked for: a tuple of three ints held 120 B more, and key theft
+# asks once per distinct caller (its own cache of callers keeps the tuple).
+_NET_CACHE: dict[str, int | tuple[int, int, int]] = {}
 _UA_CACHE: dict[str, tuple[str, str]] = {}
 _MODEL_CACHE: dict[str, tuple[int, str, bool]] = {}
 _CACHE_MAX = 200_000
@@ -48,21 +50,20 @@ def net_parts(ip: str) -> tuple[int, int, int] | None:
     (True, None, None)
     """
     hit = _NET_CACHE.get(ip)
-    if hit is not None:
-        return hit
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    n = int(addr)
-    if addr.version == 4:
-        out = (n, n >> 8, n >> 16)
-    else:
-        out = ((n >> 64) & 0xFFFFFFFF ^ (n >> 96), (n >> 80) & 0xFFFFFFFF, (n >> 96) & 0xFFFFFFFF | 0x1_0000)
-    if len(_NET_CACHE) >= _CACHE_MAX:
-        _NET_CACHE.clear()
-    _NET_CACHE[ip] = out
-    return out
+    if hit is None:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        n = int(addr)
+        if addr.version == 4:
+            hit = n
+        else:
+            hit = ((n >> 64) & 0xFFFFFFFF ^ (n >> 96), (n >> 80) & 0xFFFFFFFF, (n >> 96) & 0xFFFFFFFF | 0x1_0000)
+        if len(_NET_CACHE) >= _CACHE_MAX:
+            _NET_CACHE.clear()
+        _NET_CACHE[ip] = hit
+    return (hit, hit >> 8, hit >> 16) if hit.__class__ is int else hit
 
 
 _UA_VER = re.compile(r"v?(\d+)(?:\.(\d+))?")
