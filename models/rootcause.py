@@ -5,10 +5,12 @@ by (key, model, region), and a slowly decaying baseline share of each such contr
 excess of contributor c over a spike window is `actual_c − share_c × expected_total`; the
 ranking is by excess $, with its share of the total excess in %.
 
-A minute takes spend in dicts; once the next one starts it is packed (`packed`): per group, its
-contributors (one shared tuple each) and their spend in an array, ≈ 16 bytes per contributor
-instead of ≈ 125. A key active every minute has 120 such minutes: with its shares, ≈ 2.7
-instead of 16.7 KB (`keywatch bench`'s busy keys, keywatch/bench_memory.py).
+A minute takes spend in dicts; once the next one starts it is packed (`packed`,
+models/rootcause_minute.py): its groups' ids, then their contributors (one shared tuple each) and
+spend in flat sequences, ≈ 16 bytes per contributor instead of ≈ 125, and 8 per group instead of
+≈ 200. A key active every minute has 120 such minutes: with its shares, ≈ 2.7 instead of 16.7 KB
+(`keywatch bench`'s busy keys, keywatch/bench_memory.py), ≈ 4 instead of 30 KB if it is its
+project's only key.
 
 >>> rc = RootCause()
 >>> for m in range(100):
@@ -22,8 +24,9 @@ instead of 16.7 KB (`keywatch bench`'s busy keys, keywatch/bench_memory.py).
 
 from __future__ import annotations
 
-from array import array
 from collections import defaultdict
+
+from keywatch.models.rootcause_minute import PackedMinute
 
 KEEP_MINUTES = 120
 CONTRIBUTORS_MAX = 500_000  # the shared contributor tuples (`_cons`): past it the table starts again
@@ -35,7 +38,9 @@ _DECAY1 = SHARE_DECAY ** 1
 class RootCause:
     def __init__(self) -> None:
         self.minutes: dict[int, dict[tuple, dict[tuple, float]]] = {}  # minutes taking spend
-        self.packed: dict[int, dict[tuple, tuple[tuple, array]]] = {}  # earlier minutes, packed
+        self.packed: dict[int, PackedMinute] = {}  # earlier minutes, packed
+        self._groups: list[tuple] = []  # group id → group (ids of `packed`'s groups)
+        self._gid: dict[tuple, int] = {}  # group → its id
         self._cons: dict[tuple, tuple] = {}  # contributor → its one shared tuple (a cache)
         self._epoch: int | None = None  # `_cons` is rebuilt when minute // KEEP_MINUTES changes
         # group → contributor → share: complex(value, minute last learnt), one 32-byte object where
@@ -51,12 +56,26 @@ class RootCause:
         self._ordered = True  # `minutes` keys ascend in insertion order (see `minute`)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_acc", "_cons", "_epoch")}  # caches
+        st = {k: v for k, v in self.__dict__.items() if k not in ("_acc", "_cons", "_epoch", "_gid", "packed")}  # caches
+        # Packed minutes as plain tuples, under a name of their own: session 23's code reads
+        # `packed` as dicts of groups, so a rollback loads an empty one (explanations then lack
+        # up to two hours of past minutes) rather than failing on a class it does not have.
+        st["packed"] = {}
+        st["packed_flat"] = [(m, *p.__getstate__()) for m, p in self.packed.items()]
+        return st
 
     def __setstate__(self, st: dict) -> None:
+        st = dict(st)
+        flat = st.pop("packed_flat", None)
         self.__dict__.update(st)
         self._acc, self._cons, self._epoch = {}, {}, None
-        self.__dict__.setdefault("packed", {})  # older pickles: every minute in dicts
+        self.__dict__.setdefault("_groups", [])
+        self._gid = {g: i for i, g in enumerate(self._groups)}
+        if flat is not None:
+            self.packed = {m: PackedMinute(*rest) for m, *rest in flat}
+        else:  # older pickles: per packed minute a dict of groups (or none: every minute in dicts)
+            self.packed = {m: PackedMinute.pack({self._gid_of(g): dict(zip(*v)) for g, v in p.items()})
+                           for m, p in st.get("packed", {}).items()}
         if "newest" not in st:  # older pickles
             self.newest = max(self.minutes, default=None)
         for sh in self.shares.values():  # older pickles: [value, minute] lists
@@ -76,7 +95,7 @@ class RootCause:
             back = self.packed.pop(minute, None)
             if back is not None:  # spend for a packed minute (not the detector's way): dicts again
                 self._ordered = False
-                per = minutes[minute] = {g: dict(zip(*v)) for g, v in back.items()}
+                per = minutes[minute] = {self._groups[i]: d for i, d in back.groups().items()}
                 return per
             per = minutes[minute] = {}
             cut = minute - KEEP_MINUTES
@@ -114,9 +133,17 @@ class RootCause:
             # of contributors gone quiet go with their minutes (0.4 KB a key, at 100k keys that
             # each called a few times, most of them long idle).
             self._epoch = epoch
-            cons = self._cons = {c: c for p in self.packed.values() for cs, _ in p.values() for c in cs}
-        self.packed[minute] = {g: (tuple([cons.setdefault(c, c) for c in spend]), array("d", spend.values()))
-                               for g, spend in self.minutes.pop(minute).items()}
+            cons = self._cons = {c: c for p in self.packed.values() for c in p.cons}
+        gid = self._gid_of
+        self.packed[minute] = PackedMinute.pack({gid(g): spend for g, spend in self.minutes.pop(minute).items()}, cons)
+
+    def _gid_of(self, group: tuple) -> int:
+        """`group`'s id, given at its first packed minute. Groups are kept, as their shares are."""
+        i = self._gid.get(group)
+        if i is None:
+            i = self._gid[group] = len(self._groups)
+            self._groups.append(group)
+        return i
 
     def _spend(self, minute: int, group: tuple):
         """(contributor, $) pairs of `group` in `minute`, in the order they first had spend."""
@@ -125,7 +152,8 @@ class RootCause:
             g = per.get(group)
             return g.items() if g else ()
         p = self.packed.get(minute)
-        g = p.get(group) if p is not None else None
+        gid = self._gid.get(group)
+        g = p.get(gid) if p is not None and gid is not None else None
         return zip(*g) if g is not None else ()
 
     def add(self, minute: int, group: tuple, contributor: tuple, usd: float) -> None:
@@ -160,7 +188,8 @@ class RootCause:
                     continue
                 pairs = spend.items()
             else:
-                p = self.packed[minute].get(group)
+                gid = self._gid.get(group)
+                p = self.packed[minute].get(gid) if gid is not None else None
                 if p is None:
                     continue
                 pairs = zip(*p)

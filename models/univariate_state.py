@@ -63,10 +63,13 @@ class BankState:
         return st
 
     def __setstate__(self, st: dict) -> None:
-        from keywatch.models.univariate_bank import N
+        from keywatch.models.univariate_bank import BLOCK, N
 
         packed, (lens, ages, vals) = st.pop("_packed"), st.pop("_pool")
         self.__dict__.update(st)
+        # A snapshot holds no block (above), so blocks can be smaller from here on: older
+        # snapshots' 128-value blocks load as today's (`BLOCK`), ≈ 7.5 KB less per row.
+        self.block = min(self.block, BLOCK)
         n, cap = self.n, self.cap
         self._pool_init()
         self._alloc(cap)
@@ -105,7 +108,7 @@ class BankState:
         lens = np.array(lens, np.int64)
         self.dq_start[r] = len(self.dq_vals) + np.cumsum(lens) - lens
         self.dq_len[r] = lens
-        self.dq_rows = np.concatenate([self.dq_rows, np.array([row for c in sc.cal for row, _ in c.top], np.int64)])
+        self.dq_rows = np.concatenate([self.dq_rows, np.array([row for c in sc.cal for row, _ in c.top], self.dq_rows.dtype)])
         self.dq_vals = np.concatenate([self.dq_vals, np.array([v for c in sc.cal for _, v in c.top], np.float64)])
 
     def to_scorer(self, r: int) -> UnivariateAnomalyScorer:

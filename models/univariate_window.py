@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# A deque entry's row number: a scorer's step count, far below 2**31 (4,000 years of minutes);
+# 12 bytes an entry with its value instead of 16.
+ROW_DTYPE = np.int32
+
 
 class WindowPool:
     """Deque pool and its numpy operations, mixed into `UnivariateBank`."""
 
     def _pool_init(self) -> None:
-        self.dq_rows = np.zeros(0, np.int64)
+        self.dq_rows = np.zeros(0, ROW_DTYPE)
         self.dq_vals = np.zeros(0)
 
     def _expire(self, rix: np.ndarray, lim: np.ndarray, gone: np.ndarray, R: np.ndarray) -> None:
@@ -80,7 +84,7 @@ class WindowPool:
         cut = np.bincount(pair[keep_o], minlength=P)
         new_len = cut + nb
         new_start = np.cumsum(new_len) - new_len
-        out_rows, out_vals = np.empty(new_len.sum(), np.int64), np.empty(new_len.sum())
+        out_rows, out_vals = np.empty(new_len.sum(), ROW_DTYPE), np.empty(new_len.sum())
         at = new_start[pair[keep_o]] + offs[keep_o]
         out_rows[at], out_vals[at] = orow[keep_o], ov[keep_o]
         pb, kb = divmod(np.flatnonzero(keep_b), B)  # pair-major, block order (2-D np.nonzero is ~5× slower)
@@ -93,7 +97,7 @@ class WindowPool:
         from keywatch.models.univariate_bank import BMAX, FR, FV
 
         n = self.n
-        self.dq_rows, self.dq_vals = rows, vals
+        self.dq_rows, self.dq_vals = rows.astype(ROW_DTYPE, copy=False), vals
         self.dq_len[:n] = lens
         start = (np.cumsum(lens.ravel()) - lens.ravel()).reshape(n, 10)
         self.dq_start[:n] = start

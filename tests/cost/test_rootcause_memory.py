@@ -4,9 +4,11 @@ shares are the same as from dicts, at a fraction of the memory."""
 from __future__ import annotations
 
 import gc
+import io
 import pickle
 import random
 import tracemalloc
+from array import array
 
 import pytest
 
@@ -106,6 +108,54 @@ def test_contributors_gone_quiet_leave_the_shared_tuple_table():
             rc.add(m, g, (f"k{i}", "gpt-4o", "us"), 1.0)
         rc.learn(m, g)
     assert sorted(c[0] for c in rc._cons) == ["k0", "k1"]
-    kept = [cs for p in rc.packed.values() for cs, _ in p.values()]
-    assert len({id(c) for cs in kept for c in cs}) == 2  # one tuple each across 120 minutes
+    assert len({id(c) for p in rc.packed.values() for c in p.cons}) == 2  # one tuple each across 120 minutes
     assert len(rc.shares[g]) == 50  # the shares stay (they decay, they are not forgotten)
+
+
+def test_a_minute_costs_little_per_group():
+    """Groups with one contributor each (projects with one busy key): a packed minute costs ≈ 8
+    bytes per group on top of the contributor's 16, not a dict entry, tuple and array per group
+    (≈ 240 bytes in all per group-minute before)."""
+    rc = RootCause()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for m in range(KEEP_MINUTES + 1):
+            per = rc.minute(m)
+            for i in range(1000):
+                per[("openai", f"p{i}")] = {(f"key{i}", "gpt-4o", None): 0.01 * (1 + m % 7)}
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    per_group_minute = used / (KEEP_MINUTES * 1000)
+    assert per_group_minute < 60, per_group_minute
+
+
+class _BuiltinsOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module not in ("builtins", "array", "copyreg", "collections"):
+            raise pickle.UnpicklingError(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def test_snapshots_load_across_the_packed_minute_formats():
+    """A snapshot's packed minutes are plain tuples under their own name (session 23's code,
+    which reads `packed` as dicts of groups, loads them as none), and a snapshot from that code
+    (dicts of groups under `packed`) loads here with the same explanations."""
+    rc = RootCause()
+    _feed(rc, 150, 40)
+    st = rc.__getstate__()
+    assert st["packed"] == {} and len(st["packed_flat"]) == KEEP_MINUTES
+    _BuiltinsOnly(io.BytesIO(pickle.dumps(st))).load()  # no keywatch class needed to read it
+    old = dict(st)  # as session 23 pickled it
+    del old["packed_flat"], old["_groups"]
+    old["packed"] = {m: {rc._groups[i]: (tuple(d), array("d", d.values())) for i, d in p.groups().items()}
+                     for m, p in rc.packed.items()}
+    back = RootCause.__new__(RootCause)
+    back.__setstate__(pickle.loads(pickle.dumps(old)))
+    again = pickle.loads(pickle.dumps(rc))
+    for first, key in ((145, None), (100, "key00002"), (30, None)):
+        for group in (("openai", "p1"), ("openai", "p2")):
+            want = rc.explain(group, first, 149, 30.0, key=key)
+            assert back.explain(group, first, 149, 30.0, key=key) == want == again.explain(group, first, 149, 30.0, key=key)

@@ -14,7 +14,7 @@ from keywatch.models.core import DetectionCore
 from keywatch.models.costspike import CostSpikeDetector
 from keywatch.models.events import UsageEvent
 from keywatch.models.univariate import UnivariateAnomalyScorer
-from keywatch.models.univariate_bank import UnivariateBank
+from keywatch.models.univariate_bank import BLOCK, UnivariateBank
 
 from .sim import DAY0, MIN, steady
 
@@ -36,6 +36,7 @@ def _state(sc: UnivariateAnomalyScorer) -> dict:
     ({"memory": 60, "block": 8, "warmup": 5, "refractory": 10}, 2500),  # many expiries and folds
     ({"memory": 7, "block": 16, "warmup": 2, "refractory": 3}, 1500),  # block capped at memory
     ({"memory": 300}, 1200),  # defaults otherwise: past `memory`, past warmup
+    ({"memory": 300, "block": 128}, 1200),  # session 23's block: pickles load with today's (`BLOCK`)
 ])
 def test_bank_equals_independent_scorers(params, steps):
     rnd = random.Random(steps)
@@ -138,3 +139,18 @@ def test_detector_continues_identically_after_pickle():
     cs.__setstate__(old)
     assert isinstance(cs.uni, UnivariateBank)
     assert _run(c, events[cut:]) == want and scorers(c) == scorers(ref)
+
+
+def test_a_snapshot_of_128_value_blocks_loads_with_smaller_ones():
+    """Blocks were 128 values per record until session 24 (10 KB a row): a snapshot holds none,
+    so one taken then loads with `BLOCK`-value blocks and goes on with the same scores."""
+    rnd = random.Random(4)
+    bank, solo = UnivariateBank(block=128), UnivariateAnomalyScorer()
+    r = bank.add()
+    for t in range(1000):
+        if t == 300:
+            bank = pickle.loads(pickle.dumps(bank))
+            assert bank.block == BLOCK < 128 and bank.blk.shape[1:] == (10, BLOCK)
+        x = _value(rnd, 0)
+        assert bank.step(np.array([r]), DAY0 + t * MIN, np.array([x])).tolist() == [solo.update(DAY0 + t * MIN, x)]
+    assert _state(bank.to_scorer(r)) == _state(solo)
