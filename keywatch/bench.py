@@ -27,7 +27,8 @@ On one embedded broker (issue 8):
 * latency — p50/p99 event-to-alert wall time under a paced load (keywatch/bench_latency.py);
 * state and replay — `keywatch bench-core`'s figures (keywatch/bench_core.py): state bytes per key
   and peak RSS at `state_keys` keys, replay events/s of the default core; resident memory per key
-  (keywatch/bench_memory.py) of `state_keys` new keys, of `busy_keys` busy for `busy_minutes`, and
+  (keywatch/bench_memory.py) of `state_keys` new keys, of `busy_keys` busy for `busy_minutes` (in
+  50 projects, and each alone in its project), and
   of `idle_keys` mostly idle ones (with idle keys' state packed, and unpacked as the baseline), and
   of `gateway_keys` seen both ways every hour for 3 days.
 
@@ -277,7 +278,10 @@ def print_table(r: dict, console: Console) -> None:
                   "caches of distinct callers included" + _dedupe(c, None) + ")" + _untrimmed(c))
     if (bz := c.get("busy", {})).get("resident_bytes_per_key"):
         t.add_row("… busy keys", f"{bz['resident_bytes_per_key']:,.0f} B",
-                  f"{bz['keys']:,} keys, a call a minute each for {bz['minutes']} minutes" + _untrimmed(bz))
+                  f"{bz['keys']:,} keys in {bz.get('projects', 50)} projects, a call a minute each for {bz['minutes']} minutes" + _untrimmed(bz))
+    if (so := bz.get("solo", {})).get("resident_bytes_per_key"):
+        t.add_row("… busy keys, one per project", f"{so['resident_bytes_per_key']:,.0f} B",
+                  f"the same {so['keys']:,} keys, each alone in its project: a key carries its project's state" + _untrimmed(so))
     if (iz := c.get("idle", {})).get("resident_bytes_per_key"):
         t.add_row("… mostly idle keys", f"{iz['resident_bytes_per_key']:,.0f} B", f"{iz['keys']:,} keys in {iz['waves']} waves 70 minutes "
                   f"apart, all but the last wave idle (packed); unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B" + _untrimmed(iz))

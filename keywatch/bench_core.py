@@ -262,6 +262,8 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
               f"repeat={repeat}, quiet=True)")
     resident = child(f"bench_memory.resident_growth({state_keys})")  # fresh processes: their own growth
     busy = child(f"bench_memory.resident_busy({busy_keys}, {busy_minutes})") if busy_keys else {}
+    if busy:  # the same keys, each alone in its project: what a project's state adds to a key
+        busy["solo"] = child(f"bench_memory.resident_busy({busy_keys}, {busy_minutes}, projects={busy_keys})")
     idle = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})") if idle_keys else {}
     if idle:  # the same keys with idle keys' state kept unpacked: the baseline of that figure
         idle["unpacked"] = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})", KEYWATCH_KEY_COLD_AFTER_S="0")

@@ -11,6 +11,9 @@ growth before that (what the figures were until session 20).
 * busy keys (`resident_busy`): `busy_state`, keys calling every minute for 2.5 hours from their
   two usual hosts with two models — the steady state of active keys, with the root-cause
   detector's two hours of spend per minute (models/rootcause.py) and an hour boundary passed.
+  In 50 projects, so what a project holds is spread over hundreds of keys; with `projects=keys`,
+  each key alone in its project, a key carries its project's state too (its spend series, their
+  anomaly scorer, root-cause minutes, caller population): the figure of one-key projects.
 * mostly idle keys (`resident_idle`): `idle_state`, new keys in waves 70 minutes apart, all but
   the last wave idle for over an hour, as most tracked keys are at any time: their key-theft
   state packed (models/keytheft_cold.py) and their freed memory reused by the next wave.
@@ -32,12 +35,12 @@ from keywatch.models.registry import build_core
 T0 = 1_793_577_600_000
 
 
-def busy_state(settings, keys: int, minutes: int = 150, t0: int = T0) -> DetectionCore:
-    """`keys` keys in 50 projects, one call a minute each for `minutes` minutes, each key from
-    its two hosts (one /24) with its SDK, alternating two models."""
+def busy_state(settings, keys: int, minutes: int = 150, t0: int = T0, projects: int = 50) -> DetectionCore:
+    """`keys` keys in `projects` projects, one call a minute each for `minutes` minutes, each key
+    from its two hosts (one /24) with its SDK, alternating two models."""
     return feed(build_core(settings), (UsageEvent(
         event_id=f"u{k}-{minute}", ts=t0 + minute * 60_000 + k % 60_000, provider="openai",
-        key_id=f"key_{k:06x}", project=f"proj-{k % 50:02d}", model=MODELS[(k + minute % 2) % 4],
+        key_id=f"key_{k:06x}", project=f"proj-{k % projects:02d}", model=MODELS[(k + minute % 2) % 4],
         source="gateway", source_ip=f"10.{k % 200}.{k // 200 % 250}.{1 + minute % 2}",
         country="US", user_agent=UAS[k % 3], input_tokens=500, output_tokens=100)
         for minute in range(minutes) for k in range(keys)))
@@ -159,11 +162,13 @@ def resident_gateway(keys: int, hours: int = 75, settings=None) -> dict:
     return {**_growth(lambda s, n: gateway_state(s, n, hours), keys, settings), "hours": hours}
 
 
-def resident_busy(keys: int, minutes: int = 150, settings=None) -> dict:
-    """Busy keys: the resident growth while `busy_state` builds `keys` keys, ÷ keys.
+def resident_busy(keys: int, minutes: int = 150, settings=None, projects: int = 50) -> dict:
+    """Busy keys: the resident growth while `busy_state` builds `keys` keys in `projects`
+    projects, ÷ keys.
 
-    >>> r = resident_busy(50, minutes=3)  # not a fresh process: the figure itself is not checked
-    >>> r["keys"], r["minutes"]
-    (50, 3)
+    >>> r = resident_busy(50, minutes=3, projects=50)  # not a fresh process: the figure itself is not checked
+    >>> r["keys"], r["minutes"], r["projects"]
+    (50, 3, 50)
     """
-    return {**_growth(lambda s, n: busy_state(s, n, minutes), keys, settings), "minutes": minutes}
+    return {**_growth(lambda s, n: busy_state(s, n, minutes, projects=projects), keys, settings), "minutes": minutes,
+            "projects": projects}

@@ -62,6 +62,8 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     assert core["resident_bytes_per_key"] > core["bytes_per_key"] and core["resident_mb"] > 0
     busy = core["busy"]  # keys busy for over two hours: the root-cause window full
     assert busy["keys"] == 200 and busy["minutes"] == 130 and busy["resident_bytes_per_key"] > 0, busy
+    solo = busy["solo"]  # the same keys, each alone in its project
+    assert solo["keys"] == 200 and solo["projects"] == 200 and solo["resident_bytes_per_key"] > 0, solo
     idle = core["idle"]  # two waves of 1,000 new keys and one that passes the first wave's time; packed and not
     assert idle["keys"] == 2_001 and idle["waves"] == 2 and idle["resident_bytes_per_key"] > 0, idle
     assert idle["unpacked"]["keys"] == 2_001 and idle["unpacked"]["resident_bytes_per_key"] > 0, idle
