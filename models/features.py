@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from array import array
 
-from keywatch.models.keyids import ATTRS, KeyIds, pack_sets, unpack_sets
+from keywatch.models.keyids import ATTRS, KeyIds, PopIds, pack_sets, unpack_sets
 from keywatch.models.netnovelty import SeenSet
 
 HOUR_MS = 3_600_000
@@ -267,7 +267,7 @@ class PopBaseline:
     def __init__(self) -> None:
         self.first_ts = 0
         self.learned = 0
-        self.ids = IdentitySets(scale=4)
+        self.ids = PopIds()  # eight bounded sets, packed (models/keyids.py)
         self.key_rpm = 0.0
         self.recent_hour = -1
         # The callers (item tuples) learned this hour: by value, not `id()` — a freed caller's
@@ -288,6 +288,8 @@ class PopBaseline:
         self.out, self.told = None, 0  # `told`: a pickle from before sharing, which no one was told of
         for k, v in state[1].items():
             setattr(self, k, v)
+        if isinstance(self.ids, IdentitySets):  # how `PopIds` pickles, and snapshots from before it
+            self.ids = PopIds.from_sets(self.ids)
         self.recent_hour, self.recent = -1, set()
 
     def settled(self, now: int) -> float:

@@ -73,6 +73,7 @@ class KeyIds:
     """The eight bounded identity sets of one key (see the module)."""
 
     __slots__ = ("vals", "last", "tags")
+    CAPS = CAPS  # each set's bound, in `ATTRS` order
 
     def __init__(self) -> None:
         self.vals = array("Q")  # tagged values
@@ -113,7 +114,7 @@ class KeyIds:
         vals, last = self.vals, self.last
         t = tv >> 32
         same = [i for i, x in enumerate(vals) if x >> 32 == t]
-        if len(same) >= CAPS[t]:
+        if len(same) >= self.CAPS[t]:
             j = min(same, key=last.__getitem__)  # the first of the least recent, as `SeenSet.add`
             vals[j] = tv
             last[j] = hour
@@ -132,7 +133,7 @@ class KeyIds:
             t = x >> 32
             vals[t].append(x & MASK)
             hours[t].append(h)
-        return pack_sets([(CAPS[t], vals[t], hours[t]) for t in range(len(ATTRS))])
+        return pack_sets([(self.CAPS[t], vals[t], hours[t]) for t in range(len(ATTRS))])
 
     def __setstate__(self, state: bytes) -> None:
         self.__init__()
@@ -148,3 +149,110 @@ class KeyIds:
         ids = cls()
         ids.__setstate__(sets.__getstate__())
         return ids
+
+
+
+class PopIds(KeyIds):
+    """A project's identity sets (`PopBaseline.ids`), packed as a key's are, each set bounded at
+    four times a key's (`IdentitySets(scale=4)`, which they were until session 24: eight
+    `SeenSet`s, ≈ 1.8 KB a project however few its values; ≈ 0.3 KB here). They behave as those
+    did, the same values evicted. Unlike a key's, each set's entries are kept together, in
+    `ATTRS` order (`ends`: where each set ends), so that a test of one set scans only its values:
+    a project's sets hold up to 280, a key's 70. A project never learns addresses or SDK versions
+    (models/keytheft_identity.py `pop_learn`): those two sets stay empty. Pickled as an
+    `IdentitySets`, class and format, so that older versions load snapshots holding it;
+    `PopBaseline` turns one back into this.
+
+    >>> ids = PopIds()
+    >>> for v in range(40): _ = ids.add(tag("n16", v), 498_000 + v)
+    >>> ids.count("n16"), tag("n16", 0) in ids, tag("n16", 8) in ids  # cap 32: the 8 oldest went
+    (32, False, True)
+    >>> ids.merge(tag("n16", 0), 498_000), tag("n16", 0) in ids  # older than every value held: not kept
+    (False, False)
+    >>> ids.merge(tag("n16", 0), 498_100), tag("n16", 0) in ids, tag("n16", 8) in ids  # newer: it evicts the oldest
+    (True, True, False)
+    """
+
+    __slots__ = ("ends",)
+    CAPS = tuple(4 * c for c in CAPS)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends = array("H", bytes(2 * len(ATTRS)))
+
+    def _span(self, t: int) -> tuple[int, int]:
+        ends = self.ends
+        return (ends[t - 1] if t else 0), ends[t]
+
+    def __contains__(self, tv: int) -> bool:  # per novel value of a key: `_span` inlined
+        t, ends = tv >> 32, self.ends
+        return tv in self.vals[ends[t - 1] if t else 0:ends[t]]
+
+    def values(self, attr: str) -> list[int]:
+        lo, hi = self._span(ATTRS.index(attr))
+        return [x & MASK for x in self.vals[lo:hi]]
+
+    def hours(self, attr: str) -> list[int]:
+        lo, hi = self._span(ATTRS.index(attr))
+        return self.last[lo:hi].tolist()
+
+    def count(self, attr: str) -> int:
+        lo, hi = self._span(ATTRS.index(attr))
+        return hi - lo
+
+    def add(self, tv: int, hour: int) -> bool:  # per item of a caller new this hour (`pop_learn`)
+        t, ends = tv >> 32, self.ends
+        try:
+            i = self.vals.index(tv, ends[t - 1] if t else 0, ends[t])
+        except ValueError:
+            return self.insert(tv, hour)
+        self.last[i] = hour
+        return False
+
+    def insert(self, tv: int, hour: int) -> bool:
+        t = tv >> 32
+        lo, hi = self._span(t)
+        vals, last = self.vals, self.last
+        if hi - lo >= self.CAPS[t]:
+            seg = last[lo:hi]
+            j = lo + seg.index(min(seg))  # the first of the least recent, as `SeenSet.add`
+            vals[j] = tv
+            last[j] = hour
+            return True
+        vals.insert(hi, tv)  # the end of its set
+        last.insert(hi, hour)
+        ends = self.ends
+        for u in range(t, len(ends)):
+            ends[u] += 1
+        self.tags |= 1 << t
+        return False
+
+    def merge(self, tv: int, hour: int) -> bool:
+        """Learn `tv` as last seen at `hour` from another worker (models/keytheft_share.py): a
+        value held is re-dated if `hour` is later; a new one is kept unless its set is full of
+        values seen later (an older item never evicts a newer). True if kept or re-dated."""
+        t = tv >> 32
+        lo, hi = self._span(t)
+        seg = self.vals[lo:hi]
+        if tv in seg:
+            i = lo + seg.index(tv)
+            if self.last[i] < hour:
+                self.last[i] = hour
+                return True
+            return False
+        if hi - lo < self.CAPS[t] or hour >= min(self.last[lo:hi]):
+            self.insert(tv, hour)
+            return True
+        return False
+
+    def __setstate__(self, state: bytes) -> None:
+        super().__setstate__(state)  # set after set, in `ATTRS` order
+        n = 0
+        for t, (_, vals, _) in enumerate(unpack_sets(state)):
+            n += len(vals)
+            self.ends[t] = n
+
+    def __reduce__(self):
+        from keywatch.models.features import IdentitySets
+
+        return IdentitySets, (), self.__getstate__()

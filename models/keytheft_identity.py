@@ -9,6 +9,7 @@ project uses is not. What is new is noted on the key's `Evidence` (quarantined, 
 >>> novelty(1.0, 1.0, False), novelty(0.0, 1.0, True), novelty(0.0, 1.0, False)
 (1.0, 0.0, 1.0)
 >>> from keywatch.models.features import KeyBaseline, PopBaseline
+>>> from keywatch.models.keyids import attr_of
 >>> from keywatch.models.keytheft_state import KeyState
 >>> st, pop = KeyState(KeyBaseline("openai", "p")), PopBaseline()
 >>> best, items = identity_novelty(st, pop, None, 1_000, "34.1.2.3", "US", "openai-python/1.50.0", None, "gpt-4o")
@@ -21,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keywatch.models.features import PopBaseline
-from keywatch.models.keyids import BIT, MASK, TAG, attr_of, tag
+from keywatch.models.keyids import ATTRS, BIT, TAG, tag
 from keywatch.models.keytheft_signals import Evidence
 from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
 
@@ -39,6 +40,7 @@ _IDENT: dict[tuple, tuple] = {}
 # Bounds of the caches here: past one, its table starts again (only the time it saves is lost).
 IDENT_MAX, TAIL_MAX, NETS_MAX = 100_000, 20_000, 100_000
 _N16 = BIT["n16"]
+_NOT_LEARNT = (ATTRS.index("ips"), ATTRS.index("ua_ver"))  # sets a project does not learn (`pop_learn`)
 # The part of an identity that does not depend on the address — (checks, items to learn but the
 # network's, expensive model?) by (country, user agent, region, model) — is built once and
 # shared by every identity that has it: most callers differ from each other only in address,
@@ -80,6 +82,7 @@ def _ident_items(ip, country, ua, region, model) -> tuple:
 
     >>> a = _ident_items("34.1.2.3", "US", "openai-python/1.50.0", None, "gpt-4o")
     >>> b = _ident_items("34.9.9.9", "US", "openai-python/1.50.0", None, "gpt-4o")
+    >>> from keywatch.models.keyids import attr_of
     >>> c = _ident_items("34.1.2.9", "US", "openai-python/1.50.0", None, "gpt-4o")
     >>> a[2][1] is c[2][1], a[2][2] is c[2][2], a[2] is c[2]  # one /24: its items shared, callers not
     (True, True, False)
@@ -122,11 +125,10 @@ def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
     out = pop.out
     if out is not None:  # shared with other workers: they learn this caller at the next collect
         out[items] = hour
-    ids = pop.ids
+    add = pop.ids.add
     for t in items:
-        attr = attr_of(t)
-        if attr != "ips" and attr != "ua_ver":
-            getattr(ids, attr).add(t & MASK, hour)
+        if t >> 32 not in _NOT_LEARNT:
+            add(t, hour)
 
 
 
@@ -157,7 +159,7 @@ def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: in
             ks, ps = base.settled(ts), pop.settled(ts)
             # A key never seen with network data (usage-API buckets so far) has no history of its
             # own to compare with: like a new key, it borrows its project's.
-            w = novelty(ks if ids.tags & _N16 else 0.0, ps, n16 in pop.ids.n16.vals)
+            w = novelty(ks if ids.tags & _N16 else 0.0, ps, items[2] in pop.ids)  # items[2]: the /16, tagged
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note_net(n16, a, w)
@@ -167,7 +169,7 @@ def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: in
             if ks < 0:
                 ks, ps = base.settled(ts), pop.settled(ts)
             # A new key may well use another SDK, region or model than its project: `pw`.
-            w = novelty(ks if ids.tags & bit else 0.0, ps, hv in getattr(pop.ids, attr).vals, pw) * scale
+            w = novelty(ks if ids.tags & bit else 0.0, ps, tv in pop.ids, pw) * scale
             if w > 0.1:
                 ev = ev or st.open_evidence(ts)
                 ev.note(ev_attr, label, w)

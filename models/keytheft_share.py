@@ -21,7 +21,7 @@ receivers; a merge is not sent on again), the first time seen and the per-key ra
 >>> pop_learn(a["p"], _ident_items("34.1.2.3", "US", "openai-python/1.50.0", None, "gpt-4o")[2], 3_600_000, 5)
 >>> [d] = sa.collect(a); d.pop, d.learned, sorted({attr for attr, _, _ in d.items})
 ('p', 5, ['countries', 'models', 'n16', 'n24', 'ua_fam'])
->>> sb.merge(b, d); b["p"].learned, b["p"].first_ts, (34 << 8 | 1) in b["p"].ids.n16.vals
+>>> sb.merge(b, d); b["p"].learned, b["p"].first_ts, (34 << 8 | 1) in b["p"].ids.values("n16")
 (5, 3600000, True)
 >>> [(d.learned, len(d.items)) for d in sb.collect(b)]  # b's first call: items again, requests not
 [(0, 5)]
@@ -37,7 +37,7 @@ import msgspec
 from msgspec import Meta
 
 from keywatch.models.features import PopBaseline
-from keywatch.models.keyids import MASK, attr_of
+from keywatch.models.keyids import MASK, attr_of, tag
 
 # The identity sets a population learns (`pop_learn`: not single addresses, not client versions).
 SHARED_SETS = ("n24", "n16", "countries", "ua_fam", "models", "regions")
@@ -120,16 +120,9 @@ class PopulationShare:
             pop.first_ts = d.first_ts
         if not pop.key_rpm:
             pop.key_rpm = d.key_rpm
-        ids = pop.ids
+        merge = pop.ids.merge  # an older item never evicts a newer
         for attr, v, hour in d.items:
-            seen = getattr(ids, attr)
-            vals = seen.vals
-            if v in vals:
-                i = vals.index(v)
-                if seen.last[i] < hour:
-                    seen.last[i] = hour
-            elif len(vals) < seen.cap or hour >= min(seen.last):  # an older item never evicts a newer
-                seen.add(v, hour)
+            merge(tag(attr, v), hour)
 
 
 def _recorded_items(box: dict[tuple, int]) -> list[tuple[str, int, int]]:
@@ -144,4 +137,4 @@ def _recorded_items(box: dict[tuple, int]) -> list[tuple[str, int, int]]:
 
 def _all_items(pop: PopBaseline) -> list[tuple[str, int, int]]:
     ids = pop.ids
-    return [(attr, v, h) for attr in SHARED_SETS for v, h in zip(getattr(ids, attr).vals, getattr(ids, attr).last)]
+    return [(attr, v, h) for attr in SHARED_SETS for v, h in zip(ids.values(attr), ids.hours(attr))]

@@ -13,6 +13,7 @@ import msgspec
 
 from keywatch.models import events, keytheft_identity, netnovelty, rootcause
 from keywatch.models.events import Event
+from keywatch.models.keyids import ATTRS
 from keywatch.models.registry import build_core
 from keywatch.sim_incidents import ALL_TYPES
 from keywatch.simulate import SimConfig, generate
@@ -50,7 +51,7 @@ def _detect(settings, docs: list[dict], drop=None, size: int = 2000) -> tuple[li
         scores += [msgspec.to_builtins(s) for s in out.scores]
         if drop is not None:
             drop(core)
-    pops = {p: {a: sorted(getattr(pop.ids, a).vals) for a in pop.ids.__slots__}
+    pops = {p: {a: sorted(zip(pop.ids.values(a), pop.ids.hours(a))) for a in ATTRS}
             for p, pop in core.detector("key_theft").pops.items()}
     return alerts, scores, pops
 

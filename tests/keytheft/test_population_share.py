@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from keywatch.models.features import PopBaseline
+from keywatch.models.keyids import ATTRS, tag
 from keywatch.models.keytheft_identity import _ident_items, pop_learn
 from keywatch.models.keytheft_share import PopulationShare, decode_delta, encode_delta
 
@@ -39,12 +40,12 @@ def test_requests_add_up_once_across_three_workers_and_merges_are_not_sent_back(
     for _, pops in ws:
         pop = pops["p"]
         assert pop.learned == 60  # 10 + 20 + 30, each once
-        assert {34 << 8 | i for i in range(3)} <= set(pop.ids.n16.vals)
+        assert {34 << 8 | i for i in range(3)} <= set(pop.ids.values("n16"))
     assert _exchange(ws) == 0  # what was merged is not sent on: the exchange is quiet
     ws[0][1]["p"].learned += 5  # more requests of a known caller (`pop_learn`'s shortcut)
     assert _exchange(ws) == 1 and all(pops["p"].learned == 65 for _, pops in ws)
     pop_learn(ws[1][1]["p"], _items("34.9.0.1"), 11 * HOUR, 1)  # a new caller, the next hour
-    assert _exchange(ws) == 1 and all(34 << 8 | 9 in pops["p"].ids.n16.vals for _, pops in ws)
+    assert _exchange(ws) == 1 and all(34 << 8 | 9 in pops["p"].ids.values("n16") for _, pops in ws)
 
 
 def test_a_population_is_sent_whole_once_and_then_what_it_learns():
@@ -67,7 +68,7 @@ def test_a_restored_population_resends_its_items_not_its_requests():
     pops["p"].out[("x",)] = 1
     back = pickle.loads(pickle.dumps(pops["p"]))  # a snapshot, restored after a restart
     assert back.out is None and back.told == back.learned == 50
-    assert list(back.ids.n16.vals) == list(pops["p"].ids.n16.vals)
+    assert list(back.ids.values("n16")) == list(pops["p"].ids.values("n16"))
     [d] = PopulationShare("a2").collect({"p": back})
     assert d.learned == 0 and ("n16", 34 << 8 | 1, 1) in d.items
     old = PopBaseline.__new__(PopBaseline)  # a snapshot from before sharing: no one was told of it
@@ -79,14 +80,16 @@ def test_a_restored_population_resends_its_items_not_its_requests():
 
 def test_an_older_remote_item_does_not_evict_a_newer_one_and_a_newer_hour_refreshes():
     share, pops = PopulationShare("b"), {"p": PopBaseline()}
-    regions = pops["p"].ids.regions
-    for v in range(regions.cap):
-        regions.add(1000 + v, 50)
+    ids = pops["p"].ids
+    cap = ids.CAPS[ATTRS.index("regions")]
+    for v in range(cap):
+        ids.add(tag("regions", 1000 + v), 50)
     share.merge(pops, decode_delta(b'{"pop":"p","learned":0,"first_ts":0,"key_rpm":0,"items":[["regions",7,40]]}'))
-    assert 7 not in regions.vals
+    assert 7 not in ids.values("regions")
     share.merge(pops, decode_delta(
         b'{"pop":"p","learned":0,"first_ts":0,"key_rpm":0,"items":[["regions",1000,60],["regions",8,61]]}'))
-    assert regions.last[regions.vals.index(1000)] == 60 and 8 in regions.vals and len(regions.vals) == regions.cap
+    regions = dict(zip(ids.values("regions"), ids.hours("regions")))
+    assert regions[1000] == 60 and 8 in regions and len(regions) == cap
 
 
 @pytest.mark.parametrize("raw", [
@@ -125,8 +128,8 @@ def test_a_caller_at_a_freed_callers_address_is_still_learned_by_its_project():
     del first  # unless the project holds it, its place goes to the next tuple made (CPython)
     second = tuple(later)  # and by `id()` this caller was then learned already
     pop_learn(pop, second, HOUR + 10, 1)
-    assert net_parts("52.7.7.7")[2] in pop.ids.n16.vals
+    assert net_parts("52.7.7.7")[2] in pop.ids.values("n16")
     pop_learn(pop, tuple(later), HOUR + 20, 1)  # the same caller again (another tuple): learned already
     assert len(pop.recent) == 2 and pop.learned == 3
     back = pickle.loads(pickle.dumps(pop))  # this hour's callers are stored empty: a load learns them again
-    assert back.recent == set() and back.recent_hour == -1 and list(back.ids.n16.vals) == list(pop.ids.n16.vals)
+    assert back.recent == set() and back.recent_hour == -1 and list(back.ids.values("n16")) == list(pop.ids.values("n16"))

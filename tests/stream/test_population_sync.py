@@ -64,7 +64,7 @@ def test_two_workers_learn_each_others_populations(ch_db, broker, tmp_path):
             pop_b = pb.cores.shared_key_theft.pops
             await _until(lambda: "p1" in pop_a and "p1" in pop_b and pop_a["p1"].learned == pop_b["p1"].learned == 50)
             for pops in (pop_a, pop_b):
-                assert {34 << 8 | 1, 35 << 8 | 7} <= set(pops["p1"].ids.n16.vals)
+                assert {34 << 8 | 1, 35 << 8 | 7} <= set(pops["p1"].ids.values("n16"))
             assert sa.counts["merged"] >= 1 and sb.counts["merged"] >= 1  # each learned the other's, not its own
             await asyncio.sleep(1.0)  # more rounds: nothing more to say, and nothing counted twice
             assert pop_a["p1"].learned == pop_b["p1"].learned == 50
