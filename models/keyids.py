@@ -151,7 +151,6 @@ class KeyIds:
         return ids
 
 
-
 class PopIds(KeyIds):
     """A project's identity sets (`PopBaseline.ids`), packed as a key's are, each set bounded at
     four times a key's (`IdentitySets(scale=4)`, which they were until session 24: eight
@@ -233,15 +232,15 @@ class PopIds(KeyIds):
         values seen later (an older item never evicts a newer). True if kept or re-dated."""
         t = tv >> 32
         lo, hi = self._span(t)
-        seg = self.vals[lo:hi]
-        if tv in seg:
-            i = lo + seg.index(tv)
-            if self.last[i] < hour:
-                self.last[i] = hour
+        try:
+            i = self.vals.index(tv, lo, hi)
+        except ValueError:
+            if hi - lo < self.CAPS[t] or hour >= min(self.last[lo:hi]):
+                self.insert(tv, hour)
                 return True
             return False
-        if hi - lo < self.CAPS[t] or hour >= min(self.last[lo:hi]):
-            self.insert(tv, hour)
+        if self.last[i] < hour:
+            self.last[i] = hour
             return True
         return False
 

@@ -80,9 +80,9 @@ def _ident_items(ip, country, ua, region, model) -> tuple:
     """(network parts, novelty checks, items to learn, sets the network-telemetry flag?,
     expensive model?) for one identity; cached: few distinct.
 
+    >>> from keywatch.models.keyids import attr_of
     >>> a = _ident_items("34.1.2.3", "US", "openai-python/1.50.0", None, "gpt-4o")
     >>> b = _ident_items("34.9.9.9", "US", "openai-python/1.50.0", None, "gpt-4o")
-    >>> from keywatch.models.keyids import attr_of
     >>> c = _ident_items("34.1.2.9", "US", "openai-python/1.50.0", None, "gpt-4o")
     >>> a[2][1] is c[2][1], a[2][2] is c[2][2], a[2] is c[2]  # one /24: its items shared, callers not
     (True, True, False)
