@@ -27,7 +27,7 @@ Minutes the detector skipped (a silence over 14 days) are skipped again (`cold_s
 >>> _ = unpack_row(twin, cal2, np.zeros(1), r2, blob, 999, [])
 >>> for t in range(600, 1000):
 ...     _ = bank.step(t, np.zeros(1)); _ = cal.step(np.zeros(1))
->>> bool((bank.prof[..., r] == twin.prof[..., r2]).all()), float(bank.lvl_mu[r]) == float(twin.lvl_mu[r2])
+>>> all((a == b).all() for a, b in zip(bank.row_profile(r), twin.row_profile(r2))), float(bank.lvl_mu[r]) == float(twin.lvl_mu[r2])
 (True, True)
 """
 
@@ -53,7 +53,8 @@ def pack_row(bank, cal, peak: np.ndarray, r: int, next_t: int) -> bytes:
     head = _HEAD.pack(int(bank.last_active[r]), next_t, int(bank.age[r]), int(bank.run_start[r]),
                       float(bank.lvl_mu[r]), float(bank.lvl_dev[r]), float(cal.mu[r]), float(cal.var[r]),
                       float(cal.short[r]), float(cal.cnt[r]), float(peak[r]))
-    return head + zlib.compress(bank.prof[..., r].tobytes() + bank.cnt[..., r].tobytes(), 1)
+    prof, cnt = bank.row_profile(r)
+    return head + zlib.compress(prof.tobytes() + cnt.tobytes(), 1)
 
 
 def packed_last_active(blob: bytes) -> int:
@@ -65,8 +66,8 @@ def unpack_row(bank, cal, peak: np.ndarray, r: int, blob: bytes, last: int, skip
     `last` as a minute of zero spend each, but the minutes in `skips` ([start, end) ranges)."""
     (la, t0, age, run_start, lmu, ldev, cmu, cvar, cshort, ccnt, pk) = _HEAD.unpack_from(blob)
     raw = zlib.decompress(memoryview(blob)[_HEAD.size:])
-    npf = bank.prof[..., r].nbytes  # the profiles; the visit counts follow
-    prof, cnt = array("f"), array(bank.cnt.dtype.char)
+    npf = 8 * 24 * 2 * 4  # the profiles (float32); the visit counts follow
+    prof, cnt = array("f"), array(bank.hod_c.dtype.char)
     prof.frombytes(raw[:npf])
     cnt.frombytes(raw[npf:])
     st = [age, lmu, ldev, cmu, cvar, cshort, ccnt, pk]
@@ -74,8 +75,8 @@ def unpack_row(bank, cal, peak: np.ndarray, r: int, blob: bytes, last: int, skip
     if minutes:
         replay(bank, cal, prof, cnt, st, minutes)
     age, lmu, ldev, cmu, cvar, cshort, ccnt, pk = st
-    bank.prof[..., r] = np.frombuffer(prof, np.float32).reshape(8, 24, 2)
-    bank.cnt[..., r] = np.frombuffer(cnt, bank.cnt.dtype).reshape(8, 24)
+    bank.set_row_profile(r, np.frombuffer(prof, np.float32).reshape(8, 24, 2),
+                         np.frombuffer(cnt, bank.hod_c.dtype).reshape(8, 24))
     bank.lvl_mu[r], bank.lvl_dev[r], bank.age[r], bank.run_start[r], bank.last_active[r] = lmu, ldev, age, run_start, la
     cal.mu[r], cal.var[r], cal.short[r], cal.cnt[r] = cmu, cvar, cshort, ccnt
     peak[r] = pk
@@ -224,7 +225,7 @@ class ColdKeyRows:
         b = self.bank
         tmp = SeasonalBank(k=b.k, warmup_units=b.warmup, capacity=1)
         tmp.n_cap, tmp.a_hod, tmp.a_how, tmp.a_lvl = b.n_cap, b.a_hod, b.a_how, b.a_lvl
-        tmp._alloc(1, b.cnt.dtype)
+        tmp._alloc(1, b.hod_c.dtype)
         cal = TailCalibrator()
         cal.a_long, cal.a_short = self.cal.a_long, self.cal.a_short
         unpack_row(tmp, cal, np.zeros(1), tmp.add(), blob, last, self.cold_skips)

@@ -5,7 +5,8 @@ exponentially weighted means and mean absolute deviations, plus an all-hours lev
 first hours of life. One `step` advances every series by one time unit (a minute for spend):
 it scores first (expected value, robust spread, upper band = expected + k·spread), then learns
 with the value winsorised at the band, so a spike never inflates its own baseline. Rows whose
-`learn` flag is off (an incident is open) do not learn at all. Memory: ~1.8 KB per series (counts are one byte per bin).
+`learn` flag is off (an incident is open) do not learn at all. Memory: ≈ 0.3 KB per series and 0.2 KB per weekday it has learnt on (counts are one byte
+per bin; models/forecast_store.py), ≈ 1.8 KB with a week of history.
 
 `TailCalibrator` is the calibration layer: it turns raw deviations into [0, 1] scores by how
 rare a short-term average of them is against their own long-run distribution (in the spirit of
@@ -63,10 +64,11 @@ class SeasonalBank(SeasonalStore):
     def _forecast(self, rows, hod, how) -> tuple[np.ndarray, np.ndarray]:
         w_day = np.minimum(self.hod_n[rows, hod] / self.per_hour, 1.0)
         # np.clip's dispatch costs more than the two ufuncs it stands for here.
-        w_week = 0.6 * np.minimum(np.maximum((self.how_n[rows, how] - self.per_hour) / (2 * self.per_hour), 0.0), 1.0)
+        how_mu, how_dev, how_n = self.week_bins(rows, how)
+        w_week = 0.6 * np.minimum(np.maximum((how_n - self.per_hour) / (2 * self.per_hour), 0.0), 1.0)
         w1 = 1 - w_week
-        mu = w1 * self.hod_mu[rows, hod] + w_week * self.how_mu[rows, how]
-        dev = w1 * self.hod_dev[rows, hod] + w_week * self.how_dev[rows, how]
+        mu = w1 * self.hod_mu[rows, hod] + w_week * how_mu
+        dev = w1 * self.hod_dev[rows, hod] + w_week * how_dev
         w1 = 1 - w_day
         exp = w1 * self.lvl_mu[rows] + w_day * mu
         dev = w1 * self.lvl_dev[rows] + w_day * dev
@@ -83,10 +85,13 @@ class SeasonalBank(SeasonalStore):
         n = self.n
         hour = int(t // self.per_hour)
         hod, dow = hour % 24, (hour + HOW_OFFSET) % 168 // 24
-        tb = slice(0, dow + 2, dow + 1)  # tables 0 (hour of day) and 1 + dow (hour of week)
-        P = self.prof[tb, hod, :, :n]  # [table, (mu, dev), row] (a view)
-        G = P.astype(np.float64)  # exact
-        Cn = self.cnt[tb, hod, :n]  # the two bins' visit counts (a view)
+        slots = self.wslot[dow, :n]  # this weekday's day table of each row (0: none yet, zeros)
+        G = np.empty((2, 2, n))  # [table (hour of day, hour of week), (mu, dev), row], exact
+        G[0] = self.hod[hod, :, :n]
+        G[1] = self.week[hod].take(slots, axis=1)  # `take`: ≈ 2–5× faster than fancy indexing here
+        Cn = np.empty((2, n), self.hod_c.dtype)  # the two bins' visit counts
+        Cn[0] = self.hod_c[hod, :n]
+        Cn[1] = self.week_c[hod].take(slots)
         tab = self.__dict__.get("_tab") or self._tables()
         w_week, w1 = tab[2][Cn[1]], tab[3][Cn[1]]
         mu = w1 * G[0, 0] + w_week * G[1, 0]
@@ -120,19 +125,26 @@ class SeasonalBank(SeasonalStore):
                 warm = warm & ~accept
             xl = np.where(warm, np.minimum(x, upper), x)
         mask = self.used[:n] if learn is None else (self.used[:n] & learn)
-        self._learn(xl, mask, P, G, Cn, tab, lo + 1)
+        self._learn(xl, mask, (hod, dow, slots), G, Cn, tab, lo + 1)
         return exp, upper, spread
 
-    def _learn(self, x: np.ndarray, mask: np.ndarray, P: np.ndarray, G: np.ndarray, Cn: np.ndarray, tab: tuple,
+    def _learn(self, x: np.ndarray, mask: np.ndarray, at: tuple, G: np.ndarray, Cn: np.ndarray, tab: tuple,
                age_lo: int) -> None:
-        """One learning step of the rows in `mask`. P, Cn: this unit's bins and their counts
-        (views), G: P as float64, `tab`: `_tables()`, `age_lo` ≤ every row's new age. Computed
-        for every row (elementwise: a learning row gets the numbers it would alone), the
-        profiles' two bins in the same calls, and written back where `mask` is set."""
+        """One learning step of the rows in `mask`. `at`: (hour of day, weekday, the rows' day
+        tables), G: this unit's bins as float64, Cn: their counts, `tab`: `_tables()`, `age_lo`
+        ≤ every row's new age. Computed for every row (elementwise: a learning row gets the
+        numbers it would alone), the profiles' two bins in the same calls, and written back
+        where `mask` is set (a row learning on a weekday for the first time takes a table)."""
         n = len(mask)
         k = np.count_nonzero(mask)
         if not k:
             return
+        hod, dow, slots = at
+        new_day = mask & (slots == 0)
+        if np.count_nonzero(new_day):
+            rows = np.nonzero(new_day)[0]
+            slots = slots.copy()
+            slots[rows] = self.wslot[dow, rows] = self._take_slots(len(rows))
         a = np.empty(G.shape[::2])
         np.take(tab[4], Cn[0], out=a[0])
         np.take(tab[5], Cn[1], out=a[1])
@@ -153,12 +165,18 @@ class SeasonalBank(SeasonalStore):
             a = np.maximum(1.0 / (age + 0.0), self.a_lvl)
             new_ldev = ldev + a * (np.where(age > 1, np.abs(dx), 0.0) - ldev)
         new_lmu = lmu + a * dx
+        # float64 → float32 on the way back: the rounding of the old in-place update.
         if k == n:
-            P[:], Cn[:] = new, new_c  # float64 → float32: the rounding of the old in-place update
+            self.hod[hod, :, :n], self.hod_c[hod, :n] = new[0], new_c[0]
+            w = self.week[hod]  # one field at a time: ≈ 2.5× faster than `w[:, slots]` for 100k rows
+            w[0, slots], w[1, slots], self.week_c[hod, slots] = new[1, 0], new[1, 1], new_c[1]
             ldev[:], lmu[:], self.age[:n] = new_ldev, new_lmu, age
             return
-        np.copyto(P, new, where=mask)
-        np.copyto(Cn, new_c, where=mask)
+        np.copyto(self.hod[hod, :, :n], new[0], where=mask)
+        np.copyto(self.hod_c[hod, :n], new_c[0], where=mask)
+        s = slots[mask]
+        w = self.week[hod]
+        w[0, s], w[1, s], self.week_c[hod, s] = new[1, 0][mask], new[1, 1][mask], new_c[1][mask]
         np.copyto(ldev, new_ldev, where=mask)
         np.copyto(lmu, new_lmu, where=mask)
         np.copyto(self.age[:n], age, where=mask)

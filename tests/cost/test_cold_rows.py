@@ -91,7 +91,7 @@ def _series_state(det: CostSpikeDetector) -> dict:
         for proj, _ in got:
             det._row(("key", p, proj, k))
     b = det.bank
-    return {skey: (b.prof[..., r].tobytes(), b.cnt[..., r].tobytes(), float(b.lvl_mu[r]), float(b.lvl_dev[r]),
+    return {skey: (*(a.tobytes() for a in b.row_profile(r)), float(b.lvl_mu[r]), float(b.lvl_dev[r]),
                    int(b.age[r]), int(b.last_active[r]), float(det.cal.mu[r]), float(det.cal.var[r]),
                    float(det.cal.short[r]), float(det.cal.cnt[r]), float(det.rq.peak[r]))
             for skey, r in det.rows.items()}
@@ -137,7 +137,7 @@ def test_a_packed_row_is_small_its_bank_row_reused_and_it_is_described_and_takes
         d.on_feedback(alert, "not_anomaly", None)
     r, r0 = det.rows[("key", "openai", "p", "k1")], ref.rows[("key", "openai", "p", "k1")]
     assert det.accept == {r: det.cur_minute + 180} and ref.accept == {r0: ref.cur_minute + 180}
-    assert det.bank.prof[..., r].tobytes() == ref.bank.prof[..., r0].tobytes()
+    assert det.bank.row_profile(r)[0].tobytes() == ref.bank.row_profile(r0)[0].tobytes()
 
 
 def test_replay_is_the_bank_step_bit_for_bit():
@@ -159,7 +159,7 @@ def test_replay_is_the_bank_step_bit_for_bit():
         for r in rows:
             rq.add(r, int(x[r] > 0))
         rq.step(t, n, np.zeros(n, bool), None)
-    snap = [(bank.prof[..., r].tobytes(), bank.cnt[..., r].tobytes(), [int(bank.age[r]), float(bank.lvl_mu[r]),
+    snap = [(*(a.tobytes() for a in bank.row_profile(r)), [int(bank.age[r]), float(bank.lvl_mu[r]),
              float(bank.lvl_dev[r]), float(cal.mu[r]), float(cal.var[r]), float(cal.short[r]), float(cal.cnt[r]),
              float(rq.peak[r])]) for r in rows]
     assert snap[-1][2][0] == 10 and snap[-1][2][6] == 10.0
@@ -174,7 +174,7 @@ def test_replay_is_the_bank_step_bit_for_bit():
         prof.frombytes(prof_b)
         cnt.frombytes(cnt_b)
         replay(bank, cal, prof, cnt, st, [(3000, 3000 + 9 * 1440 + 17)])
-        assert prof.tobytes() == bank.prof[..., r].tobytes() and cnt.tobytes() == bank.cnt[..., r].tobytes()
+        assert (prof.tobytes(), cnt.tobytes()) == tuple(a.tobytes() for a in bank.row_profile(r))
         assert st == [int(bank.age[r]), float(bank.lvl_mu[r]), float(bank.lvl_dev[r]), float(cal.mu[r]),
                       float(cal.var[r]), float(cal.short[r]), float(cal.cnt[r]), float(rq.peak[r])]
 

@@ -159,7 +159,7 @@ def test_a_large_bank_grows_by_a_quarter_not_twice():
     b = SeasonalBank()
     rows = [b.add() for _ in range(5000)]
     b.lvl_mu[4095] = 2.5
-    assert rows == list(range(5000)) and b.cap == 5120 and b.prof.shape[-1] == 5120 and b.hod_mu.shape == (5120, 24)
+    assert rows == list(range(5000)) and b.cap == 5120 and b.hod.shape[-1] == 5120 and b.hod_mu.shape == (5120, 24)
     assert [b.add() for _ in range(121)][-1] == 5120 and b.cap == 6400 and b.lvl_mu[4095] == 2.5
 
 
