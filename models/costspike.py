@@ -282,7 +282,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
         return c[1], c[2]
 
     def describe(self) -> dict:
-        return {"series": len(self.rows), "packed_key_series": sum(map(len, self.cold.values())),
+        return {"series": len(self.rows), "packed_key_series": self.packed_count(),
                 "bank_bytes": self.bank.nbytes(), "open_spikes": len(self.incidents),
                 "unknown_models": [{"provider": p, "model": m, "events": n} for (p, m), n in self.unknown.items()],
                 "projections": self.proj.latest()}

@@ -61,6 +61,35 @@ def packed_last_active(blob: bytes) -> int:
     return int.from_bytes(blob[:8], "little", signed=True)
 
 
+# `ColdKeyRows.cold` holds per key one packed row as bytes — its project, then the row — or a
+# tuple of them (a key with spend in several projects): ≈ 0.1 KB a key less than a tuple of
+# (project, blob) tuples. The project is a 2-byte length (0xFFFF: None) and its UTF-8.
+_NONE = 0xFFFF
+
+
+def cold_entry(project: str | None, blob: bytes) -> bytes:
+    p = b"" if project is None else project.encode()
+    return (_NONE if project is None else len(p)).to_bytes(2, "little") + p + blob
+
+
+def cold_entries(got) -> tuple:
+    """A key's packed rows (`cold`'s value) as a tuple of entries."""
+    return (got,) if got.__class__ is bytes else got
+
+
+def cold_value(entries: tuple):
+    """`cold`'s value for a key's (non-empty) entries: the one entry, or the tuple."""
+    return entries[0] if len(entries) == 1 else entries
+
+
+def split_entry(entry: bytes) -> tuple[str | None, memoryview]:
+    """(project, blob) of an entry; the blob a view, not a copy."""
+    n = int.from_bytes(entry[:2], "little")
+    if n == _NONE:
+        return None, memoryview(entry)[2:]
+    return entry[2:2 + n].decode(), memoryview(entry)[2 + n:]
+
+
 def unpack_row(bank, cal, peak: np.ndarray, r: int, blob: bytes, last: int, skips: list) -> None:
     """Load `blob` into row `r` (a fresh row of `bank`, `cal`, `peak`), stepped through minute
     `last` as a minute of zero spend each, but the minutes in `skips` ([start, end) ranges)."""
@@ -147,7 +176,8 @@ def replay(bank, cal, prof: array, cnt: array, st: list, minutes: list[tuple[int
 class ColdKeyRows:
     """Packing and waking key rows, for `CostSpikeDetector` (a mixin: it owns `bank`, `cal`,
     `rq`, `rows`, `series`, `level` and the row dicts). `cold`: (provider, key_id) → its packed
-    rows, ((project, blob), …); `cold_skips`: minutes skipped since (a silence over 14 days)."""
+    rows (`cold_entry`: one, or a tuple of them); `cold_skips`: minutes skipped since (a silence
+    over 14 days)."""
 
     cold_after_min = 60
     cold: dict
@@ -169,9 +199,9 @@ class ColdKeyRows:
             k = (skey[1], skey[3])
             if r in busy or k in incident:
                 continue
-            item = (skey[2], pack_row(b, self.cal, peak, r, t + 1))
+            item = cold_entry(skey[2], pack_row(b, self.cal, peak, r, t + 1))
             got = cold.get(k)
-            cold[k] = (item,) if got is None else got + (item,)
+            cold[k] = item if got is None else cold_entries(got) + (item,)
             self._free_row(skey, r)
         self._routes = self._tags = self._lvmask = None  # row numbers are reused: the row caches are stale
 
@@ -181,11 +211,13 @@ class ColdKeyRows:
         got = self.cold.get(k)
         if got is None:
             return
-        for i, (proj, blob) in enumerate(got):
+        got = cold_entries(got)
+        for i, entry in enumerate(got):
+            proj, blob = split_entry(entry)
             if proj == skey[2]:
                 rest = got[:i] + got[i + 1:]
                 if rest:
-                    self.cold[k] = rest
+                    self.cold[k] = cold_value(rest)
                 else:
                     del self.cold[k]
                 self.cal.reset(r)
@@ -197,17 +229,18 @@ class ColdKeyRows:
         (`_learn_masks`), so their packed rows come back first."""
         for k in open_keys:
             got = self.cold.get((k[1], k[2]))
-            for proj, _ in got or ():
-                self._row(("key", k[1], proj, k[2]), last=t - 1)
+            for entry in cold_entries(got) if got is not None else ():
+                self._row(("key", k[1], split_entry(entry)[0], k[2]), last=t - 1)
 
     def _expire_cold(self, t: int) -> None:
         """`_expire_idle` for packed rows: the same test on the same `last_active`."""
         limit = t - self.idle_expire_min
         for k, got in list(self.cold.items()):
-            keep = tuple(e for e in got if packed_last_active(e[1]) >= limit)
+            got = cold_entries(got)
+            keep = tuple(e for e in got if packed_last_active(split_entry(e)[1]) >= limit)
             if len(keep) != len(got):
                 if keep:
-                    self.cold[k] = keep
+                    self.cold[k] = cold_value(keep)
                 else:
                     del self.cold[k]
         # A packed row's next minute is after its `last_active`: earlier skips concern none.
@@ -217,8 +250,20 @@ class ColdKeyRows:
         """(skey, blob) of `key_id`'s packed rows."""
         for (p, k), got in self.cold.items():
             if k == key_id:
-                for proj, blob in got:
+                for entry in cold_entries(got):
+                    proj, blob = split_entry(entry)
                     yield ("key", p, proj, k), blob
+
+    def packed_count(self) -> int:
+        return sum(len(cold_entries(got)) for got in self.cold.values())
+
+    def _cold_state(self) -> dict:
+        """`cold` in the format of the code before `cold_entry` (a snapshot either code loads):
+        (provider, key_id) → ((project, blob), …)."""
+        return {k: tuple((p, bytes(b)) for p, b in map(split_entry, cold_entries(got))) for k, got in self.cold.items()}
+
+    def _cold_load(self, cold: dict) -> None:
+        self.cold = {k: cold_value(tuple(cold_entry(p, b) for p, b in got)) for k, got in cold.items()}
 
     def _packed_view(self, blob: bytes, last: int):
         """A one-row bank holding `blob` stepped through `last`, for reading (describe)."""

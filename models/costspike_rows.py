@@ -94,12 +94,13 @@ class SeriesRows:
             if skey[0] in self.levels:
                 out.append(self.rows.get(skey) if skey in self.rows else self._row(skey))
         key_row = self.rows[("key", p, proj, key_id)] if "key" in self.levels else -1
-        return tuple(out), key_row, (p, proj)
+        return tuple(out), key_row, self.rc.group((p, proj))
 
     def __getstate__(self) -> dict:
         st = dict(self.__dict__)
         st["_routes"] = st["_routes_levels"] = st["_tags"] = None
         st.pop("_lvmask", None)
+        st["cold"] = self._cold_state()
         return st
 
     def __setstate__(self, state: dict) -> None:
@@ -109,6 +110,7 @@ class SeriesRows:
         self.__dict__.setdefault("levels", LEVELS)
         for name, default in (("cold", {}), ("cold_skips", []), ("cold_after_min", 60)):  # before packed rows
             self.__dict__.setdefault(name, default)
+        self._cold_load(self.cold)
         if isinstance(self.uni, dict):  # snapshots from before the bank: one scorer per row
             scorers, self.uni = self.uni, UnivariateBank()
             self.uni_row = RowMap(len(self.level))

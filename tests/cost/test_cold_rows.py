@@ -13,7 +13,7 @@ import numpy as np
 from keywatch.models.alerts import Finding
 from keywatch.models.core import DetectionCore
 from keywatch.models.costspike import CostSpikeDetector
-from keywatch.models.costspike_cold import replay
+from keywatch.models.costspike_cold import cold_entries, replay, split_entry
 from keywatch.models.events import UsageEvent
 from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.reqrate import RequestRates
@@ -74,10 +74,11 @@ def _run(events, cold_after_min: int, snapshot_at: int | None = None):
         if n == snapshot_at:
             core = pickle.loads(pickle.dumps(core))
             det = core.detectors[1]
-        before = {k: len(v) for k, v in det.cold.items()}
+        before = {k: len(cold_entries(v)) for k, v in det.cold.items()}
         out = core.process(events[i:i + 2000])
-        packed = max(packed, sum(map(len, det.cold.values())))
-        woke += sum(n - len(det.cold.get(k, ())) for k, n in before.items() if n > len(det.cold.get(k, ())))
+        packed = max(packed, det.packed_count())
+        left = {k: len(cold_entries(det.cold[k])) if k in det.cold else 0 for k in before}
+        woke += sum(n - left[k] for k, n in before.items() if n > left[k])
         alerts += [a.to_contract() for a in out.alerts]
         scores += out.scores
         for table, r in out.rows.items():
@@ -88,8 +89,8 @@ def _run(events, cold_after_min: int, snapshot_at: int | None = None):
 def _series_state(det: CostSpikeDetector) -> dict:
     """Every series' numbers, packed ones brought back first (bringing back changes nothing)."""
     for (p, k), got in list(det.cold.items()):
-        for proj, _ in got:
-            det._row(("key", p, proj, k))
+        for entry in cold_entries(got):
+            det._row(("key", p, split_entry(entry)[0], k))
     b = det.bank
     return {skey: (*(a.tobytes() for a in b.row_profile(r)), float(b.lvl_mu[r]), float(b.lvl_dev[r]),
                    int(b.age[r]), int(b.last_active[r]), float(det.cal.mu[r]), float(det.cal.var[r]),
@@ -125,7 +126,9 @@ def test_a_packed_row_is_small_its_bank_row_reused_and_it_is_described_and_takes
     for c in cores:
         c.process(calls)
     assert ("openai", "k1") in det.cold and ("key", "openai", "p", "k1") not in det.rows
-    blob = det.cold[("openai", "k1")][0][1]
+    entry = det.cold[("openai", "k1")]
+    assert split_entry(entry)[0] == "p"
+    blob = split_entry(entry)[1]
     assert len(blob) < 700  # a bank row is 8·24·2 float32 + 192 counts + 10 numbers ≈ 1.8 KB, its arrays' slack aside
     assert det.rows[("key", "openai", "p", "k9")] == ref.rows[("key", "openai", "p", "k1")]  # k1's row reused
     assert det.describe_key("k1") == ref.describe_key("k1") and det.describe_key("k1")["series"][0]["history_min"] > 800
