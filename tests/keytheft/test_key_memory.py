@@ -75,10 +75,10 @@ def test_cost_spike_routes_one_per_key_and_model_rows_get_their_spend():
     assert list(key_tier._routes[0]) == [("openai", "p", "k1")] and not key_tier._routes[1]
 
 
-def test_cost_spike_routes_start_again_each_hour_and_key_rows_are_tuples():
+def test_cost_spike_routes_start_again_each_hour_and_key_rows_are_compact():
     """An idle key keeps no route past its hour; its spend goes to the same rows when it calls
-    again. A key's rows are a tuple (a list keeps room for four), also after a list from an
-    older snapshot, and an expired key row leaves it."""
+    again. A key's one row is its number, several a tuple (a list keeps room for four), also
+    after a list from an older snapshot, and an expired key row leaves it."""
     det = CostSpikeDetector(idle_expire_min=180)
     core = DetectionCore([det])
     core.process([usage(i, T0 + i * MIN, key=f"k{i % 2}") for i in range(4)])
@@ -88,13 +88,16 @@ def test_cost_spike_routes_start_again_each_hour_and_key_rows_are_tuples():
     assert list(det._routes[0]) == [("openai", "p", "k0")] and det.rows == rows
     core.process([usage(9, T0 + 65 * MIN, key="k1")])
     assert abs(det.cur[rows[("key", "openai", "p", "k1")]] - 0.002) < 1e-12 and det.rows == rows
-    assert det.key_rows[("openai", "k0")] == (rows[("key", "openai", "p", "k0")],)
-    det.key_rows[("openai", "k0")] = list(det.key_rows[("openai", "k0")])  # as an older snapshot has it
+    assert det.key_rows[("openai", "k0")] == rows[("key", "openai", "p", "k0")]  # one row: the number itself
+    det.key_rows[("openai", "k0")] = [det.key_rows[("openai", "k0")]]  # as an older snapshot has it
     core.process([_in_p2(usage(10, T0 + 66 * MIN, key="k0"))])  # a second key row for k0
     assert det.key_rows[("openai", "k0")] == (rows[("key", "openai", "p", "k0")], det.rows[("key", "openai", "p2", "k0")])
     # k0 calls in p2 only, past midnight, when rows idle over 180 minutes expire: its p row, and k1's
     core.process([_in_p2(usage(i, T0 + 70 * MIN + i * 10 * MIN, key="k0")) for i in range(140)])
-    assert det.key_rows[("openai", "k0")] == (det.rows[("key", "openai", "p2", "k0")],)
+    assert det.key_rows[("openai", "k0")] == det.rows[("key", "openai", "p2", "k0")]
+    st = det.__getstate__()  # snapshots hold tuples, as before
+    assert st["key_rows"][("openai", "k0")] == (det.rows[("key", "openai", "p2", "k0")],)
+    assert pickle.loads(pickle.dumps(det)).key_rows == det.key_rows
     assert ("key", "openai", "p", "k0") not in det.rows
     assert ("openai", "k1") not in det.key_rows
 
