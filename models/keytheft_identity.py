@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from keywatch.models.features import PopBaseline
 from keywatch.models.keyids import ATTRS, BIT, TAG, tag
 from keywatch.models.keytheft_signals import Evidence
+from keywatch.models.keytheft_state import touch16
 from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
 
 if TYPE_CHECKING:
@@ -151,10 +152,8 @@ def identity_novelty(st: KeyState, pop: PopBaseline, ev: Evidence | None, ts: in
     if net is not None:
         a, n24, n16 = net
         st.flags |= 1
-        r = st.recent16  # `touch_net`, inlined
-        r[n16] = ts
-        if len(r) > 16:
-            del r[min(r, key=r.__getitem__)]
+        r = st.recent16  # `touch_net`, inlined, and `touch16`'s usual case
+        st.recent16 = (n16, ts) if len(r) == 2 and r[0] == n16 else touch16(r, n16, ts)
         if items[0] not in known and items[1] not in known and items[2] not in known:  # address, /24, /16
             ks, ps = base.settled(ts), pop.settled(ts)
             # A key never seen with network data (usage-API buckets so far) has no history of its

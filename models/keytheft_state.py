@@ -73,6 +73,32 @@ def why_text(why: dict) -> dict[str, str]:
     return {k: v if isinstance(v, str) else v[0].format(*v[1]) for k, v in why.items()}
 
 
+def touch16(r: tuple, n16: int, ts: int) -> tuple:
+    """`KeyState.recent16` once network `n16` is seen at `ts`. A flat tuple (n16, last seen, …)
+    in first-seen order, as the dict it replaced kept them (88 bytes for one network, where the
+    dict took 256): a network seen again keeps its place, past 16 the least recent goes (the
+    first of equals, as `min` over that dict gave).
+
+    >>> r = touch16(touch16(touch16((), 7, 100), 9, 200), 7, 300); r
+    (7, 300, 9, 200)
+    >>> r = ()
+    >>> for n in range(17): r = touch16(r, n, 1000 + n % 2)
+    >>> r[:4], len(r)
+    ((1, 1001, 2, 1000), 32)
+    """
+    if len(r) == 2 and r[0] == n16:  # one network, this one: the usual case
+        return (n16, ts)
+    for i in range(0, len(r), 2):
+        if r[i] == n16:
+            return r[:i + 1] + (ts,) + r[i + 2:]
+    r += (n16, ts)
+    if len(r) > 32:
+        seen = r[1::2]
+        j = 2 * seen.index(min(seen))
+        r = r[:j] + r[j + 2:]
+    return r
+
+
 def offhours_signal(c60: float) -> float:
     return _ramp(c60, 1.0, 6.0)
 
@@ -88,7 +114,7 @@ class KeyState:
         self.flags = 0  # 1: network telemetry seen, 2: token counts seen
         self.c5 = self.c10 = self.c60 = self.k60 = self.e60 = self.err10 = 0.0
         self.t_last = 0
-        self.recent16: dict[int, int] = {}
+        self.recent16: tuple = ()  # networks (/16) of the last calls and when: `touch16`
         self.win_min = -1
         self.win_req = self.win_exp = self.win_err = self.win_novel = 0
         self.win_cost = 0.0
@@ -104,7 +130,8 @@ class KeyState:
     _I = ("flags", "t_last", "win_min", "win_req", "win_exp", "win_err", "win_novel", "suppress_until")
 
     def __getstate__(self):
-        return (self.base, self.ev, self.recent16 or None,
+        r = self.recent16  # stored as the dict it was (older code loads it)
+        return (self.base, self.ev, dict(zip(r[::2], r[1::2])) or None,
                 array("d", [getattr(self, f) for f in self._D]).tobytes() + array("q", [getattr(self, f) for f in self._I]).tobytes(),
                 self.prob)
 
@@ -115,10 +142,12 @@ class KeyState:
         if len(state) == 2 and state[0] is None:  # older pickles: (None, {slot: value})
             for k, v in state[1].items():
                 setattr(self, k, v)
+            r = getattr(self, "recent16", None)
+            self.recent16 = tuple(x for item in r.items() for x in item) if r else ()
             return
         self.base, self.ev, recent, packed = state[:4]
         self.prob = state[4] if len(state) > 4 else None  # snapshots from before probation have none
-        self.recent16 = recent or {}
+        self.recent16 = tuple(x for item in recent.items() for x in item) if recent else ()
         nd = 8 * len(self._D)
         for f, v in zip(self._D, array("d", packed[:nd])):
             setattr(self, f, v)
@@ -155,10 +184,7 @@ class KeyState:
             self.err10 += 1
 
     def touch_net(self, n16: int, ts: int) -> None:
-        r = self.recent16
-        r[n16] = ts
-        if len(r) > 16:
-            del r[min(r, key=r.__getitem__)]
+        self.recent16 = touch16(self.recent16, n16, ts)
 
     def nets_active(self, ts: int) -> int:
         """Networks seen in the 5 minutes up to `ts` (`ts - t <= 300_000` for integer times);
@@ -167,9 +193,10 @@ class KeyState:
         if not r:
             return 0
         lim = ts - 300_000
-        if min(r.values()) >= lim:
-            return len(r)
-        return len([t for t in r.values() if t >= lim])
+        seen = r[1::2]
+        if min(seen) >= lim:
+            return len(seen)
+        return len([t for t in seen if t >= lim])
 
     def open_evidence(self, ts: int) -> Evidence:
         self.ev = Evidence(ts)

@@ -99,7 +99,7 @@ def assess(self: KeyTheftDetector, st: KeyState, provider: str, key_id: str, pro
     x = st.err10
     if x >= 2.0:
         rest += (("errors", _ramp(x, 2.0, 12.0) * (1.0 if x > 0.3 * st.c10 else 0.4)),)
-    if len(st.recent16) >= 3:  # `st.nets_active(ts)` ≥ 3 needs three networks
+    if len(st.recent16) >= 6:  # `st.nets_active(ts)` ≥ 3 needs three networks (two numbers each)
         n = st.nets_active(ts)
         if n >= 3:
             x = _ramp(n - base.conc, 1.0, 5.0)
@@ -219,8 +219,8 @@ def close_window(self: KeyTheftDetector, st: KeyState, provider: str, key_id: st
         if not protected:
             if nets < 0:
                 r = st.recent16  # `st.nets_active(end)`: usually one network, active
-                nets = len(r)
-                if nets and min(r.values()) < end - 300_000:
+                nets = len(r) // 2
+                if nets and min(r[1::2]) < end - 300_000:
                     nets = st.nets_active(end)
             conc = base.conc * 0.995
             if conc < nets:  # `learn_conc`, inlined
