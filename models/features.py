@@ -271,8 +271,9 @@ class PopBaseline:
         self.key_rpm = 0.0
         self.recent_hour = -1
         # The callers (item tuples) learned this hour: by value, not `id()` — a freed caller's
-        # address is soon another's, which would then go unlearned until the next hour.
-        self.recent: set[tuple] = set()
+        # address is soon another's, which would then go unlearned until the next hour. A dict
+        # used as a set: ≈ 40 bytes an entry against a set's ≈ 60 (a set grows fourfold).
+        self.recent: dict[tuple, None] = {}
         self.told = 0
         self.out: dict[tuple, int] | None = None
 
@@ -290,7 +291,7 @@ class PopBaseline:
             setattr(self, k, v)
         if isinstance(self.ids, IdentitySets):  # how `PopIds` pickles, and snapshots from before it
             self.ids = PopIds.from_sets(self.ids)
-        self.recent_hour, self.recent = -1, set()
+        self.recent_hour, self.recent = -1, {}
 
     def settled(self, now: int) -> float:
         if not self.first_ts:

@@ -122,7 +122,7 @@ def pop_learn(pop: PopBaseline, items: tuple, ts: int, requests: int) -> None:
         pop.recent.clear()
     elif items in pop.recent:  # this caller was learned this hour already
         return
-    pop.recent.add(items)
+    pop.recent[items] = None
     out = pop.out
     if out is not None:  # shared with other workers: they learn this caller at the next collect
         out[items] = hour
