@@ -43,7 +43,7 @@ from keywatch.models.univariate_bank import UnivariateBank
 
 MAX_GAP_MIN = 14 * 1440  # longer silences are skipped, not stepped minute by minute
 # Idle key rows are looked for every 10 minutes (every hour until session 21): a row idle for
-# `cold_after_min` is packed within 10 more minutes, not within 60 (1.8 KB a row meanwhile).
+# `cold_after_min` is packed within 10 more minutes, not within 60 (0.5–2 KB a row meanwhile).
 COLD_SWEEP_MIN = 10
 
 

@@ -1,4 +1,4 @@
-"""Idle keys' cost-spike rows, packed: ≈ 0.2 KB of bytes instead of a `SeasonalBank` row (≈ 2.5 KB).
+"""Idle keys' cost-spike rows, packed: ≈ 0.2 KB of bytes instead of a `SeasonalBank` row (≈ 0.5–2.5 KB).
 
 A tracked key is kept for `KEYWATCH_KEY_IDLE_EXPIRE_S` (7 days) after its last spend, and most
 keys are idle at any time; yet every key row stepped every minute (each minute of a key's life is

@@ -32,7 +32,7 @@ def _drop_detector_caches(core) -> None:
     for st in kt.keys.values():
         st.fresh, st.last_items, st.base.qh = None, (), (-1, False)
     for pop in kt.pops.values():
-        pop.recent_hour, pop.recent = -1, set()
+        pop.recent_hour, pop.recent = -1, {}
     for det in core.detectors:
         if det.name == "cost_spike":
             det._routes = det._tags = det._lvmask = None
