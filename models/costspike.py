@@ -34,7 +34,7 @@ from keywatch.models.core import Batch, Context
 from keywatch.models.costspike_cold import ColdKeyRows
 from keywatch.models.costspike_findings import (  # noqa: F401  (re-exported)
     REL_MIN_RPM, REL_MINUTES, REL_PEAK, REL_RATIO, RESOLVE_AFTER_MIN, SpikeFindings)
-from keywatch.models.costspike_rows import LEVELS, RowMap, SeriesRows, key_rows_of
+from keywatch.models.costspike_rows import LEVELS, RowMap, SeriesRows, as_tuple
 from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.projection import Projector
 from keywatch.models.reqrate import RequestRates
@@ -67,7 +67,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
         self.cal = TailCalibrator(long_n=1440.0, short_n=2.0)
         self.rows: dict[tuple, int] = {}
         self.level = np.zeros(16, np.int8)  # row → LEVELS index
-        self.key_rows: dict[tuple[str, str], int | tuple[int, ...]] = {}  # (provider, key_id) → key-level rows (`key_rows_of`)
+        self.key_rows: dict[tuple[str, str], int | tuple[int, ...]] = {}  # (provider, key_id) → key-level rows (`as_tuple`)
         self.series: dict[int, tuple] = {}
         self.cur_minute: int | None = None
         self.cur: dict[int, float] = {}
@@ -241,7 +241,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
         learn either). Expired `nolearn`/`accept` entries are dropped."""
         off = list(self.incidents)
         for k in open_keys:
-            off.extend(key_rows_of(self.key_rows.get((k[1], k[2]), ())))
+            off.extend(as_tuple(self.key_rows.get((k[1], k[2]), ())))
         for r, until in list(self.nolearn.items()):
             if until > t:
                 off.append(r)

@@ -39,6 +39,7 @@ from array import array
 
 import numpy as np
 
+from keywatch.models.costspike_rows import as_tuple, single_or_tuple
 from keywatch.models.forecast import HOW_OFFSET, SeasonalBank, TailCalibrator
 from keywatch.models.reqrate import PEAK_DECAY
 
@@ -70,16 +71,6 @@ _NONE = 0xFFFF
 def cold_entry(project: str | None, blob: bytes) -> bytes:
     p = b"" if project is None else project.encode()
     return (_NONE if project is None else len(p)).to_bytes(2, "little") + p + blob
-
-
-def cold_entries(got) -> tuple:
-    """A key's packed rows (`cold`'s value) as a tuple of entries."""
-    return (got,) if got.__class__ is bytes else got
-
-
-def cold_value(entries: tuple):
-    """`cold`'s value for a key's (non-empty) entries: the one entry, or the tuple."""
-    return entries[0] if len(entries) == 1 else entries
 
 
 def split_entry(entry: bytes) -> tuple[str | None, memoryview]:
@@ -201,7 +192,7 @@ class ColdKeyRows:
                 continue
             item = cold_entry(skey[2], pack_row(b, self.cal, peak, r, t + 1))
             got = cold.get(k)
-            cold[k] = item if got is None else cold_entries(got) + (item,)
+            cold[k] = item if got is None else as_tuple(got) + (item,)
             self._free_row(skey, r)
         self._routes = self._tags = self._lvmask = None  # row numbers are reused: the row caches are stale
 
@@ -211,13 +202,13 @@ class ColdKeyRows:
         got = self.cold.get(k)
         if got is None:
             return
-        got = cold_entries(got)
+        got = as_tuple(got)
         for i, entry in enumerate(got):
             proj, blob = split_entry(entry)
             if proj == skey[2]:
                 rest = got[:i] + got[i + 1:]
                 if rest:
-                    self.cold[k] = cold_value(rest)
+                    self.cold[k] = single_or_tuple(rest)
                 else:
                     del self.cold[k]
                 self.cal.reset(r)
@@ -229,18 +220,18 @@ class ColdKeyRows:
         (`_learn_masks`), so their packed rows come back first."""
         for k in open_keys:
             got = self.cold.get((k[1], k[2]))
-            for entry in cold_entries(got) if got is not None else ():
+            for entry in as_tuple(got) if got is not None else ():
                 self._row(("key", k[1], split_entry(entry)[0], k[2]), last=t - 1)
 
     def _expire_cold(self, t: int) -> None:
         """`_expire_idle` for packed rows: the same test on the same `last_active`."""
         limit = t - self.idle_expire_min
         for k, got in list(self.cold.items()):
-            got = cold_entries(got)
+            got = as_tuple(got)
             keep = tuple(e for e in got if packed_last_active(split_entry(e)[1]) >= limit)
             if len(keep) != len(got):
                 if keep:
-                    self.cold[k] = cold_value(keep)
+                    self.cold[k] = single_or_tuple(keep)
                 else:
                     del self.cold[k]
         # A packed row's next minute is after its `last_active`: earlier skips concern none.
@@ -250,20 +241,20 @@ class ColdKeyRows:
         """(skey, blob) of `key_id`'s packed rows."""
         for (p, k), got in self.cold.items():
             if k == key_id:
-                for entry in cold_entries(got):
+                for entry in as_tuple(got):
                     proj, blob = split_entry(entry)
                     yield ("key", p, proj, k), blob
 
     def packed_count(self) -> int:
-        return sum(len(cold_entries(got)) for got in self.cold.values())
+        return sum(len(as_tuple(got)) for got in self.cold.values())
 
     def _cold_state(self) -> dict:
         """`cold` in the format of the code before `cold_entry` (a snapshot either code loads):
         (provider, key_id) → ((project, blob), …)."""
-        return {k: tuple((p, bytes(b)) for p, b in map(split_entry, cold_entries(got))) for k, got in self.cold.items()}
+        return {k: tuple((p, bytes(b)) for p, b in map(split_entry, as_tuple(got))) for k, got in self.cold.items()}
 
     def _cold_load(self, cold: dict) -> None:
-        self.cold = {k: cold_value(tuple(cold_entry(p, b) for p, b in got)) for k, got in cold.items()}
+        self.cold = {k: single_or_tuple(tuple(cold_entry(p, b) for p, b in got)) for k, got in cold.items()}
 
     def _packed_view(self, blob: bytes, last: int):
         """A one-row bank holding `blob` stepped through `last`, for reading (describe)."""

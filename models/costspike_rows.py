@@ -59,10 +59,16 @@ class RowMap:
         self.a[list(st["set"])] = list(st["set"].values())
 
 
-def key_rows_of(got) -> tuple:
-    """A key's row numbers from `key_rows`' value: one row (an int: most keys have one project,
-    and a 1-tuple costs 48 bytes a key), or a tuple of them (a list in older snapshots)."""
+# A key's rows (`key_rows`) and its packed rows (`cold`, models/costspike_cold.py) are held as
+# the one item most keys have (a 1-tuple costs 48 bytes a key), or a tuple of several.
+def as_tuple(got) -> tuple:
+    """The items of such a value (a list in older snapshots)."""
     return tuple(got) if isinstance(got, (tuple, list)) else (got,)
+
+
+def single_or_tuple(items: tuple):
+    """Such a value for (non-empty) `items`."""
+    return items[0] if len(items) == 1 else items
 
 
 class SeriesRows:
@@ -86,7 +92,7 @@ class SeriesRows:
             if skey[0] == "key":
                 k = (skey[1], skey[3])
                 got = self.key_rows.get(k)
-                self.key_rows[k] = r if got is None else key_rows_of(got) + (r,)
+                self.key_rows[k] = r if got is None else as_tuple(got) + (r,)
                 if self.cold:
                     self._thaw(skey, r, self.cur_minute - 1 if last is None else last)
         return r
@@ -108,7 +114,7 @@ class SeriesRows:
         st["_routes"] = st["_routes_levels"] = st["_tags"] = None
         st.pop("_lvmask", None)
         st["cold"] = self._cold_state()
-        st["key_rows"] = {k: key_rows_of(v) for k, v in self.key_rows.items()}  # tuples, as before
+        st["key_rows"] = {k: as_tuple(v) for k, v in self.key_rows.items()}  # tuples, as before
         return st
 
     def __setstate__(self, state: dict) -> None:
@@ -119,8 +125,7 @@ class SeriesRows:
         for name, default in (("cold", {}), ("cold_skips", []), ("cold_after_min", 60)):  # before packed rows
             self.__dict__.setdefault(name, default)
         self._cold_load(self.cold)
-        rows_of = {k: key_rows_of(v) for k, v in self.key_rows.items()}
-        self.key_rows = {k: v[0] if len(v) == 1 else v for k, v in rows_of.items()}
+        self.key_rows = {k: single_or_tuple(as_tuple(v)) for k, v in self.key_rows.items()}
         if isinstance(self.uni, dict):  # snapshots from before the bank: one scorer per row
             scorers, self.uni = self.uni, UnivariateBank()
             self.uni_row = RowMap(len(self.level))
@@ -178,9 +183,9 @@ class SeriesRows:
         del self.series[r]
         if skey[0] == "key":
             k = (skey[1], skey[3])
-            rest = tuple(x for x in key_rows_of(self.key_rows.get(k, ())) if x != r)
+            rest = tuple(x for x in as_tuple(self.key_rows.get(k, ())) if x != r)
             if rest:
-                self.key_rows[k] = rest[0] if len(rest) == 1 else rest
+                self.key_rows[k] = single_or_tuple(rest)
             else:
                 self.key_rows.pop(k, None)
         self.bank.remove(r)

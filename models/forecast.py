@@ -5,8 +5,9 @@ exponentially weighted means and mean absolute deviations, plus an all-hours lev
 first hours of life. One `step` advances every series by one time unit (a minute for spend):
 it scores first (expected value, robust spread, upper band = expected + k·spread), then learns
 with the value winsorised at the band, so a spike never inflates its own baseline. Rows whose
-`learn` flag is off (an incident is open) do not learn at all. Memory: ≈ 0.3 KB per series and 0.2 KB per weekday it has learnt on (counts are one byte
-per bin; models/forecast_store.py), ≈ 1.8 KB with a week of history.
+`learn` flag is off (an incident is open) do not learn at all. Memory: ≈ 0.3 KB per series and
+0.2 KB per weekday it has learnt on, ≈ 1.8 KB with a week of history (counts are one byte per
+bin; models/forecast_store.py).
 
 `TailCalibrator` is the calibration layer: it turns raw deviations into [0, 1] scores by how
 rare a short-term average of them is against their own long-run distribution (in the spirit of

@@ -155,7 +155,7 @@ class SeasonalStore(RowBank):
     _ARRAYS = ("hod_mu", "hod_dev", "how_mu", "how_dev", "hod_n", "how_n", "lvl_mu", "lvl_dev", "run_excess",
                "run_expected", "age", "run_len", "run_start", "last_active", "used")
     _STORE = ("hod", "hod_c", "wslot", "week", "week_c", "wn", "wfree")  # held as `_ARRAYS` in snapshots
-    _VIEWS = _ARRAYS[:6]
+    _VIEWS = ("hod_mu", "hod_dev", "hod_n")  # views of `hod`, `hod_c`
 
     def _week_rows(self, n: int) -> dict:
         """`how_mu`, `how_dev`, `how_n` of rows 0..n-1, rows × 168 (a snapshot's format)."""

@@ -7,7 +7,8 @@ import pickle
 
 from keywatch.models.core import DetectionCore
 from keywatch.models.costspike import CostSpikeDetector
-from keywatch.models.costspike_cold import cold_entries, cold_entry, split_entry
+from keywatch.models.costspike_cold import cold_entry, split_entry
+from keywatch.models.costspike_rows import as_tuple
 from keywatch.models.events import UsageEvent
 
 from .sim import DAY0, MIN
@@ -34,7 +35,7 @@ def _packed_detector() -> tuple[CostSpikeDetector, DetectionCore]:
 def test_entries_hold_the_project_and_the_row():
     e = cold_entry("proj-é", b"\x01\x02")
     assert split_entry(e)[0] == "proj-é" and bytes(split_entry(e)[1]) == b"\x01\x02"
-    assert split_entry(cold_entry(None, b"x"))[0] is None and cold_entries(e) == (e,)
+    assert split_entry(cold_entry(None, b"x"))[0] is None and as_tuple(e) == (e,)
 
 
 def test_keys_in_one_project_hold_one_entry_in_several_a_tuple_and_rows_come_back_alike():

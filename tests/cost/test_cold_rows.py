@@ -13,7 +13,8 @@ import numpy as np
 from keywatch.models.alerts import Finding
 from keywatch.models.core import DetectionCore
 from keywatch.models.costspike import CostSpikeDetector
-from keywatch.models.costspike_cold import cold_entries, replay, split_entry
+from keywatch.models.costspike_cold import replay, split_entry
+from keywatch.models.costspike_rows import as_tuple
 from keywatch.models.events import UsageEvent
 from keywatch.models.forecast import SeasonalBank, TailCalibrator
 from keywatch.models.reqrate import RequestRates
@@ -74,10 +75,10 @@ def _run(events, cold_after_min: int, snapshot_at: int | None = None):
         if n == snapshot_at:
             core = pickle.loads(pickle.dumps(core))
             det = core.detectors[1]
-        before = {k: len(cold_entries(v)) for k, v in det.cold.items()}
+        before = {k: len(as_tuple(v)) for k, v in det.cold.items()}
         out = core.process(events[i:i + 2000])
         packed = max(packed, det.packed_count())
-        left = {k: len(cold_entries(det.cold[k])) if k in det.cold else 0 for k in before}
+        left = {k: len(as_tuple(det.cold[k])) if k in det.cold else 0 for k in before}
         woke += sum(n - left[k] for k, n in before.items() if n > left[k])
         alerts += [a.to_contract() for a in out.alerts]
         scores += out.scores
@@ -89,7 +90,7 @@ def _run(events, cold_after_min: int, snapshot_at: int | None = None):
 def _series_state(det: CostSpikeDetector) -> dict:
     """Every series' numbers, packed ones brought back first (bringing back changes nothing)."""
     for (p, k), got in list(det.cold.items()):
-        for entry in cold_entries(got):
+        for entry in as_tuple(got):
             det._row(("key", p, split_entry(entry)[0], k))
     b = det.bank
     return {skey: (*(a.tobytes() for a in b.row_profile(r)), float(b.lvl_mu[r]), float(b.lvl_dev[r]),
