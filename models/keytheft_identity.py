@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from keywatch.models.features import PopBaseline
 from keywatch.models.keyids import ATTRS, BIT, TAG, tag
+from keywatch.models.keytheft_nets import touch16
 from keywatch.models.keytheft_signals import Evidence
-from keywatch.models.keytheft_state import touch16
 from keywatch.models.netnovelty import country_code, h32, model_info, net_parts, ua_parts
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ from array import array
 
 from keywatch.models.features import KeyBaseline
 from keywatch.models.keyids import tag
+from keywatch.models.keytheft_nets import flat16, touch16
 from keywatch.models.keytheft_probation import Probation
 from keywatch.models.keytheft_signals import Evidence
 from keywatch.models.netnovelty import country_code, h32
@@ -73,32 +74,6 @@ def why_text(why: dict) -> dict[str, str]:
     return {k: v if isinstance(v, str) else v[0].format(*v[1]) for k, v in why.items()}
 
 
-def touch16(r: tuple, n16: int, ts: int) -> tuple:
-    """`KeyState.recent16` once network `n16` is seen at `ts`. A flat tuple (n16, last seen, …)
-    in first-seen order, as the dict it replaced kept them (88 bytes for one network, where the
-    dict took 256): a network seen again keeps its place, past 16 the least recent goes (the
-    first of equals, as `min` over that dict gave).
-
-    >>> r = touch16(touch16(touch16((), 7, 100), 9, 200), 7, 300); r
-    (7, 300, 9, 200)
-    >>> r = ()
-    >>> for n in range(17): r = touch16(r, n, 1000 + n % 2)
-    >>> r[:4], len(r)
-    ((1, 1001, 2, 1000), 32)
-    """
-    if len(r) == 2 and r[0] == n16:  # one network, this one: the usual case
-        return (n16, ts)
-    for i in range(0, len(r), 2):
-        if r[i] == n16:
-            return r[:i + 1] + (ts,) + r[i + 2:]
-    r += (n16, ts)
-    if len(r) > 32:
-        seen = r[1::2]
-        j = 2 * seen.index(min(seen))
-        r = r[:j] + r[j + 2:]
-    return r
-
-
 def offhours_signal(c60: float) -> float:
     return _ramp(c60, 1.0, 6.0)
 
@@ -142,12 +117,11 @@ class KeyState:
         if len(state) == 2 and state[0] is None:  # older pickles: (None, {slot: value})
             for k, v in state[1].items():
                 setattr(self, k, v)
-            r = getattr(self, "recent16", None)
-            self.recent16 = tuple(x for item in r.items() for x in item) if r else ()
+            self.recent16 = flat16(getattr(self, "recent16", None))
             return
         self.base, self.ev, recent, packed = state[:4]
         self.prob = state[4] if len(state) > 4 else None  # snapshots from before probation have none
-        self.recent16 = tuple(x for item in recent.items() for x in item) if recent else ()
+        self.recent16 = flat16(recent)
         nd = 8 * len(self._D)
         for f, v in zip(self._D, array("d", packed[:nd])):
             setattr(self, f, v)

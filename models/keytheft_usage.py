@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 from keywatch.models.core import Context
 from keywatch.models.keyids import MASK  # items: tagged values, the address's first (tag 0)
 from keywatch.models.keytheft_identity import _IDENT, _ident_items, identity_novelty, pop_learn
-from keywatch.models.keytheft_state import PROBE_CODES, touch16
+from keywatch.models.keytheft_nets import touch16
+from keywatch.models.keytheft_state import PROBE_CODES
 from keywatch.models.keytheft_window import KIND, assess, close_window
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ import pickle
 import random
 
 from keywatch.models.features import KeyBaseline
-from keywatch.models.keytheft_state import KeyState, touch16
+from keywatch.models.keytheft_nets import touch16
+from keywatch.models.keytheft_state import KeyState
 
 
 def _dict_touch(r: dict, n16: int, ts: int) -> None:
