@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     cost_spike_min_usd: float= Field(5.0, ge=0, description='a cost spike must exceed the forecast band by at least this many dollars')
     cost_spike_min_pct: float= Field(50.0, ge=0, description='… and by at least this percentage')
     key_idle_expire_s: float= Field(7 * 86400.0, gt=0, description='keys idle this long leave memory (baseline saved to ClickHouse)')
-    key_cold_after_s: float = Field(3600.0, ge=0, description="keys idle (for cost spikes: without spend) this long keep their key-theft state and cost-spike rows packed in memory, unpacked when next needed (0: never)")
+    key_cold_after_s: float = Field(3600.0, ge=0, description="keys idle (for cost spikes: without spend) this long keep their key-theft state and cost-spike rows packed, unpacked when next needed (0: never)")
+    idle_spill_dir: str = Field("", description="directory (on disk, not tmpfs) for the temporary file that holds packed idle keys' state, one int a key left in memory; empty: the system temporary directory; memory: keep it in memory")
     # key theft (issue 3)
     keytheft_alert_min_score: float = Field(0.4, ge=0, le=1, description="key_theft findings below this risk raise no alert")
     # cost (issue 4): spike band, forecasts, budgets, billing reconciliation

@@ -31,7 +31,7 @@ import numpy as np
 
 from keywatch.models.alerts import Finding
 from keywatch.models.core import Batch, Context
-from keywatch.models.costspike_cold import ColdKeyRows
+from keywatch.models.costspike_cold import ColdKeyRows, cold_rows
 from keywatch.models.costspike_findings import (  # noqa: F401  (re-exported)
     REL_MIN_RPM, REL_MINUTES, REL_PEAK, REL_RATIO, RESOLVE_AFTER_MIN, SpikeFindings)
 from keywatch.models.costspike_rows import LEVELS, RowMap, SeriesRows, as_tuple
@@ -61,7 +61,7 @@ class CostSpikeDetector(SpikeFindings, SeriesRows, ColdKeyRows):
         # Idle key rows are packed (models/costspike_cold.py), but when every key row is a
         # `spend_forecast` row each minute.
         self.cold_after_min = 0 if key_rows else cold_after_min
-        self.cold: dict[tuple[str, str], tuple] = {}
+        self.cold = cold_rows()  # (provider, key_id) → packed rows (models/costspike_cold.py)
         self.cold_skips: list[tuple[int, int]] = []
         self.bank = SeasonalBank(k=k, warmup_units=warmup_min)
         self.cal = TailCalibrator(long_n=1440.0, short_n=2.0)

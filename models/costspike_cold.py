@@ -42,6 +42,7 @@ import numpy as np
 from keywatch.models.costspike_rows import as_tuple, single_or_tuple
 from keywatch.models.forecast import HOW_OFFSET, SeasonalBank, TailCalibrator
 from keywatch.models.reqrate import PEAK_DECAY
+from keywatch.models.spill import SpillDict
 
 # last_active, next minute to replay, age, run_start | lvl_mu, lvl_dev, calibrator (mu, var,
 # short, cnt), busiest-hour request rate; then the compressed profiles and visit counts.
@@ -79,6 +80,16 @@ def split_entry(entry: bytes) -> tuple[str | None, memoryview]:
     if n == _NONE:
         return None, memoryview(entry)[2:]
     return entry[2:2 + n].decode(), memoryview(entry)[2 + n:]
+
+
+def entries_last_active(got: bytes | tuple) -> int:
+    """The least `last_active` of a key's packed rows (`SpillDict`'s head: expiry reads it)."""
+    return min(packed_last_active(split_entry(e)[1]) for e in as_tuple(got))
+
+
+def cold_rows(items=()) -> SpillDict:
+    """`ColdKeyRows.cold`: on disk (models/spill.py), each key's least `last_active` in memory."""
+    return SpillDict(entries_last_active, items)
 
 
 def unpack_row(bank, cal, peak: np.ndarray, r: int, blob: bytes, last: int, skips: list) -> None:
@@ -226,8 +237,10 @@ class ColdKeyRows:
     def _expire_cold(self, t: int) -> None:
         """`_expire_idle` for packed rows: the same test on the same `last_active`."""
         limit = t - self.idle_expire_min
-        for k, got in list(self.cold.items()):
-            got = as_tuple(got)
+        for k, least in list(self.cold.heads()):
+            if least >= limit:  # every row of the key stays: its rows are not read
+                continue
+            got = as_tuple(self.cold[k])
             keep = tuple(e for e in got if packed_last_active(split_entry(e)[1]) >= limit)
             if len(keep) != len(got):
                 if keep:
@@ -239,14 +252,14 @@ class ColdKeyRows:
 
     def _packed_rows(self, key_id: str):
         """(skey, blob) of `key_id`'s packed rows."""
-        for (p, k), got in self.cold.items():
+        for p, k in self.cold:
             if k == key_id:
-                for entry in as_tuple(got):
+                for entry in as_tuple(self.cold[(p, k)]):
                     proj, blob = split_entry(entry)
                     yield ("key", p, proj, k), blob
 
     def packed_count(self) -> int:
-        return sum(len(as_tuple(got)) for got in self.cold.values())
+        return self.cold.items_held()
 
     def _cold_state(self) -> dict:
         """`cold` in the format of the code before `cold_entry` (a snapshot either code loads):
@@ -254,7 +267,7 @@ class ColdKeyRows:
         return {k: tuple((p, bytes(b)) for p, b in map(split_entry, as_tuple(got))) for k, got in self.cold.items()}
 
     def _cold_load(self, cold: dict) -> None:
-        self.cold = {k: single_or_tuple(tuple(cold_entry(p, b) for p, b in got)) for k, got in cold.items()}
+        self.cold = cold_rows((k, single_or_tuple(tuple(cold_entry(p, b) for p, b in got))) for k, got in cold.items())
 
     def _packed_view(self, blob: bytes, last: int):
         """A one-row bank holding `blob` stepped through `last`, for reading (describe)."""

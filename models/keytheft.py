@@ -37,13 +37,14 @@ from typing import Any
 from keywatch.models.calibration import WindowModel
 from keywatch.models.core import Batch, Context
 from keywatch.models.features import KeyBaseline, PopBaseline
-from keywatch.models.keytheft_cold import expired, idle_enough, pack, unpack
+from keywatch.models.keytheft_cold import expired, idle_enough, pack, packed_last_ts, unpack
 from keywatch.models.keytheft_identity import identity_novelty
 from keywatch.models.keytheft_signals import Evidence, reasons  # noqa: F401  (Evidence: re-exported)
 from keywatch.models.keytheft_state import PROBE_CODES, T5, T10, T60, KeyState, dump_state, load_state  # noqa: F401
 from keywatch.models.keytheft_usage import usage, usage_events
 from keywatch.models.keytheft_window import ACCEPT_MS, EVIDENCE_TTL_MS, HST_MIN_REQUESTS, KIND, assess, close_window  # noqa: F401
 from keywatch.models.killchain import CHAIN_ACTIONS, ChainLinks, ChainState
+from keywatch.models.spill import SpillDict
 
 _TS = attrgetter("ts_ms")
 
@@ -58,7 +59,8 @@ class KeyTheftDetector:
         self.idle_expire_ms = idle_expire_ms
         self.cold_after_ms = cold_after_ms  # 0: never pack
         self.keys: dict[tuple[str, str], KeyState] = {}
-        self.cold: dict[tuple[str, str], bytes] = {}  # idle keys' state, packed (models/keytheft_cold.py)
+        # idle keys' state, packed (models/keytheft_cold.py), on disk (models/spill.py)
+        self.cold: SpillDict = SpillDict(packed_last_ts)
         self.cold_min = 1 << 62  # ≤ every packed key's baseline `last_ts` (but 0s): when to look for expiry
         self.pops: dict[str, PopBaseline] = {}
         self.chains: dict[str, ChainState] = {}
@@ -172,7 +174,7 @@ class KeyTheftDetector:
             elif after and idle_enough(s, now, after):
                 cold.append(k)
         if packed and now - self.cold_min > expire:  # some packed key may be due: look at each
-            self.cold_min, due = expired(packed, now, expire)
+            self.cold_min, due = expired(packed.heads(), now, expire)
             idle += due
         for k in cold:
             st = keys.pop(k)
@@ -190,6 +192,7 @@ class KeyTheftDetector:
 
     def __setstate__(self, state: dict) -> None:  # snapshots from before principal links have none
         self.__dict__.update({"links": ChainLinks(), "cold": {}, "cold_min": 1 << 62, "cold_after_ms": 3_600_000, **state})
+        self.cold = SpillDict(packed_last_ts, self.cold)  # pickled as a plain dict
 
     # --- API hooks ---------------------------------------------------------------------------
     def restore(self, rows: list[dict[str, Any]]) -> int:
@@ -205,7 +208,7 @@ class KeyTheftDetector:
     def describe_key(self, key_id: str) -> dict[str, Any]:
         st = next((s for (p, k), s in self.keys.items() if k == key_id), None)
         if st is None:  # a packed key: read a copy, it stays packed
-            st = next((unpack(b) for (p, k), b in self.cold.items() if k == key_id), None)
+            st = next((unpack(self.cold[pk]) for pk in self.cold if pk[1] == key_id), None)
         if st is None:
             return {}
         ev = st.ev

@@ -70,12 +70,12 @@ def idle_enough(st: KeyState, now: int, after_ms: int) -> bool:
     return (0 < after_ms <= now - last and st.ev is None and st.fresh is None and not st.last_items)
 
 
-def expired(packed: dict, now: int, expire_ms: int) -> tuple[int, list]:
+def expired(heads, now: int, expire_ms: int) -> tuple[int, list]:
     """(the least `last_ts` > 0 of the packed keys that stay, the keys idle over `expire_ms`):
-    what the sweep's test of an unpacked key (`now - base.last_ts > expire_ms`) picks."""
+    what the sweep's test of an unpacked key (`now - base.last_ts > expire_ms`) picks. `heads`:
+    (key, `packed_last_ts`) pairs (`SpillDict.heads`: kept in memory, the blobs not read)."""
     due, low = [], 1 << 62
-    for k, blob in packed.items():
-        t = packed_last_ts(blob)
+    for k, t in heads:
         if t and now - t > expire_ms:
             due.append(k)
         elif 0 < t < low:

@@ -41,6 +41,8 @@ SHARED_LEVELS = ("project", "provider", "model")
 def build_core(settings, scope: str = "all") -> DetectionCore:
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    from keywatch.models import spill
+    spill.configure(getattr(settings, "idle_spill_dir", ""))  # where packed idle state goes (process-wide)
     detectors: list[Detector] = []
     enrichers: list[Enricher] = []
     per_key, shared = scope in ("all", "partition"), scope in ("all", "global")

@@ -1,0 +1,219 @@
+"""Idle keys' packed state on local disk: a mapping whose values live in a temporary file.
+
+Packing an idle key (models/keytheft_cold.py, models/costspike_cold.py) turns ≈ 2–5 KB of
+objects into ≈ 0.3 and ≈ 0.15 KB of bytes, and most tracked keys are idle: at 100k mostly idle
+keys those bytes were ≈ 0.45 KB a key of the resident set, as scattered small objects. A
+`SpillDict` writes each value to an unlinked temporary file and keeps one int per key in memory:
+where the bytes are, how many items the value has, and a `head` — the number the detector's
+expiry reads (a key's last-active time) — so a sweep does not read the file. Values are read
+back when a key is next needed, which it was anyway (a wake unpacks the state).
+
+Values are `bytes` or tuples of bytes. The file is only appended to; a value replaced or
+deleted leaves dead bytes, and once they exceed both the live bytes and `COMPACT_MIN` the live
+values are copied to a new file (`_compact`). A forked snapshot child (stream/snapfork.py) holds
+the index as it was at the fork and its own descriptor of the file as it was: the parent's
+appends come after every offset the child knows, and a compaction's new file is not the child's.
+
+Where: `configure` (from `KEYWATCH_IDLE_SPILL_DIR`; by default the system's temporary
+directory, which should be on disk, not tmpfs); `"memory"` keeps values in memory as plain
+bytes. A file that cannot be created or written (a full disk) is logged once and the values
+stay in memory: detection goes on as it would without the file.
+
+A `SpillDict` pickles as a plain dict (snapshots read by older code, and by this one, alike).
+
+>>> d = SpillDict(len)                         # head: here a value's length
+>>> d["a"] = b"state"; d["b"] = (b"x" * 9, b"y")
+>>> d["a"], d["b"], len(d), "a" in d, dict(d.heads()), d.items_held()
+(b'state', (b'xxxxxxxxx', b'y'), 2, True, {'a': 5, 'b': 2}, 3)
+>>> del d["b"]; pickle.loads(pickle.dumps(d)) == {"a": d["a"]}
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle  # noqa: F401  (the doctest)
+import tempfile
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+COMPACT_MIN = 16 << 20  # dead bytes below this are left (a compaction copies every live value)
+MEMORY = "memory"
+_DIR: str | None = None  # `configure`d; None: the system's temporary directory
+# One int per key: head (biased, so negative heads fit) | offset | length | items (0: bytes).
+_BIAS = 1 << 63
+_OFF, _LEN = 48, 16
+_OFFSETS = (1 << 48) - 1
+
+
+def configure(directory: str) -> None:
+    """Where new `SpillDict`s keep their files: a directory, "" (the system's temporary
+    directory) or "memory" (no file). The worker's `build_core` calls it with its settings."""
+    global _DIR
+    _DIR = directory or None
+
+
+def _encode(value: bytes | tuple) -> tuple[bytes, int]:
+    if value.__class__ is bytes:
+        return value, 0
+    if not value or len(value) > 0xFFFF:
+        raise ValueError("a SpillDict value is bytes or a tuple of 1 to 65535 bytes")
+    return b"".join(len(v).to_bytes(4, "little") + bytes(v) for v in value), len(value)
+
+
+def _decode(raw: bytes, items: int) -> bytes | tuple:
+    if not items:
+        return raw
+    out, at = [], 0
+    for _ in range(items):
+        n = int.from_bytes(raw[at:at + 4], "little")
+        out.append(raw[at + 4:at + 4 + n])
+        at += 4 + n
+    return tuple(out)
+
+
+class SpillDict(MutableMapping):
+    """key → bytes or a tuple of bytes, the bytes in a temporary file (see the module)."""
+
+    def __init__(self, head: Callable[[Any], int], items: Any = (), directory: str | None = None) -> None:
+        self.head = head  # value → an int kept in memory (`heads`)
+        self._dir = _DIR if directory is None else directory
+        self._index: dict[Any, int] = {}  # key → packed int (see `_BIAS`)
+        self._mem: dict[Any, Any] = {}  # values kept in memory ("memory", or the file failed)
+        self._file = None
+        self._end = 0  # the file's length
+        self._dead = 0  # bytes of replaced and deleted values
+        self._held = 0  # items of all values (`items_held`)
+        self.update(dict(items))
+
+    # --- the file -----------------------------------------------------------------------------
+    def _fd(self) -> int | None:
+        if self._dir == MEMORY:
+            return None
+        if self._file is None:
+            try:
+                self._file = tempfile.TemporaryFile(prefix="keywatch-idle-", dir=self._dir)
+            except OSError as e:
+                self._fail(e)
+                return None
+        return self._file.fileno()
+
+    def _fail(self, e: OSError) -> None:
+        log.warning("idle key state stays in memory: its spill file failed (%s: %s)", type(e).__name__, e)
+        self._dir = MEMORY
+
+    def _write(self, data: bytes) -> int | None:
+        """Append `data`; its offset, or None if it could not be written (then: memory)."""
+        fd = self._fd()
+        if fd is None:
+            return None
+        at, view = self._end, memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(fd, view, at + len(data) - len(view))
+                view = view[n:]
+        except OSError as e:
+            self._fail(e)
+            return None
+        self._end += len(data)
+        return at
+
+    def _read(self, packed: int) -> bytes | tuple:
+        n, off = packed >> _LEN & 0xFFFFFFFF, packed >> _OFF & _OFFSETS
+        raw = os.pread(self._file.fileno(), n, off)
+        if len(raw) != n:
+            raise OSError(f"spill file: read {len(raw)} of {n} bytes at {off}")
+        return _decode(raw, packed & 0xFFFF)
+
+    def _compact(self) -> None:
+        """Copy the live values to a new file; the old one goes when its last descriptor closes
+        (a snapshot child may still be reading it)."""
+        old, live = self._file, list(self._index.items())
+        self._file, self._end, self._dead = None, 0, 0
+        for k, packed in live:
+            n, off = packed >> _LEN & 0xFFFFFFFF, packed >> _OFF & _OFFSETS
+            raw = os.pread(old.fileno(), n, off)
+            at = self._write(raw)
+            if at is None:  # the new file failed: the values not yet copied stay in memory
+                del self._index[k]
+                self._mem[k] = _decode(raw, packed & 0xFFFF)
+            else:
+                self._index[k] = packed & ~(_OFFSETS << _OFF) | at << _OFF
+        old.close()
+
+    # --- the mapping --------------------------------------------------------------------------
+    def __setitem__(self, key, value) -> None:
+        if key in self:
+            del self[key]
+        raw, items = _encode(value)
+        at = self._write(raw) if len(raw) <= 0xFFFFFFFF else None
+        self._held += items or 1
+        if at is None:
+            self._mem[key] = value
+            return
+        self._index[key] = (self.head(value) + _BIAS) << 96 | at << _OFF | len(raw) << _LEN | items
+
+    def __getitem__(self, key):
+        packed = self._index.get(key)
+        if packed is None:
+            return self._mem[key]
+        return self._read(packed)
+
+    def get(self, key, default=None):
+        packed = self._index.get(key)
+        if packed is None:
+            return self._mem.get(key, default)
+        return self._read(packed)
+
+    def pop(self, key, *default):
+        if key not in self._index and key not in self._mem and default:
+            return default[0]  # without the KeyError that `MutableMapping.pop` raises and catches
+        value = self[key]
+        del self[key]
+        return value
+
+    def __delitem__(self, key) -> None:
+        packed = self._index.pop(key, None)
+        if packed is None:
+            value = self._mem.pop(key)
+            self._held -= len(value) if value.__class__ is tuple else 1
+            return
+        self._held -= packed & 0xFFFF or 1
+        self._dead += packed >> _LEN & 0xFFFFFFFF
+        if self._dead > COMPACT_MIN and self._dead > self._end - self._dead:
+            self._compact()
+
+    def __contains__(self, key) -> bool:
+        return key in self._index or key in self._mem
+
+    def __iter__(self) -> Iterator:
+        yield from list(self._index)
+        yield from list(self._mem)
+
+    def __len__(self) -> int:
+        return len(self._index) + len(self._mem)
+
+    def __bool__(self) -> bool:
+        return bool(self._index) or bool(self._mem)
+
+    # --- what the detectors read without the file ---------------------------------------------
+    def heads(self) -> Iterator[tuple[Any, int]]:
+        """(key, head) of every key, from memory."""
+        for k, packed in list(self._index.items()):
+            yield k, (packed >> 96) - _BIAS
+        for k, v in list(self._mem.items()):
+            yield k, self.head(v)
+
+    def items_held(self) -> int:
+        """Items of all values: a tuple counts its length, bytes one."""
+        return self._held
+
+    def file_bytes(self) -> tuple[int, int]:
+        """(bytes in the file, of them dead)."""
+        return self._end, self._dead
+
+    def __reduce__(self):
+        return dict, (dict(self.items()),)
