@@ -284,7 +284,9 @@ def print_table(r: dict, console: Console) -> None:
                   f"the same {so['keys']:,} keys, each alone in its project: a key carries its project's state" + _untrimmed(so))
     if (iz := c.get("idle", {})).get("resident_bytes_per_key"):
         t.add_row("… mostly idle keys", f"{iz['resident_bytes_per_key']:,.0f} B", f"{iz['keys']:,} keys in {iz['waves']} waves 70 minutes "
-                  f"apart, all but the last wave idle (packed); unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B" + _untrimmed(iz))
+                  f"apart, all but the last wave idle (packed, {iz.get('spilled_bytes_per_key', 0):,.0f} B a key on disk); "
+                  f"packed in memory: {iz.get('in_memory', {}).get('resident_bytes_per_key', 0):,.0f} B; "
+                  f"unpacked: {iz['unpacked']['resident_bytes_per_key']:,.0f} B" + _untrimmed(iz))
     if (gz := c.get("gateway", {})).get("resident_bytes_per_key"):
         t.add_row("… gateway-fronted keys", f"{gz['resident_bytes_per_key']:,.0f} B",
                   f"{gz['keys']:,} keys seen every hour for {gz['hours']} hours by the gateway and the provider"

@@ -267,6 +267,8 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
     idle = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})") if idle_keys else {}
     if idle:  # the same keys with idle keys' state kept unpacked: the baseline of that figure
         idle["unpacked"] = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})", KEYWATCH_KEY_COLD_AFTER_S="0")
+        # … and packed but held in memory, as until session 26: the baseline of the spill file
+        idle["in_memory"] = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})", KEYWATCH_IDLE_SPILL_DIR="memory")
     gateway = child(f"bench_memory.resident_gateway({gateway_keys})") if gateway_keys else {}
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],

@@ -16,7 +16,9 @@ growth before that (what the figures were until session 20).
   anomaly scorer, root-cause minutes, caller population): the figure of one-key projects.
 * mostly idle keys (`resident_idle`): `idle_state`, new keys in waves 70 minutes apart, all but
   the last wave idle for over an hour, as most tracked keys are at any time: their key-theft
-  state packed (models/keytheft_cold.py) and their freed memory reused by the next wave.
+  state and cost-spike rows packed (models/keytheft_cold.py, models/costspike_cold.py) into a
+  spill file on disk (models/spill.py; `spilled_bytes_per_key`), their freed memory reused by
+  the next wave.
 * gateway-fronted keys (`resident_gateway`): `gateway_state`, keys seen every hour for 3 days by
   their gateway and in the provider's usage, whose hourly buckets gateway bypass keeps 3 days.
 """
@@ -97,7 +99,19 @@ def _growth(build, keys: int, settings) -> dict:
                 "untrimmed_bytes_per_key": None}
     return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
             "resident_mb": round((after - before) / 2**20, 1), "dedupe_window_mb": round(dedupe / 2**20, 1),
-            "untrimmed_bytes_per_key": round((untrimmed - before) / max(1, tracked), 1)}
+            "untrimmed_bytes_per_key": round((untrimmed - before) / max(1, tracked), 1),
+            "spilled_bytes_per_key": round(spilled_bytes(core) / max(1, tracked), 1)}
+
+
+def spilled_bytes(core: DetectionCore) -> int:
+    """Live bytes of packed idle state in spill files (models/spill.py): on disk, not resident."""
+    total = 0
+    for d in core.detectors:
+        cold = getattr(d, "cold", None)
+        if hasattr(cold, "file_bytes"):
+            end, dead = cold.file_bytes()
+            total += end - dead
+    return total
 
 
 def dedupe_window_bytes(core: DetectionCore) -> int:
@@ -136,7 +150,7 @@ def resident_growth(keys: int, settings=None) -> dict:
 
     >>> r = resident_growth(300)  # here not a fresh process: the figure itself is not checked
     >>> r["keys"], sorted(r)
-    (300, ['dedupe_window_mb', 'keys', 'resident_bytes_per_key', 'resident_mb', 'untrimmed_bytes_per_key'])
+    (300, ['dedupe_window_mb', 'keys', 'resident_bytes_per_key', 'resident_mb', 'spilled_bytes_per_key', 'untrimmed_bytes_per_key'])
     """
     return _growth(synthetic_state, keys, settings)
 

@@ -57,10 +57,10 @@ def configure(directory: str) -> None:
 
 
 def _encode(value: bytes | tuple) -> tuple[bytes, int]:
-    if value.__class__ is bytes:
-        return value, 0
-    if not value or len(value) > 0xFFFF:
-        raise ValueError("a SpillDict value is bytes or a tuple of 1 to 65535 bytes")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), 0
+    if value.__class__ is not tuple or not 0 < len(value) <= 0xFFFF:
+        raise TypeError(f"a SpillDict value is bytes or a tuple of 1 to 65535 bytes, not {type(value).__name__}")
     return b"".join(len(v).to_bytes(4, "little") + bytes(v) for v in value), len(value)
 
 
@@ -211,9 +211,18 @@ class SpillDict(MutableMapping):
         """Items of all values: a tuple counts its length, bytes one."""
         return self._held
 
+    def in_memory(self) -> int:
+        """Keys whose value is held in memory ("memory", or the file failed)."""
+        return len(self._mem)
+
     def file_bytes(self) -> tuple[int, int]:
         """(bytes in the file, of them dead)."""
         return self._end, self._dead
+
+    def __del__(self) -> None:  # the file goes with its last descriptor (no ResourceWarning)
+        f = self.__dict__.get("_file")
+        if f is not None:
+            f.close()
 
     def __reduce__(self):
         return dict, (dict(self.items()),)

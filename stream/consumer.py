@@ -293,7 +293,7 @@ class Consumer(RebalanceHandler):
                     m.consumer_lag.labels(topic, p).set(max(0, hw - off - 1))
             except Exception:  # the consumer may be rebalancing; lag is best effort
                 pass
-        m.tracked_keys.set(self.pipeline.tracked_keys())
+        m.set_keys(self.pipeline.tracked_keys(), *self.pipeline.spilled())
         waiting = self.pipeline.project_level_waiting()
         m.project_level_waiting.set(waiting)
         self.status.data["project_level_waiting"] = waiting

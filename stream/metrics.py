@@ -36,6 +36,10 @@ class Metrics:
         self.sink_errors = Counter("keywatch_sink_errors_total", "Failed ClickHouse writes (retried)", registry=r)
         self.consumer_lag = Gauge("keywatch_consumer_lag", "Messages behind the log end", ["topic", "partition"], registry=r)
         self.tracked_keys = Gauge("keywatch_tracked_keys", "Keys with detector state in memory", registry=r)
+        self.idle_spill_bytes = Gauge("keywatch_idle_spill_bytes", "Live bytes of idle keys' packed state in spill files on disk", registry=r)
+        self.idle_spill_in_memory = Gauge(
+            "keywatch_idle_spill_in_memory_keys",
+            "Idle keys whose packed state is held in memory instead of the spill file (KEYWATCH_IDLE_SPILL_DIR=memory, or the file failed)", registry=r)
         self.backpressure = Gauge("keywatch_backpressure", "1 while the worker is paused waiting for the sink", registry=r)
         self.project_level_waiting = Gauge(
             "keywatch_project_level_waiting_events",
@@ -52,3 +56,9 @@ class Metrics:
             "keywatch_memory_trimmed_bytes_total",
             "Freed heap memory returned to the OS by the periodic malloc_trim (KEYWATCH_MEMORY_TRIM_S)", registry=r)
         self.deliveries = Counter("keywatch_alert_deliveries_total", "Alert channel deliveries, by channel and outcome", ["channel", "outcome"], registry=r)
+
+    def set_keys(self, tracked: int, spilled_bytes: int, in_memory: int) -> None:
+        """The key gauges: tracked keys, and where idle keys' packed state is (models/spill.py)."""
+        self.tracked_keys.set(tracked)
+        self.idle_spill_bytes.set(spilled_bytes)
+        self.idle_spill_in_memory.set(in_memory)

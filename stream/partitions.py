@@ -187,6 +187,18 @@ class PartitionCores:
                     out[name] = v
         return out
 
+    def spilled(self) -> tuple[int, int]:
+        """(live bytes of packed idle state in spill files, keys whose packed state is in memory
+        instead: `KEYWATCH_IDLE_SPILL_DIR=memory`, or a file that failed), models/spill.py."""
+        disk = mem = 0
+        for core in self.cores.values():
+            for det in core.detectors:
+                cold = getattr(det, "cold", None)
+                if hasattr(cold, "file_bytes"):
+                    end, dead = cold.file_bytes()
+                    disk, mem = disk + end - dead, mem + cold.in_memory()
+        return disk, mem
+
     def tracked_keys(self) -> int:
         n = 0
         for core in self.cores.values():

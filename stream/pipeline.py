@@ -253,6 +253,9 @@ class Pipeline(RecheckSteps, WriteSteps):
     def tracked_keys(self) -> int:
         return self.cores.tracked_keys()
 
+    def spilled(self) -> tuple[int, int]:
+        return self.cores.spilled()
+
     def project_level_waiting(self) -> int:
         """Events the worker-wide core has not run yet: waiting for lagging partitions
         (`EventTimeOrder`); 0 without a worker-wide core (the `keys` tier). Read while the

@@ -143,6 +143,10 @@ def test_the_tracked_keys_gauge_counts_packed_keys():
     core.process([usage(2, T0 + 100 * MIN, key="k3")])  # k1 and k2 idle over an hour: packed
     det = core.detector("key_theft")
     assert len(det.cold) == 2 and len(det.keys) == 1 and cores.tracked_keys() == 3
+    # … and the spill gauges (`keywatch_idle_spill_bytes`): k1 and k2's packed state on disk
+    disk, in_memory = cores.spilled()
+    assert [d.name for d in core.detectors] == ["key_theft"]
+    assert disk == sum(len(b) for b in det.cold.values()) > 0 and in_memory == 0
 
 
 def test_packed_state_uses_the_preset_dictionary_and_older_blobs_still_unpack():
