@@ -34,6 +34,7 @@ import bisect
 from operator import attrgetter
 from typing import Any
 
+from keywatch.models import caches
 from keywatch.models.calibration import WindowModel
 from keywatch.models.core import Batch, Context
 from keywatch.models.features import KeyBaseline, PopBaseline
@@ -162,6 +163,7 @@ class KeyTheftDetector:
         idle for `cold_after_ms` (models/keytheft_cold.py)."""
         self.last_sweep = now
         hour, idle, cold, expire, after = now // 3_600_000, [], [], self.idle_expire_ms, self.cold_after_ms
+        caches.hourly(hour)  # module-level caches let go of idle keys' callers (models/caches.py)
         keys, packed = self.keys, self.cold
         for k, s in keys.items():
             last, fresh = s.last_items, s.fresh

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from keywatch.models import events, keytheft_identity, netnovelty, rootcause
+from keywatch.models import caches, events, keytheft_identity, netnovelty, rootcause
 from keywatch.models.events import Event
 from keywatch.models.keyids import ATTRS
 from keywatch.models.registry import build_core
@@ -77,3 +77,10 @@ def test_detection_is_the_same_when_the_detectors_caches_are_dropped_after_every
     settings, docs = make_settings(), _docs()
     usual = _detect(settings, docs, size=97)
     assert _detect(settings, docs, _drop_detector_caches, size=97) == usual
+
+
+def test_detection_is_the_same_when_the_module_caches_let_go_after_every_batch(make_settings):
+    """`caches.drop_unused` (hourly in the worker, models/caches.py) after every batch."""
+    settings, docs = make_settings(), _docs()
+    usual = _detect(settings, docs, size=97)
+    assert _detect(settings, docs, lambda core: caches.drop_unused(), size=97) == usual
