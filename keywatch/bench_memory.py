@@ -33,6 +33,7 @@ from keywatch.memtrim import resident_bytes, trim
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
+from keywatch.models.spill import spill_totals
 
 T0 = 1_793_577_600_000
 
@@ -100,18 +101,7 @@ def _growth(build, keys: int, settings) -> dict:
     return {"keys": tracked, "resident_bytes_per_key": round((after - before) / max(1, tracked), 1),
             "resident_mb": round((after - before) / 2**20, 1), "dedupe_window_mb": round(dedupe / 2**20, 1),
             "untrimmed_bytes_per_key": round((untrimmed - before) / max(1, tracked), 1),
-            "spilled_bytes_per_key": round(spilled_bytes(core) / max(1, tracked), 1)}
-
-
-def spilled_bytes(core: DetectionCore) -> int:
-    """Live bytes of packed idle state in spill files (models/spill.py): on disk, not resident."""
-    total = 0
-    for d in core.detectors:
-        cold = getattr(d, "cold", None)
-        if hasattr(cold, "file_bytes"):
-            end, dead = cold.file_bytes()
-            total += end - dead
-    return total
+            "spilled_bytes_per_key": round(spill_totals(core.detectors)[0] / max(1, tracked), 1)}
 
 
 def dedupe_window_bytes(core: DetectionCore) -> int:

@@ -25,7 +25,7 @@ A `SpillDict` pickles as a plain dict (snapshots read by older code, and by this
 >>> d["a"] = b"state"; d["b"] = (b"x" * 9, b"y")
 >>> d["a"], d["b"], len(d), "a" in d, dict(d.heads()), d.items_held()
 (b'state', (b'xxxxxxxxx', b'y'), 2, True, {'a': 5, 'b': 2}, 3)
->>> del d["b"]; pickle.loads(pickle.dumps(d)) == {"a": d["a"]}
+>>> import pickle; del d["b"]; pickle.loads(pickle.dumps(d)) == {"a": d["a"]}
 True
 """
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle  # noqa: F401  (the doctest)
 import tempfile
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
@@ -87,7 +86,7 @@ class SpillDict(MutableMapping):
         self._end = 0  # the file's length
         self._dead = 0  # bytes of replaced and deleted values
         self._held = 0  # items of all values (`items_held`)
-        self.update(dict(items))
+        self.update(items)
 
     # --- the file -----------------------------------------------------------------------------
     def _fd(self) -> int | None:
@@ -226,3 +225,14 @@ class SpillDict(MutableMapping):
 
     def __reduce__(self):
         return dict, (dict(self.items()),)
+
+
+def spill_totals(detectors) -> tuple[int, int]:
+    """(live bytes in the detectors' spill files, keys whose packed state is in memory instead)."""
+    disk = mem = 0
+    for det in detectors:
+        cold = getattr(det, "cold", None)
+        if isinstance(cold, SpillDict):
+            end, dead = cold.file_bytes()
+            disk, mem = disk + end - dead, mem + cold.in_memory()
+    return disk, mem

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 
 from keywatch.models.alerts import Alert
 from keywatch.models.core import CoreOutput, DetectionCore
+from keywatch.models.spill import spill_totals
 
 
 def scope_for(topic: str, partition: int) -> str:
@@ -190,14 +191,7 @@ class PartitionCores:
     def spilled(self) -> tuple[int, int]:
         """(live bytes of packed idle state in spill files, keys whose packed state is in memory
         instead: `KEYWATCH_IDLE_SPILL_DIR=memory`, or a file that failed), models/spill.py."""
-        disk = mem = 0
-        for core in self.cores.values():
-            for det in core.detectors:
-                cold = getattr(det, "cold", None)
-                if hasattr(cold, "file_bytes"):
-                    end, dead = cold.file_bytes()
-                    disk, mem = disk + end - dead, mem + cold.in_memory()
-        return disk, mem
+        return spill_totals(det for core in self.cores.values() for det in core.detectors)
 
     def tracked_keys(self) -> int:
         n = 0
