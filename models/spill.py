@@ -55,6 +55,29 @@ def configure(directory: str) -> None:
     _DIR = directory or None
 
 
+_WARNED: set[str] = set()  # directories warned about (`_warn_if_in_memory`): once each
+
+
+def memory_backed(path: str) -> bool:
+    """Is `path` on a filesystem held in memory (tmpfs, ramfs: Linux `/proc/mounts`)? False
+    where that cannot be told."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) > 2]
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    under = [m for m in mounts if real == m[0] or real.startswith(m[0].rstrip("/") + "/")]
+    return bool(under) and max(under, key=lambda m: len(m[0]))[1] in ("tmpfs", "ramfs")
+
+
+def _warn_if_in_memory(directory: str) -> None:
+    if directory not in _WARNED and memory_backed(directory):
+        _WARNED.add(directory)
+        log.warning("the spill file of idle keys' state is in %s, a filesystem held in memory: that state "
+                    "is in memory again; set KEYWATCH_IDLE_SPILL_DIR to a directory on disk", directory)
+
+
 def _encode(value: bytes | tuple) -> tuple[bytes, int]:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value), 0
@@ -98,6 +121,7 @@ class SpillDict(MutableMapping):
             except OSError as e:
                 self._fail(e)
                 return None
+            _warn_if_in_memory(self._dir or tempfile.gettempdir())
         return self._file.fileno()
 
     def _fail(self, e: OSError) -> None:

@@ -149,3 +149,19 @@ def test_detectors_pickle_plain_dicts_and_load_them_back_to_disk():
     assert dict(kt2.cold.items()) == dict(kt.cold.items()) and dict(cs2.cold.items()) == dict(cs.cold.items())
     assert dict(kt2.cold.heads()) == {k: packed_last_ts(b) for k, b in kt.cold.items()}
     assert cs2.packed_count() == cs.packed_count() >= 300
+
+
+@pytest.mark.skipif(not spill.memory_backed("/dev/shm"), reason="needs /dev/shm on tmpfs")
+def test_a_spill_directory_held_in_memory_is_named_in_a_warning(tmp_path, caplog, monkeypatch):
+    """On tmpfs the packed bytes are in memory again: the operator is told once, and it still works."""
+    monkeypatch.setattr(spill, "_WARNED", set())
+    d = SpillDict(_head, directory="/dev/shm")
+    d["a"] = bytes(8) + b"x"
+    d2 = SpillDict(_head, directory="/dev/shm")
+    d2["b"] = bytes(8)
+    assert d["a"] == bytes(8) + b"x" and d.file_bytes()[0] == 9
+    assert caplog.text.count("a filesystem held in memory") == 1 and "KEYWATCH_IDLE_SPILL_DIR" in caplog.text
+    if not spill.memory_backed(str(tmp_path)):  # where the temporary directory is on disk: no warning
+        caplog.clear()
+        SpillDict(_head, directory=str(tmp_path))["c"] = bytes(8)
+        assert "held in memory" not in caplog.text
