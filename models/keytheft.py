@@ -9,8 +9,8 @@ tail probability) and a score row is emitted (`keytheft_window`). Nothing is lea
 while it is suspicious or has an open incident, so the attacker's traffic never becomes "normal";
 what is accepted for lack of alerts stays on probation (`keytheft_probation`): low trust, and a
 surge it carries is new-caller evidence, so a trickle cannot train the baseline to hide an attack.
-Keys idle for an hour keep their state packed in memory until their next event
-(`keytheft_cold`: the same state back, a sixth of the memory).
+Keys idle for an hour keep their state packed until their next event (`keytheft_cold`: the
+same state back, a sixth of the size), the bytes in a spill file on disk (models/spill.py).
 
 >>> from keywatch.models.core import DetectionCore
 >>> from keywatch.models.events import UsageEvent
@@ -204,7 +204,7 @@ class KeyTheftDetector:
         return len(rows)
 
     def tracked_keys(self) -> int:
-        """Keys with state in memory, packed or not (the `keywatch_tracked_keys` gauge)."""
+        """Keys with state, unpacked or packed (the `keywatch_tracked_keys` gauge)."""
         return len(self.keys) + len(self.cold)
 
     def describe_key(self, key_id: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Idle keys' key-theft state, packed in memory: what a snapshot stores, not ≈ 2.4 KB of objects.
+"""Idle keys' key-theft state, packed: what a snapshot stores, not ≈ 2.4 KB of objects.
 
 Most tracked keys are idle at any time (a key stays tracked for `KEYWATCH_KEY_IDLE_EXPIRE_S`,
 7 days, after its last call), and a key's `KeyState` as objects is ≈ 2.4 KB: two slotted
@@ -11,8 +11,9 @@ Detection does not change. Only keys with nothing transient are packed: no open 
 no cached caller (the sweep drops those of an earlier hour; `KeyState.fresh`, `last_items` are
 all a pickle leaves out). Every other field pickles exactly (packed records of float64 and
 int64, arrays, an insertion-ordered dict), and nothing but the detector's own dicts refers to a
-key's state. The blob starts with the baseline's `last_ts`, so the sweep can expire a packed
-key after `KEYWATCH_KEY_IDLE_EXPIRE_S` without unpacking the others.
+key's state. The blob starts with the baseline's `last_ts`: the detector's `SpillDict`
+(models/spill.py), which keeps the blobs on disk, keeps that in memory, so the sweep can expire
+a packed key after `KEYWATCH_KEY_IDLE_EXPIRE_S` without reading the others.
 
 >>> from keywatch.models.features import KeyBaseline
 >>> from keywatch.models.keytheft_state import KeyState

@@ -63,7 +63,7 @@ def memory_backed(path: str) -> bool:
     where that cannot be told."""
     try:
         with open("/proc/mounts", encoding="utf-8") as f:
-            mounts = [line.split()[1:3] for line in f if len(line.split()) > 2]
+            mounts = [fields[1:3] for fields in map(str.split, f) if len(fields) > 2]
     except OSError:
         return False
     real = os.path.realpath(path)

@@ -35,7 +35,7 @@ class Metrics:
         self.revocations = Counter("keywatch_revocations_total", "Revocation decisions, by outcome", ["outcome"], registry=r)
         self.sink_errors = Counter("keywatch_sink_errors_total", "Failed ClickHouse writes (retried)", registry=r)
         self.consumer_lag = Gauge("keywatch_consumer_lag", "Messages behind the log end", ["topic", "partition"], registry=r)
-        self.tracked_keys = Gauge("keywatch_tracked_keys", "Keys with detector state in memory", registry=r)
+        self.tracked_keys = Gauge("keywatch_tracked_keys", "Keys with detector state, unpacked or packed (in memory or a spill file)", registry=r)
         self.idle_spill_bytes = Gauge("keywatch_idle_spill_bytes", "Live bytes of idle keys' packed state in spill files on disk", registry=r)
         self.idle_spill_in_memory = Gauge(
             "keywatch_idle_spill_in_memory_keys",
