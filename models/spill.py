@@ -10,9 +10,12 @@ back when a key is next needed, which it was anyway (a wake unpacks the state).
 
 Values are `bytes` or tuples of bytes. The file is only appended to; a value replaced or
 deleted leaves dead bytes, and once they exceed both the live bytes and `COMPACT_MIN` the live
-values are copied to a new file (`_compact`). A forked snapshot child (stream/snapfork.py) holds
-the index as it was at the fork and its own descriptor of the file as it was: the parent's
-appends come after every offset the child knows, and a compaction's new file is not the child's.
+values move to a new file, `COMPACT_STEP` of them with each later change of the mapping
+(`_move`): a pause of ≈ 1 ms at a time rather than one copy of every value (0.28 s at 100k idle
+keys, ≈ 3 s at a million). Meanwhile a value is read from whichever file its int names. A
+forked snapshot child (stream/snapfork.py) holds the index as it was at the fork and its own
+descriptors of both files as they were: the parent's appends come after every offset the child
+knows, and a compaction's new file is not the child's.
 
 Where: `configure` (from `KEYWATCH_IDLE_SPILL_DIR`; by default the system's temporary
 directory, which should be on disk, not tmpfs); `"memory"` keeps values in memory as plain
@@ -34,18 +37,21 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-COMPACT_MIN = 16 << 20  # dead bytes below this are left (a compaction copies every live value)
+COMPACT_MIN = 16 << 20  # dead bytes below this are left (a compaction moves every live value)
+COMPACT_STEP = 128  # values a compaction moves per change of the mapping (0: all at once)
 MEMORY = "memory"
 _DIR: str | None = None  # `configure`d; None: the system's temporary directory
-# One int per key: head (biased, so negative heads fit) | offset | length | items (0: bytes).
-_BIAS = 1 << 63
+# One int per key: head (biased, so negative heads fit) | file | offset | length | items (0: bytes).
+# The file bit is the dict's `_gen` once the value is in the current file; a compaction flips
+# `_gen`, so every value then names the old file without an int being rewritten.
+_BIAS, _GEN, _OFFSETS = 1 << 63, 1 << 95, (1 << 47) - 1
 _OFF, _LEN = 48, 16
-_OFFSETS = (1 << 48) - 1
 
 
 def configure(directory: str) -> None:
@@ -109,6 +115,10 @@ class SpillDict(MutableMapping):
         self._end = 0  # the file's length
         self._dead = 0  # bytes of replaced and deleted values
         self._held = 0  # items of all values (`items_held`)
+        self._gen = 0  # the file bit of values in `_file` (0 or `_GEN`)
+        self._old = None  # while compacting: the file the values move from
+        self._moving: list = []  # keys still to move (some gone or moved already)
+        self._old_end = self._old_live = 0  # the old file's length and live bytes
         self.update(items)
 
     # --- the file -----------------------------------------------------------------------------
@@ -146,26 +156,47 @@ class SpillDict(MutableMapping):
 
     def _read(self, packed: int) -> bytes | tuple:
         n, off = packed >> _LEN & 0xFFFFFFFF, packed >> _OFF & _OFFSETS
-        raw = os.pread(self._file.fileno(), n, off)
+        raw = os.pread((self._file if packed & _GEN == self._gen else self._old).fileno(), n, off)
         if len(raw) != n:
             raise OSError(f"spill file: read {len(raw)} of {n} bytes at {off}")
         return _decode(raw, packed & 0xFFFF)
 
-    def _compact(self) -> None:
-        """Copy the live values to a new file; the old one goes when its last descriptor closes
-        (a snapshot child may still be reading it)."""
-        old, live = self._file, list(self._index.items())
-        self._file, self._end, self._dead = None, 0, 0
-        for k, packed in live:
+    def _step(self) -> None:
+        """After a change: move the next values of a compaction, or start one once the dead
+        bytes exceed both the live ones and `COMPACT_MIN`."""
+        if self._old is not None:
+            self._move(COMPACT_STEP)
+        elif self._dead > COMPACT_MIN and self._dead > self._end - self._dead:
+            self._old, self._old_end, self._old_live = self._file, self._end, self._end - self._dead
+            self._file, self._end, self._dead = None, 0, 0
+            self._gen ^= _GEN  # every value now names the old file
+            self._moving = list(self._index)
+            self._move(COMPACT_STEP)
+
+    def _move(self, count: int) -> None:
+        """Move up to `count` values (0: all) from the old file to the current one; close the
+        old one after the last (a snapshot child may still hold its own descriptor)."""
+        moving, index, gen, fd = self._moving, self._index, self._gen, self._old.fileno()
+        while moving:
+            k = moving.pop()
+            packed = index.get(k)
+            if packed is None or packed & _GEN == gen:
+                continue  # deleted, or replaced into the current file, since the start
             n, off = packed >> _LEN & 0xFFFFFFFF, packed >> _OFF & _OFFSETS
-            raw = os.pread(old.fileno(), n, off)
+            raw = os.pread(fd, n, off)
+            self._old_live -= n
             at = self._write(raw)
-            if at is None:  # the new file failed: the values not yet copied stay in memory
-                del self._index[k]
+            if at is None:  # the new file failed: this value (and the ones after it) in memory
+                del index[k]
                 self._mem[k] = _decode(raw, packed & 0xFFFF)
             else:
-                self._index[k] = packed & ~(_OFFSETS << _OFF) | at << _OFF
-        old.close()
+                index[k] = packed & ~(_OFFSETS << _OFF | _GEN) | gen | at << _OFF
+            count -= 1
+            if count == 0:
+                return
+        # The last close frees the file's blocks: ≈ 16 ms for 44 MB here, off the detection thread.
+        threading.Thread(target=self._old.close, name="keywatch-spill-close", daemon=True).start()
+        self._old, self._old_end, self._old_live = None, 0, 0
 
     # --- the mapping --------------------------------------------------------------------------
     def __setitem__(self, key, value) -> None:
@@ -176,8 +207,10 @@ class SpillDict(MutableMapping):
         self._held += items or 1
         if at is None:
             self._mem[key] = value
-            return
-        self._index[key] = (self.head(value) + _BIAS) << 96 | at << _OFF | len(raw) << _LEN | items
+        else:
+            self._index[key] = (self.head(value) + _BIAS) << 96 | self._gen | at << _OFF | len(raw) << _LEN | items
+        if self._old is not None:
+            self._move(COMPACT_STEP)
 
     def __getitem__(self, key):
         packed = self._index.get(key)
@@ -205,9 +238,11 @@ class SpillDict(MutableMapping):
             self._held -= len(value) if value.__class__ is tuple else 1
             return
         self._held -= packed & 0xFFFF or 1
-        self._dead += packed >> _LEN & 0xFFFFFFFF
-        if self._dead > COMPACT_MIN and self._dead > self._end - self._dead:
-            self._compact()
+        if packed & _GEN == self._gen:
+            self._dead += packed >> _LEN & 0xFFFFFFFF
+        else:  # still in the old file: it leaves with that file
+            self._old_live -= packed >> _LEN & 0xFFFFFFFF
+        self._step()
 
     def __contains__(self, key) -> bool:
         return key in self._index or key in self._mem
@@ -239,13 +274,14 @@ class SpillDict(MutableMapping):
         return len(self._mem)
 
     def file_bytes(self) -> tuple[int, int]:
-        """(bytes in the file, of them dead)."""
-        return self._end, self._dead
+        """(bytes in the files, of them dead): the old file's too while a compaction moves values."""
+        return self._end + self._old_end, self._dead + self._old_end - self._old_live
 
-    def __del__(self) -> None:  # the file goes with its last descriptor (no ResourceWarning)
-        f = self.__dict__.get("_file")
-        if f is not None:
-            f.close()
+    def __del__(self) -> None:  # the files go with their last descriptors (no ResourceWarning)
+        for name in ("_file", "_old"):
+            f = self.__dict__.get(name)
+            if f is not None:
+                f.close()
 
     def __reduce__(self):
         return dict, (dict(self.items()),)
