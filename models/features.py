@@ -10,7 +10,7 @@ how many networks it uses at once. `settled()` says how much of that history to 
 >>> b = KeyBaseline("openai", "p")
 >>> t = 1_793_577_600_000
 >>> for i in range(600): b.learn_event(t + i * 60_000, 1, 0.01, False, False, 0.3)
->>> round(b.expected_rpm(t + 600 * 60_000), 2) > 0, round(b.settled(t + 600 * 60_000), 2)
+>>> round(b.expected(t + 600 * 60_000)[0], 2) > 0, round(b.settled(t + 600 * 60_000), 2)
 (True, 0.42)
 """
 
@@ -181,9 +181,6 @@ class KeyBaseline:
         if log_ratio is not None:
             self.log_ratio += a * (log_ratio - self.log_ratio)
 
-    def learn_conc(self, n_nets: int) -> None:
-        self.conc = max(self.conc * 0.995, float(n_nets))
-
     # --- reading -----------------------------------------------------------------------------
     def settled(self, now: int) -> float:
         """0 → brand new, 1 → enough history (a day of age and ~2 hours of active minutes)."""
@@ -192,15 +189,10 @@ class KeyBaseline:
         age = (now - self.first_ts) / (24 * HOUR_MS)
         return max(0.0, min(1.0, age)) * min(1.0, self.active_min / 120.0)
 
-    def expected_rpm(self, ts: int) -> float:
-        s = slot_of(ts)
-        base = max(self.mean_rpm, self.cur_req / 60.0 if self.slot_n[s] == 0 else 0.0)
-        v = self.slot_req[s] if self.slot_n[s] >= 1 else base
-        return max(v, 0.2 * base, 0.003)
-
     def expected(self, ts: int) -> tuple[float, float]:
-        """(`expected_rpm(ts)`, `expected_cpm(ts)`) in one call with the same arithmetic (hot path:
-        `max(a, b)` written out as `b if b > a else a`, which is what `max` returns)."""
+        """(requests, spend) per minute expected at `ts`: the hour slot's, else the key's means, at
+        least a fifth of the mean (and a floor). Written for the hot path, `max(a, b)` as `b if b > a
+        else a` (what `max` returns); tests/keytheft/test_key_memory.py holds the plain reading."""
         hour = ts // HOUR_MS
         s = hour % 24 + (24 if (hour // 24 + 3) % 7 >= 5 else 0)  # `slot_of`
         mean = self.mean_rpm
@@ -220,11 +212,6 @@ class KeyBaseline:
         if 1e-5 > cpm:
             cpm = 1e-5
         return rpm, cpm
-
-    def expected_cpm(self, ts: int) -> float:
-        s = slot_of(ts)
-        v = self.slot_cost[s] if self.slot_n[s] >= 1 else self.mean_cpm
-        return max(v, 0.2 * self.mean_cpm, 1e-5)
 
     def quiet_hour(self, ts: int) -> bool:
         """True when the key has clear working hours and `ts` is outside them."""

@@ -223,7 +223,7 @@ def close_window(self: KeyTheftDetector, st: KeyState, provider: str, key_id: st
                 if nets and min(r[1::2]) < end - 300_000:
                     nets = st.nets_active(end)
             conc = base.conc * 0.995
-            if conc < nets:  # `learn_conc`, inlined
+            if conc < nets:  # `max(conc × 0.995, nets)`: the usual networks at once, slowly forgotten
                 conc = float(nets)
             base.conc = conc
             if project is not None:

@@ -21,6 +21,7 @@ from keywatch.memtrim import HeapTrimmer
 from keywatch.settings import Settings
 from keywatch.sinks.clickhouse import second_client
 from keywatch.stream.ioclient import IoClient
+from keywatch.stream.observe import observe_batch
 from keywatch.stream.pipeline import Msg, Pipeline
 from keywatch.stream.rebalance import RebalanceHandler, _tp
 from keywatch.stream.snapfork import ForkedSnapshot, forking_supported, memory_headroom_ok, remove_stale
@@ -260,42 +261,7 @@ class Consumer(RebalanceHandler):
             log.warning("final snapshot failed: %s", exc)
 
     def _observe(self, res, msgs: list[Msg], seconds: float) -> None:
-        m, out = self.m, res.out
-        m.messages_in.inc(len(msgs))
-        n = 0
-        if out is not None:
-            for kind, evs in (("usage", out.usage), ("audit", out.audit), ("billing", out.billing)):
-                if evs:
-                    m.events_in.labels(kind).inc(len(evs))
-                    n += len(evs)
-            m.duplicates.inc(out.duplicates + res.redelivered_rows)
-            if out.late:
-                m.late_events.inc(out.late)
-                self.status.data["late_events"] = self.status.data.get("late_events", 0) + out.late
-            now = time.time()
-            for a in out.alerts:
-                m.alerts.labels(a.kind, a.severity).inc()
-                if res.oldest_ts:
-                    m.event_to_alert.observe(max(0.0, now - res.oldest_ts))
-        for d in res.dead:
-            m.events_rejected.labels(d.reason).inc()
-        m.batch_latency.observe(seconds)
-        m.batch_size.observe(n)
-        size = sum(len(x.value) for x in msgs)
-        m.batch_bytes.observe(size)
-        top = self.status.data.setdefault("largest_batch", {"messages": 0, "bytes": 0})  # batching limits at work
-        top["messages"], top["bytes"] = max(top["messages"], len(msgs)), max(top["bytes"], size)
-        for key, off in res.last.items():
-            topic, p = key.rsplit(":", 1)
-            try:
-                hw = self.app.consumer.highwater(_tp(topic, int(p)))
-                if hw is not None:
-                    m.consumer_lag.labels(topic, p).set(max(0, hw - off - 1))
-            except Exception:  # the consumer may be rebalancing; lag is best effort
-                pass
-        m.set_keys(self.pipeline.tracked_keys(), *self.pipeline.spilled())
-        waiting = self.pipeline.project_level_waiting()
-        m.project_level_waiting.set(waiting)
-        self.status.data["project_level_waiting"] = waiting
-        self.status.data["offsets"] = dict(self.pipeline.in_state)
-        self.status.batch(res, n, [a.to_contract() for a in out.alerts] if out is not None else [])
+        observe_batch(self.m, self.status, self.pipeline, self._highwater, res, msgs, seconds)
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        return self.app.consumer.highwater(_tp(topic, partition))

@@ -22,6 +22,18 @@ from .test_signals import MIN, T0, settled_core, theft_alerts, usage
 HOUR = 60 * MIN
 
 
+def _plain_expected(b, ts: int) -> tuple[float, float]:
+    """What `KeyBaseline.expected` computes, read plainly: the hour slot's rates once it has one,
+    else the key's means (requests: this hour's so far if more), at least a fifth of the mean."""
+    from keywatch.models.features import slot_of
+
+    s = slot_of(ts)
+    base = max(b.mean_rpm, b.cur_req / 60.0 if b.slot_n[s] == 0 else 0.0)
+    rpm = max(b.slot_req[s] if b.slot_n[s] >= 1 else base, 0.2 * base, 0.003)
+    cpm = max(b.slot_cost[s] if b.slot_n[s] >= 1 else b.mean_cpm, 0.2 * b.mean_cpm, 1e-5)
+    return rpm, cpm
+
+
 def test_sweep_drops_callers_cached_in_an_earlier_hour_and_detection_goes_on():
     core = settled_core(minutes=2 * 1440)
     det = core.detector("key_theft")
@@ -181,5 +193,13 @@ def test_keys_share_one_zero_hour_profile_until_they_close_an_hour():
             assert pickle.loads(pickle.dumps(fresh)).slot_n is other.slot_n
     assert fresh.slot_n is not other.slot_n and pickle.dumps(fresh) == pickle.dumps(own)
     assert [fresh.expected(t + h * HOUR) for h in range(72)] == [own.expected(t + h * HOUR) for h in range(72)]
+    # … and the hot path's arithmetic is the plain reading of the expectation, in every hour slot
+    shaped = KeyBaseline("openai", "p")  # working hours only: silent slots fall to a fifth of the mean
+    for i in range(10 * 24 * 60):
+        if 9 <= i // 60 % 24 < 17:
+            shaped.learn_event(t + i * MIN, 2 + i % 3, 0.02 * (i % 4), False, False, 0.1)
+    shaped.learn_event(t + 10 * 24 * 60 * MIN + 5 * MIN, 3, 0.5, False, False, 0.1)  # an hour under way
+    for b in (fresh, other, shaped):
+        assert [b.expected(t + h * HOUR + 7) for h in range(-2, 200)] == [_plain_expected(b, t + h * HOUR + 7) for h in range(-2, 200)]
     assert not any(other.slot_req) and not any(other.slot_cost) and not any(other.slot_n)  # never written to
     assert any(pickle.loads(pickle.dumps(fresh)).slot_n)  # a key that learned loads its own profile
