@@ -11,8 +11,9 @@ back when a key is next needed, which it was anyway (a wake unpacks the state).
 Values are `bytes` or tuples of bytes. The file is only appended to; a value replaced or
 deleted leaves dead bytes, and once they exceed both the live bytes and `COMPACT_MIN` the live
 values move to a new file, `COMPACT_STEP` of them with each later change of the mapping
-(`_move`): a pause of ≈ 1 ms at a time rather than one copy of every value (0.28 s at 100k idle
-keys, ≈ 3 s at a million). Meanwhile a value is read from whichever file its int names. A
+(`_move`): a few ms at a time (4–5 ms the longest, the change that starts it, at 100k idle
+keys) rather than one copy of every value (0.35 s; 3.6 s at a million: keywatch/bench_spill.py).
+Meanwhile a value is read from whichever file its int names. A
 forked snapshot child (stream/snapfork.py) holds the index as it was at the fork and its own
 descriptors of both files as they were: the parent's appends come after every offset the child
 knows, and a compaction's new file is not the child's.
