@@ -9,7 +9,7 @@ theft's sweep) the caller caches start again — an active caller is looked up a
 state, a model name): an address only these caches held goes. Detection does not change: every
 one of these is a cache (tests/core/test_cache_transparency.py).
 
-A cache of fewer than `DROP_MIN` entries is kept (since session 27): it holds ≲ 5 MB, and
+A cache of fewer than `DROP_MIN` entries is kept (since session 27): it holds ≲ 0.5 MB, and
 dropping it costs a re-lookup of each of its callers still active, which a backlog, running
 through an hour of event time in seconds, paid every few seconds (≈ 2 % of its CPU).
 
@@ -28,7 +28,7 @@ from keywatch.models import events, keytheft_identity, netnovelty
 # A shared value held by nothing else has, in `drop_unused`'s list comprehension, these
 # references: its dict entry's key and value, the list copy, the loop variable, the call's argument.
 _CACHE_REFS = 5
-DROP_MIN = 10_000  # entries: a smaller cache is kept (an entry ≈ 0.1–0.5 KB)
+DROP_MIN = 1_000  # entries: a smaller cache is kept (an entry ≈ 0.1–0.5 KB)
 _last_hour = -1
 
 
