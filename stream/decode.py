@@ -22,7 +22,7 @@ from typing import Union
 import msgspec
 
 from keywatch.models.events import Event, share_text
-from keywatch.stream.scrub import _SECRET_TEXT, _may_hold_secret, fingerprint, looks_like_secret, scrub_bytes, scrub_text
+from keywatch.stream.scrub import SECRET_IN_TEXT, may_hold_secret, fingerprint, looks_like_secret, scrub_bytes, scrub_text
 
 __all__ = ["DeadLetter", "EventDecoder", "Origin", "Reason", "fingerprint", "looks_like_secret", "scrub_bytes", "scrub_text"]
 
@@ -203,12 +203,12 @@ class EventDecoder:
                     e.key_id = fingerprint(e.key_id, key)
         # A secret inside any other text field (a user agent carrying a bearer token, an error
         # code echoing a key): one scan of the raw message decides whether fields need a look.
-        if _may_hold_secret(data):
+        if may_hold_secret(data):
             self.scrubbed += 1  # (maybe: fields may have changed, and grown past their schema bounds)
             for e in kept:
                 for name in e.__struct_fields__:
                     v = getattr(e, name)
-                    if v.__class__ is str and _SECRET_TEXT.search(v):
+                    if v.__class__ is str and SECRET_IN_TEXT.search(v):
                         setattr(e, name, scrub_text(v, key))
         share_text(kept)  # after scrubbing: a secret is never kept in the shared strings
         return kept, dead

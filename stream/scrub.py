@@ -2,7 +2,7 @@
 
 A key id that is itself a secret (`looks_like_secret`) becomes its `fingerprint`; a secret inside
 free text (user agents, principals, error codes, dead-letter payloads) is replaced in place
-(`scrub_text`, `scrub_bytes`). The decoder (stream/decode.py) asks `_may_hold_secret` first, on
+(`scrub_text`, `scrub_bytes`). The decoder (stream/decode.py) asks `may_hold_secret` first, on
 the whole message, so that the regexes run only on messages that may need them.
 """
 
@@ -28,7 +28,7 @@ _IN_TEXT = (
     r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[0-9])(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
     r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
 )
-_SECRET_TEXT = re.compile(_IN_TEXT)
+SECRET_IN_TEXT = re.compile(_IN_TEXT)
 _SECRET_BYTES = re.compile(_IN_TEXT.encode())
 # Fast pre-check on a whole message (the regex above costs as much as decoding it): the fixed
 # prefixes, a 40-character run of base64 characters, or any JSON escape (it could hide either).
@@ -42,12 +42,12 @@ _NOT_PREFIX_BYTE = bytes(c for c in range(256) if c not in b"\\ABIJKSaeryz")
 _FIND_SK, *_FIND_FEW = (re.compile(p).search for p in (b"sk-", b"eyJ", b"AIza", b"ABSK", b"Bearer"))
 
 
-def _may_hold_secret(data: bytes) -> bool:
+def may_hold_secret(data: bytes) -> bool:
     """Could a string field of this message hold a secret? (True when unsure.)
 
-    >>> [_may_hold_secret(m) for m in (b'{"a":"sk-x"}', b'{"ua":"x Bearer y"}', b'{"a":"\\\\/"}', b'{"a":"b"}')]
+    >>> [may_hold_secret(m) for m in (b'{"a":"sk-x"}', b'{"ua":"x Bearer y"}', b'{"a":"\\\\/"}', b'{"a":"b"}')]
     [True, True, True, False]
-    >>> _may_hold_secret(b'{"a":"' + b"Ab1" * 14 + b'"}'), _may_hold_secret(b'{"a":"A B e r e r"}')
+    >>> may_hold_secret(b'{"a":"' + b"Ab1" * 14 + b'"}'), may_hold_secret(b'{"a":"A B e r e r"}')
     (True, False)
     """
     if _FIND_SK(data):
@@ -75,7 +75,7 @@ def scrub_text(text: str, key: bytes) -> str:
     >>> scrub_text("curl/8 Bearer abcdefghijklmnopqrstuvwxyz", b"k")[:10]
     'curl/8 kh_'
     """
-    return _SECRET_TEXT.sub(lambda m: fingerprint(m.group(0), key), text) if _SECRET_TEXT.search(text) else text
+    return SECRET_IN_TEXT.sub(lambda m: fingerprint(m.group(0), key), text) if SECRET_IN_TEXT.search(text) else text
 
 
 def scrub_bytes(data: bytes, key: bytes) -> bytes:
