@@ -32,20 +32,19 @@ def _churn(values: int, size: int, step: int, compact_min: int, seed: int) -> di
             d = spill.SpillDict(len, directory=td)
             for k in range(values):
                 d[k] = blob
-            longest, compacting, compactions, changes, clock = 0.0, 0.0, 0, 0, time.perf_counter
+            longest, compacting, changes, clock = 0.0, 0.0, 0, time.perf_counter
             started = clock()
-            while compactions < 2:
+            while d.compactions < 2:
                 k = rng.randrange(values)
-                old_file, moving = d._file, d._old is not None
+                before, moving = d.compactions, d.compacting
                 t = clock()
                 d[k] = blob  # a replacement: a delete (dead bytes), then an append
                 took = clock() - t
                 longest = took if took > longest else longest
-                if moving or d._file is not old_file:  # a change that started or moved a compaction
+                if moving or d.compactions != before:  # a change that started or moved a compaction
                     compacting = took if took > compacting else compacting
-                compactions += d._file is not old_file
                 changes += 1
-            total = clock() - started
+            total, compactions = clock() - started, d.compactions
             assert all(d[k] == blob for k in range(0, values, max(1, values // 1000)))
     finally:
         spill.COMPACT_STEP, spill.COMPACT_MIN = saved

@@ -10,20 +10,16 @@ back when a key is next needed, which it was anyway (a wake unpacks the state).
 
 Values are `bytes` or tuples of bytes. The file is only appended to; a value replaced or
 deleted leaves dead bytes, and once they exceed both the live bytes and `COMPACT_MIN` the live
-values move to a new file, `COMPACT_STEP` of them with each later change of the mapping
-(`_move`): a few ms at a time (4–5 ms the longest, the change that starts it, at 100k idle
-keys) rather than one copy of every value (0.35 s; 3.6 s at a million: keywatch/bench_spill.py).
-Meanwhile a value is read from whichever file its int names. A
-forked snapshot child (stream/snapfork.py) holds the index as it was at the fork and its own
-descriptors of both files as they were: the parent's appends come after every offset the child
-knows, and a compaction's new file is not the child's.
+values move to a new file, `COMPACT_STEP` with each later change (`_move`): 4–5 ms the longest
+pause at 100k idle keys, not one copy of all (0.35 s; 3.6 s at a million: keywatch/bench_spill.py).
+Meanwhile a value is read from whichever file its int names. A forked snapshot child
+(stream/snapfork.py) holds the index as it was at the fork and its own descriptors of both files:
+the parent only appends, and a compaction's new file is not the child's.
 
 Where: `configure` (from `KEYWATCH_IDLE_SPILL_DIR`; by default the system's temporary
-directory, which should be on disk, not tmpfs); `"memory"` keeps values in memory as plain
-bytes. A file that cannot be created or written (a full disk) is logged once and the values
-stay in memory: detection goes on as it would without the file.
-
-A `SpillDict` pickles as a plain dict (snapshots read by older code, and by this one, alike).
+directory, which should be on disk, not tmpfs); `"memory"` keeps values in memory. A file that
+cannot be created or written (a full disk) is logged once and the values stay in memory. A
+`SpillDict` pickles as a plain dict (snapshots read by older code, and by this one, alike).
 
 >>> d = SpillDict(len)                         # head: here a value's length
 >>> d["a"] = b"state"; d["b"] = (b"x" * 9, b"y")
@@ -117,9 +113,9 @@ class SpillDict(MutableMapping):
         self._dead = 0  # bytes of replaced and deleted values
         self._held = 0  # items of all values (`items_held`)
         self._gen = 0  # the file bit of values in `_file` (0 or `_GEN`)
-        self._old = None  # while compacting: the file the values move from
-        self._moving: list = []  # keys still to move (some gone or moved already)
-        self._old_end = self._old_live = 0  # the old file's length and live bytes
+        # While compacting: the file the values move from, the keys still to move (some gone or
+        # moved already), the old file's length and live bytes; and how many compactions started.
+        self._old, self._moving, self._old_end, self._old_live, self.compactions = None, [], 0, 0, 0
         self.update(items)
 
     # --- the file -----------------------------------------------------------------------------
@@ -171,6 +167,7 @@ class SpillDict(MutableMapping):
             self._old, self._old_end, self._old_live = self._file, self._end, self._end - self._dead
             self._file, self._end, self._dead = None, 0, 0
             self._gen ^= _GEN  # every value now names the old file
+            self.compactions += 1
             self._moving = list(self._index)
             self._move(COMPACT_STEP)
 
@@ -255,9 +252,6 @@ class SpillDict(MutableMapping):
     def __len__(self) -> int:
         return len(self._index) + len(self._mem)
 
-    def __bool__(self) -> bool:
-        return bool(self._index) or bool(self._mem)
-
     # --- what the detectors read without the file ---------------------------------------------
     def heads(self) -> Iterator[tuple[Any, int]]:
         """(key, head) of every key, from memory."""
@@ -269,6 +263,11 @@ class SpillDict(MutableMapping):
     def items_held(self) -> int:
         """Items of all values: a tuple counts its length, bytes one."""
         return self._held
+
+    @property
+    def compacting(self) -> bool:
+        """Are values moving to a new file (`_move`)?"""
+        return self._old is not None
 
     def in_memory(self) -> int:
         """Keys whose value is held in memory ("memory", or the file failed)."""

@@ -74,18 +74,18 @@ def test_a_compaction_moves_a_few_values_per_change_and_reads_both_files_meanwhi
     started = finished = 0
     for step in range(6_000):
         k = f"k{rng.randrange(300)}"
-        before, was_old = _in_old_file(d), d._old is not None
+        before, was_old = _in_old_file(d), d.compacting
         if rng.random() < 0.2 and k in ref:
             assert d.pop(k) == ref.pop(k)
         else:
             d[k] = ref[k] = _value(rng, step)
         now = _in_old_file(d)
-        if not was_old and d._old is not None:
+        if not was_old and d.compacting:
             started += 1
             assert now >= len(d) - 2 * 7 - 1  # started: nearly every value still in the old file
         elif was_old:
             assert before - now <= 2 * 7 + 1  # a replacement is a delete and a set: two steps
-            finished += d._old is None
+            finished += not d.compacting
         if step % 97 == 0:
             assert dict(d.items()) == ref and d.items_held() == sum(map(_count, ref.values()))
             end, dead = d.file_bytes()
@@ -100,7 +100,7 @@ def test_all_at_once_is_the_step_0(tmp_path, monkeypatch):
     d = SpillDict(len, directory=str(tmp_path))
     for i in range(200):
         d[i % 20] = bytes([i]) * 100
-        assert d._old is None and _in_old_file(d) == 0
+        assert not d.compacting and _in_old_file(d) == 0
     assert d.file_bytes()[0] < 200 * 100 and dict(d.items()) == {i: bytes([180 + i]) * 100 for i in range(20)}
 
 
@@ -115,9 +115,9 @@ def test_a_forked_child_reads_the_state_at_its_fork(tmp_path, monkeypatch):
         d[f"k{i}"] = _value(rng, i)
     for i in range(5_000):  # until a compaction is under way: values in both files at the fork
         d[f"k{i % 500}"] = _value(rng, 600 + i)
-        if d._old is not None and 100 < _in_old_file(d) < len(d) - 100:
+        if d.compacting and 100 < _in_old_file(d) < len(d) - 100:
             break
-    assert d._old is not None
+    assert d.compacting
     at_fork = dict(d.items())
     go_r, go_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -131,14 +131,12 @@ def test_a_forked_child_reads_the_state_at_its_fork(tmp_path, monkeypatch):
     os.close(go_r)
     os.close(out_w)
     try:
-        old, compactions = d._old, 0
+        started = d.compactions
         for i in range(1_500):
             d[f"k{i % 500}"] = _value(rng, 1_000 + i)
             if i % 3 == 0:
                 del d[f"k{i % 500}"]
-            compactions += d._old is not old and d._old is not None
-            old = d._old
-        compacted = compactions >= 1  # another began: the one under way at the fork ended, its file closed
+        compacted = d.compactions > started  # another began: the one under way at the fork ended, its file closed
     finally:  # the child reads now, whatever happened here
         os.write(go_w, b"x")
         os.close(go_w)
