@@ -254,7 +254,7 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
     env = {**os.environ, "KEYWATCH_DATA_DIR": str(data_dir)}
 
     def child(call: str, **more: str) -> dict:  # `keywatch.<call>` in a child process, its JSON result
-        code = f"import json; from keywatch import bench_core, bench_memory, bench_spill; print(json.dumps({call}))"
+        code = f"import json; from keywatch import bench_core, bench_memory, bench_spill, bench_window; print(json.dumps({call}))"
         out = subprocess.run([sys.executable, "-c", code], env={**env, **more}, capture_output=True, check=True, timeout=1800)
         return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
@@ -271,11 +271,12 @@ def run_core_figures(data_dir: Path, *, state_keys: int, replay_keys: int, repla
         idle["in_memory"] = child(f"bench_memory.resident_idle({idle_keys}, {idle_waves})", KEYWATCH_IDLE_SPILL_DIR="memory")
     gateway = child(f"bench_memory.resident_gateway({gateway_keys})") if gateway_keys else {}
     spill = child(f"bench_spill.spill_pause({idle_keys})") if idle_keys else {}  # as many values as idle keys
+    window = child("bench_window.window_report()") if busy_keys else {}  # a project's spend series over days
     syn, rep = r["state"]["synthetic"], r["throughput"]["all_detectors"]
     return {"state_keys": syn["keys"], "bytes_per_key": syn["bytes_per_key"], "core_bytes": syn["core_bytes"],
             "peak_rss_mb": r["peak_rss_mb"], "resident_bytes_per_key": resident["resident_bytes_per_key"],
             "resident_mb": resident["resident_mb"], "dedupe_window_mb": resident.get("dedupe_window_mb"),
-            "untrimmed_bytes_per_key": resident.get("untrimmed_bytes_per_key"), "busy": busy, "idle": idle, "gateway": gateway, "spill": spill, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
+            "untrimmed_bytes_per_key": resident.get("untrimmed_bytes_per_key"), "busy": busy, "idle": idle, "gateway": gateway, "spill": spill, "window": window, "replay_events": rep["events"], "replay_seconds": rep["seconds"],
             "replay_events_per_s": rep["events_per_s"], "replay_repeat": repeat,
             "replay_reader_process": r["throughput"].get("reader_process", False),
             "replay_split": r["throughput"].get("split", False),
