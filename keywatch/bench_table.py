@@ -74,12 +74,13 @@ def print_table(r: dict, console: Console) -> None:
     if (so := bz.get("solo", {})).get("resident_bytes_per_key"):
         t.add_row("… busy keys, one per project", f"{so['resident_bytes_per_key']:,.0f} B",
                   f"the same {so['keys']:,} keys, each alone in its project: a key carries its project's state" + _untrimmed(so))
-    if (wz := c.get("window", {})).get("alternating"):
-        alt, noisy = wz["alternating"], wz["noisy"]["3.5 days"]
+    if (wz := c.get("window", {})).get("alternating_exact"):
+        alt, ex = wz["alternating"], wz["alternating_exact"]
         t.add_row("… a project's spend series, window maxima", f"{alt['3.5 days']['pool_kb']:,.1f} KB",
-                  f"at 3.5 days of two values in turn ({alt['2.5 hours']['pool_kb']:,.1f} KB at 2.5 hours, as in the row above; "
-                  f"{alt['1 day']['pool_kb']:,.1f} KB at 1 day); noisy daily cycle {noisy['pool_kb']:,.1f} KB; "
-                  f"at most {wz['worst_case_pool_kb']:,.0f} KB (keywatch/bench_window.py)")
+                  f"at 3.5 days of two values in turn, in blocks of {wz['block']} rows; a row each (exact, until session 28): "
+                  f"{ex['3.5 days']['pool_kb']:,.1f} KB ({ex['2.5 hours']['pool_kb']:,.1f} KB at 2.5 hours, as in the row above); "
+                  f"noisy daily cycle {wz['noisy']['3.5 days']['pool_kb']:,.1f} KB (exact {wz['noisy_exact']['3.5 days']['pool_kb']:,.1f}); "
+                  f"at most {wz['worst_case_pool_kb']:,.0f} KB (exact {wz['exact_worst_case_pool_kb']:,.0f}; keywatch/bench_window.py)")
     if (iz := c.get("idle", {})).get("resident_bytes_per_key"):
         t.add_row("… mostly idle keys", f"{iz['resident_bytes_per_key']:,.0f} B", f"{iz['keys']:,} keys in {iz['waves']} waves 70 minutes "
                   f"apart, all but the last wave idle (packed, {iz.get('spilled_bytes_per_key', 0):,.0f} B a key on disk); "

@@ -18,6 +18,11 @@ Design (all features are scale-free: divided by running robust spreads):
    far a smoothed surprise exceeds its own maximum over the previous `memory` rows (a "new
    record": scale- and tail-free, so noisy series do not fire all the time), kept only when it
    is also ≥ `min_sigma` (3.2) σ above its running mean. The evidence is the max over the 10 records.
+   The maximum is kept per block of `block` (32) rows: a monotone deque of (last row, max) per
+   complete block, plus the current block's max so far. A block counts while any of its rows
+   is in the window, so the window reaches back `memory` rows and up to `block` − 1 more, and a
+   record holds at most ⌈memory / block⌉ + 1 entries: ≤ 19 KB a series, where one entry per
+   row (until session 28) kept up to 600 KB while a smoothed surprise fell for days.
 3. Refractory post-processing: after a detection, for `refractory` rows only evidence stronger
    than that detection's is reported (one alert per episode; NAB rewards the earliest detection
    in a window and charges for every later one).
@@ -41,44 +46,83 @@ import math
 from collections import deque
 
 DAY_MS = 86_400_000
+# Rows per block of the sliding-window maxima (see the module): the window holds at most
+# ⌈memory / BLOCK⌉ + 1 entries per record, whatever the series.
+BLOCK = 32
+
+
+def block_size(block: int, memory: int) -> int:
+    """The block length used with `memory`: at most half of it, so the newest complete block
+    is always inside the window (`UnivariateBank` folds it in a block's time)."""
+    return max(1, min(block, memory // 2))
 
 
 class _Record:
-    """Smoothed surprise → how far it beats its own max over the previous `memory` rows."""
+    """Smoothed surprise → how far it beats its own max over the previous `memory` rows, kept
+    per block of `block` rows (see the module)."""
 
-    __slots__ = ("a_short", "memory", "warmup", "min_sigma", "short", "mu", "var", "n", "top")
+    __slots__ = ("a_short", "memory", "warmup", "min_sigma", "short", "mu", "var", "n", "top", "block", "bmax")
 
-    def __init__(self, short_n: float, memory: int, warmup: int, min_sigma: float) -> None:
+    def __init__(self, short_n: float, memory: int, warmup: int, min_sigma: float, block: int = BLOCK) -> None:
         self.a_short, self.memory, self.warmup, self.min_sigma = 1.0 / short_n, memory, warmup, min_sigma
         self.short = self.mu = self.var = 0.0
         self.n = 0
-        self.top: deque = deque()  # (row, value), values decreasing: sliding-window maximum
+        # (last row of a block, its max), values decreasing: the blocks' sliding-window maximum
+        self.top: deque = deque()
+        self.block = block
+        self.bmax = -math.inf  # the max of the current block so far
+
+    def __setstate__(self, state) -> None:  # pickles from before blocks: every entry its own row's
+        slots = state[1] if isinstance(state, tuple) else state
+        self.bmax = -math.inf
+        for k, v in slots.items():
+            setattr(self, k, v)
+        if "block" not in slots:
+            self.block = block_size(BLOCK, self.memory)
+
+    def window_max(self, n: int) -> float:
+        """The max over the blocks with a row in the window (−inf: none), older ones dropped."""
+        top = self.top
+        while top and top[0][0] <= n - self.memory:
+            top.popleft()
+        return max(top[0][1], self.bmax) if top else self.bmax
 
     def step(self, r: float) -> float:
         self.short += self.a_short * (r - self.short)
-        s, n, top = self.short, self.n, self.top
-        while top and top[0][0] <= n - self.memory:
-            top.popleft()
-        out = s - top[0][1] if top and n > self.warmup else 0.0
+        s, n = self.short, self.n
+        m = self.window_max(n)
+        out = s - m if m > -math.inf and n > self.warmup else 0.0
         d = s - self.mu
         if out > 0 and d * d < self.min_sigma * self.min_sigma * self.var:
             out = 0.0  # a record within the usual spread is not evidence
         a = max(1.0 / (n + 1), 1.0 / self.memory)
         self.mu += a * d
         self.var += a * (d * d - self.var)
-        while top and top[-1][1] <= s:
-            top.pop()
-        top.append((n, s))
+        self.push(n, s)
         self.n = n + 1
         return max(out, 0.0)
+
+    def push(self, n: int, s: float) -> None:
+        """Row n's value into the current block; at the block's last row, the block's max into
+        the deque (entries it beats leave from the back)."""
+        bmax = s if s > self.bmax else self.bmax
+        if (n + 1) % self.block:
+            self.bmax = bmax
+            return
+        top = self.top
+        while top and top[-1][1] <= bmax:
+            top.pop()
+        top.append((n, bmax))
+        self.bmax = -math.inf
 
 
 class UnivariateAnomalyScorer:
     def __init__(self, a_level: float = 0.001, a_step: float = 0.01, short_n: float = 5.0, memory: int = 5000,
                  refractory: int = 120, warmup: int = 100, tod_bins: int = 48, a_tod: float = 0.05,
-                 min_sigma: float = 3.2, long_n: float = 15.0) -> None:
+                 min_sigma: float = 3.2, long_n: float = 15.0, block: int = BLOCK) -> None:
         self.a_level, self.a_step, self.a_tod, self.refractory = a_level, a_step, a_tod, refractory
-        self.cal = [_Record(sn, memory, warmup, min_sigma) for sn in (short_n, long_n) for _ in range(5)]
+        block = block_size(block, memory)
+        self.cal = [_Record(sn, memory, warmup, min_sigma, block) for sn in (short_n, long_n) for _ in range(5)]
         self.nb = tod_bins
         self.tod_mu, self.tod_dev, self.tod_n = [0.0] * tod_bins, [0.0] * tod_bins, [0] * tod_bins
         self.n = 0
@@ -126,12 +170,13 @@ class UnivariateAnomalyScorer:
         # the per-row constants are computed once (again only if a record's count differs).
         cal = self.cal
         c0 = cal[0]
-        mem, warmup = c0.memory, c0.warmup
+        mem, warmup, block = c0.memory, c0.warmup, c0.block
         ms2 = c0.min_sigma * c0.min_sigma
         e = 0.0
         cn = lim = -1
         a = 0.0
-        warm = False
+        warm = ends = False
+        ninf = -math.inf
         for c, ri in zip(cal, r + r):
             short = c.short
             s = short + c.a_short * (ri - short)
@@ -141,13 +186,14 @@ class UnivariateAnomalyScorer:
                 lim = cn - mem
                 a = 1.0 / (cn + 1) if cn + 1 < mem else 1.0 / mem
                 warm = cn > warmup
-            top = c.top
-            if top:
+                ends = (cn + 1) % block == 0
+            top, bmax = c.top, c.bmax
+            if top:  # `_Record.window_max`
                 while top and top[0][0] <= lim:
                     top.popleft()
-                out = s - top[0][1] if top and warm else 0.0
-            else:
-                out = 0.0
+                if top and top[0][1] > bmax:
+                    bmax = top[0][1]
+            out = s - bmax if warm and bmax > ninf else 0.0
             mu = c.mu
             d = s - mu
             var = c.var
@@ -155,9 +201,15 @@ class UnivariateAnomalyScorer:
                 out = 0.0  # a record within the usual spread is not evidence
             c.mu = mu + a * d
             c.var = var + a * (d * d - var)
-            while top and top[-1][1] <= s:
-                top.pop()
-            top.append((cn, s))
+            bmax = c.bmax  # `_Record.push`
+            if s > bmax:
+                bmax = s
+            if ends:
+                while top and top[-1][1] <= bmax:
+                    top.pop()
+                top.append((cn, bmax))
+                bmax = ninf
+            c.bmax = bmax
             c.n = cn + 1
             if out > e:
                 e = out

@@ -7,21 +7,22 @@ with exactly the scorer's float arithmetic (same operations in the same order, e
 `math.log`/`math.log1p`/`math.exp` where the scorer calls them: numpy's SIMD versions differ in
 the last bit), so every row gives bit-identical values to an independent scorer on its series.
 
-The sliding-window maximum of each record (the max of its smoothed surprise over the previous
-`memory` rows, a monotone deque in the scorer) is split in two so that a step is a few
-elementwise operations:
+The sliding-window maximum of each record (the max of its smoothed surprise over the blocks of
+`block` rows with a row among the previous `memory`: the scorer's `_Record`) is kept in three
+parts, so that a step is a few elementwise operations:
 
-- the values since the last fold (at most `block`) sit in a per-record block, with their
-  running max (`BMAX`);
-- the older values are kept as the scorer's monotone deque would keep them (the same (row,
-  value) entries), in a flat pool (`univariate_window`), with each deque's front (its max and
-  that max's row: `FV`, `FR`) mirrored beside the record.
+- the current block's running max (`BMAX`), pushed at the block's last row (by the row's own
+  count, as the scorer does) into
+- `PV`, `PR`: that completed block's (max, last row), until the next fold, every `block` calls
+  (a row completes at most one block meanwhile), pushes it into
+- its deque of older blocks, kept as the scorer's monotone deque keeps them (the same (last row,
+  max) entries), in a flat pool (`univariate_window`), with each deque's front (`FV`, `FR`)
+  mirrored beside the record.
 
-The window max is max(front, block max): every block value is inside the window. The pool is
-touched only when a front leaves the window (rare: a max held for `memory` rows) and every
-`block` steps, when all blocks are pushed into their deques in one numpy pass. Memory stays what
-the deques hold (no `memory`-long ring buffer per record). Snapshots and conversions to and from
-single scorers: `univariate_state`.
+The window max is max(front, PV, BMAX). The pool is touched only when a front leaves the window
+(rare) and at the folds, one numpy pass each. Memory is what the deques hold: at most
+⌈memory / block⌉ + 1 entries a record. Snapshots and conversions to and from single scorers:
+`univariate_state`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import math
 import numpy as np
 
 from keywatch.models.rowbank import RowBank
+from keywatch.models.univariate import BLOCK, block_size
 from keywatch.models.univariate_state import BankState
 from keywatch.models.univariate_window import WindowPool
 
@@ -39,14 +41,12 @@ DAY_MS = 86_400_000
 # are kept as float64 too: exact below 2**53, and `1.0 / (n + 1)` is the same number either way.
 PREV, MEAN, DEV, SDEV, VOL, SLOW, PEAK, EVID, N, LAST_PEAK, HAS_SLOW = range(11)
 # Planes of the per-record matrix `rec` (rows × planes × 10 records): EWMA, running mean and
-# variance, the old deque's front value and row, the block's running max.
-SHORT, MU, VAR, FV, FR, BMAX = range(6)
+# variance, the deque's front value and row, the current block's running max, and the last
+# complete block's (max, last row) until the next fold pushes it into the deque (−inf, inf: none).
+SHORT, MU, VAR, FV, FR, BMAX, PV, PR = range(8)
+STORED_PLANES = 6  # SHORT … BMAX: what a snapshot holds (it folds the pending block first)
 # Planes of the time-of-day profile `tod` (rows × planes × bins).
 TMU, TDEV, TCNT = range(3)
-# Values per record between folds. A block is 10 × BLOCK float64 per row, the largest part of a
-# project's row at 128 (10 KB); at 32 it is 2.5 KB, and folding four times as often costs no more
-# per step (10k rows: 7.8 ms a step against 8.1 at 128; at 16, 9.5 ms).
-BLOCK = 32
 
 
 class UnivariateBank(BankState, WindowPool, RowBank):
@@ -77,8 +77,7 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         # scorer's `cal` list); 1.0 / n exactly as `_Record` computes it.
         self.a_short = np.array([1.0 / short_n] * 5 + [1.0 / long_n] * 5)
         self._rates = np.array([a_level, a_step])  # minimum learning rates of level and step size
-        # Block values must all lie inside the window (rows n − memory + 1 … n − 1).
-        self.block = max(1, min(block, memory))
+        self.block = block_size(block, memory)  # the scorer's, and the period of the folds
         self.n = 0  # rows allocated (high-water mark)
         self.clock = 0  # step calls (blocks are folded every `block` calls)
         self.free: list[int] = []
@@ -86,9 +85,8 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         self._alloc(capacity)
 
     def _alloc(self, cap: int) -> None:
-        for name, shape in (("f", (11,)), ("rec", (6, 10)), ("tod", (3, self.nb))):
+        for name, shape in (("f", (11,)), ("rec", (8, 10)), ("tod", (3, self.nb))):
             self._grow(name, (cap, *shape))
-        self._grow("blk", (cap, 10, self.block), fill=-np.inf)
         for name in ("dq_start", "dq_len"):  # each (row, record)'s deque segment in the pool
             self._grow(name, (cap, 10), np.int64)
         self.cap = cap
@@ -99,16 +97,15 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         self.f[r] = 0.0
         self.f[r, LAST_PEAK] = -(10 ** 9)
         self.rec[r] = 0.0
-        self.rec[r, [FV, BMAX]] = -np.inf  # nothing seen yet
-        self.rec[r, FR] = np.inf  # an empty deque never expires
+        self.rec[r, [FV, BMAX, PV]] = -np.inf  # nothing seen yet
+        self.rec[r, [FR, PR]] = np.inf  # an empty deque never expires
         self.tod[r] = 0.0
         self.dq_len[r] = 0
-        self.blk[r] = -np.inf
         return r
 
     def remove(self, r: int) -> None:
         self.dq_len[r] = 0  # nothing to fold: its pool entries go at the next fold
-        self.blk[r] = -np.inf
+        self.rec[r, PV] = -np.inf
         self.free.append(r)
 
     def recent_peak(self, r: int) -> float:
@@ -171,8 +168,9 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         F[EVID] = e
         F[N] = n + 1
         self.f[idx] = F.T
-        # Every `block` calls all blocks are pushed into the deques together (a row steps at
-        # most once a call, so a block never overflows): one numpy pass per `block` calls.
+        # Every `block` calls the complete blocks are pushed into the deques together (a row
+        # steps at most once a call, so it completes at most one block meanwhile): one numpy
+        # pass per `block` calls.
         self.clock += 1
         if self.clock % self.block == 0:
             self._fold()
@@ -245,6 +243,11 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         """The 10 `_Record.step`s of each row: its calibrated evidence (≥ 0). `idx`: the rows (or
         a slice of all of them), `rows`: the same as row numbers; r10: log1p of the 5 features,
         twice (records 0-4 and 5-9 smooth the same features), (10, rows)."""
+        B = self.block
+        ends = (n + 1) % B == 0  # rows whose block this value completes (n: rows before it)
+        any_end = bool(np.count_nonzero(ends))
+        if any_end and np.count_nonzero(self.rec[rows[ends], PR, 0] < np.inf):
+            self._fold()  # a completed block not yet pushed (not the usual calls): push it first
         R = np.ascontiguousarray(self.rec[idx].transpose(1, 2, 0))  # planes × records × rows
         m = R.shape[2]
         s = R[SHORT]  # updated in place
@@ -253,7 +256,9 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         gone = R[FR] <= lim
         if np.count_nonzero(gone):
             self._expire(rows, lim, gone.T, R.transpose(2, 0, 1))
-        top = np.maximum(R[FV], R[BMAX])  # the window max (−inf: nothing in the window)
+        # The window max (−inf: nothing in the window): the deque's front, the completed block
+        # not yet in it, the current block.
+        top = np.maximum(np.maximum(R[FV], R[PV]), R[BMAX])
         out = s - top
         # With memory ≥ 2 the previous value is always in the window, so once past warmup every
         # row has a max (the scorer's `top` is non-empty) and no row needs masking.
@@ -272,8 +277,8 @@ class UnivariateBank(BankState, WindowPool, RowBank):
         mu += a * d
         var += a * (dd - var)
         np.maximum(R[BMAX], s, out=R[BMAX])
-        # Block slot = calls since the last fold, the same for every row (unfilled slots: −inf).
-        self.blk[idx, :, self.clock % self.block] = s.T
+        if any_end:  # completed blocks wait in PV, PR for the next fold
+            R[PV][:, ends], R[PR][:, ends], R[BMAX][:, ends] = R[BMAX][:, ends], n[ends], -np.inf
         self.rec[idx] = R.transpose(2, 0, 1)
         mx = out.max(axis=0)
         return np.where(mx > 0, mx, 0.0)

@@ -2,9 +2,11 @@
 row to or from a single `UnivariateAnomalyScorer` (old detector snapshots held one scorer per
 series; tests compare rows with scorers).
 
-Pickles hold rows in use only, zlib-compressed, and each record's deque with its block pushed in,
-as (age, value) pairs (ages are below `memory`, so 4 bytes): about what the scorer's own deques
-took, and no spare capacity.
+Pickles hold rows in use only, zlib-compressed, and each record's deque with its completed block
+pushed in, as (age, value) pairs (ages are below `memory` + `block`, so 4 bytes): what the
+scorer's own deques take, and no spare capacity. The record planes are stored up to the current
+block's max (`STORED_PLANES`), the layout of session 27's snapshots, which load here (their
+deques hold an entry per row, which the window reads as one-row blocks), as these load there.
 
 >>> import pickle
 >>> import numpy as np
@@ -29,8 +31,8 @@ import numpy as np
 from keywatch.models.univariate import UnivariateAnomalyScorer
 
 _ARRAYS = ("f", "rec", "tod")
-_POOL = ("blk", "dq_start", "dq_len", "dq_rows", "dq_vals")
-_PARAMS = ("a_level", "a_step", "short_n", "memory", "refractory", "warmup", "a_tod", "min_sigma", "long_n")
+_POOL = ("dq_start", "dq_len", "dq_rows", "dq_vals")
+_PARAMS = ("a_level", "a_step", "short_n", "memory", "refractory", "warmup", "a_tod", "min_sigma", "long_n", "block")
 
 
 def _pack(a: np.ndarray) -> tuple:
@@ -51,30 +53,38 @@ class BankState:
         return {k: getattr(self, k) for k in _PARAMS} | {"tod_bins": self.nb}
 
     def __getstate__(self) -> dict:
-        """Blocks are pushed into the deques on the way out, so a snapshot holds no block."""
-        from keywatch.models.univariate_bank import N
+        """Completed blocks are pushed into the deques on the way out: a snapshot holds none
+        pending, and the current block's max (`BMAX`) as it is."""
+        from keywatch.models.univariate_bank import N, STORED_PLANES
 
         n = self.n
         st = {k: v for k, v in vars(self).items() if k not in _ARRAYS + _POOL}
-        st["_packed"] = {k: _pack(getattr(self, k)[:n]) for k in _ARRAYS}
+        st["_packed"] = {k: _pack(getattr(self, k)[:n, :STORED_PLANES] if k == "rec" else getattr(self, k)[:n])
+                         for k in _ARRAYS}
+        st["_bmax_kept"] = True  # session 27's snapshots pushed the current block into the deques
         rows, vals, lens = self._folded()
         now = np.repeat(self.f[:n, N].astype(np.int64), lens.sum(axis=1))
         st["_pool"] = (_pack(lens.astype(np.int32)), _pack((now - rows).astype(np.int32)), _pack(vals))
         return st
 
     def __setstate__(self, st: dict) -> None:
-        from keywatch.models.univariate_bank import BLOCK, N
+        from keywatch.models.univariate_bank import BLOCK, BMAX, N, STORED_PLANES, block_size
 
         packed, (lens, ages, vals) = st.pop("_packed"), st.pop("_pool")
+        kept = st.pop("_bmax_kept", False)
         self.__dict__.update(st)
-        # A snapshot holds no block (above), so blocks can be smaller from here on: older
-        # snapshots' 128-value blocks load as today's (`BLOCK`), ≈ 7.5 KB less per row.
-        self.block = min(self.block, BLOCK)
+        # Older snapshots' 128-value blocks load as today's (`BLOCK`).
+        self.block = block_size(min(self.block, BLOCK), self.memory)
         n, cap = self.n, self.cap
         self._pool_init()
         self._alloc(cap)
         for k, p in packed.items():
-            getattr(self, k)[:n] = _unpack(p)
+            if k == "rec":
+                self.rec[:n, :STORED_PLANES] = _unpack(p)
+                if not kept:  # session 27's: its block's values are in the deques already
+                    self.rec[:n, BMAX] = -np.inf
+            else:
+                getattr(self, k)[:n] = _unpack(p)
         lens = _unpack(lens).astype(np.int64)
         now = np.repeat(self.f[:n, N].astype(np.int64), lens.sum(axis=1))
         self._set_pool(now - _unpack(ages), _unpack(vals), lens)
@@ -85,8 +95,8 @@ class BankState:
     def load_scorer(self, r: int, sc: UnivariateAnomalyScorer) -> None:
         """Row r (fresh from `add`) takes over scorer `sc`'s state (`sc` must have this bank's
         parameters)."""
-        from keywatch.models.univariate_bank import (EVID, FR, FV, HAS_SLOW, LAST_PEAK, MEAN, MU, PEAK, PREV, SDEV,
-                                                     SHORT, SLOW, TCNT, TDEV, TMU, VAR, VOL, DEV, N)
+        from keywatch.models.univariate_bank import (BMAX, EVID, FR, FV, HAS_SLOW, LAST_PEAK, MEAN, MU, PEAK, PREV,
+                                                     SDEV, SHORT, SLOW, TCNT, TDEV, TMU, VAR, VOL, DEV, N)
 
         if (sc.a_level, sc.a_step, sc.a_tod, sc.refractory, sc.nb) != (self.a_level, self.a_step, self.a_tod,
                                                                         self.refractory, self.nb):
@@ -100,7 +110,7 @@ class BankState:
             if (c.n, c.memory, c.warmup, c.min_sigma, c.a_short) != (sc.n, self.memory, self.warmup, self.min_sigma,
                                                                      self.a_short[j]):
                 raise ValueError("the scorer's records are not the bank's (parameters or row count)")
-            self.rec[r, [SHORT, MU, VAR], j] = (c.short, c.mu, c.var)
+            self.rec[r, [SHORT, MU, VAR, BMAX], j] = (c.short, c.mu, c.var, getattr(c, "bmax", -np.inf))
             lens.append(len(c.top))
             if c.top:
                 self.rec[r, [FR, FV], j] = c.top[0]
@@ -112,10 +122,10 @@ class BankState:
         self.dq_vals = np.concatenate([self.dq_vals, np.array([v for c in sc.cal for _, v in c.top], np.float64)])
 
     def to_scorer(self, r: int) -> UnivariateAnomalyScorer:
-        """An independent scorer in row r's state (its deque: the old part, then the block's
-        values pushed one by one)."""
-        from keywatch.models.univariate_bank import (DEV, EVID, HAS_SLOW, LAST_PEAK, MEAN, MU, PEAK, PREV, SDEV,
-                                                     SHORT, SLOW, TCNT, TDEV, TMU, VAR, VOL, N)
+        """An independent scorer in row r's state (its deque: the pool's part, then the
+        completed block pushed in)."""
+        from keywatch.models.univariate_bank import (BMAX, DEV, EVID, HAS_SLOW, LAST_PEAK, MEAN, MU, PEAK, PREV,
+                                                     SDEV, SHORT, SLOW, TCNT, TDEV, TMU, VAR, VOL, N)
 
         sc = UnivariateAnomalyScorer(**self.params())
         f = self.f[r].tolist()
@@ -125,7 +135,7 @@ class BankState:
         sc.tod_mu, sc.tod_dev = self.tod[r, TMU].tolist(), self.tod[r, TDEV].tolist()
         sc.tod_n = [int(c) for c in self.tod[r, TCNT].tolist()]
         for j, c in enumerate(sc.cal):
-            c.short, c.mu, c.var = (float(self.rec[r, p, j]) for p in (SHORT, MU, VAR))
+            c.short, c.mu, c.var, c.bmax = (float(self.rec[r, p, j]) for p in (SHORT, MU, VAR, BMAX))
             c.n = sc.n
             c.top = deque(zip(*self._merged(r, j)))
         return sc

@@ -1,25 +1,25 @@
 """The older part of `UnivariateBank`'s sliding-window maxima: one flat pool of monotone deques.
 
-Each (row, record) pair of the bank owns a monotone deque — the (row number, value) entries the
-scorer's `_Record.top` would hold for the values before the current block, values decreasing —
-stored as the segment `dq_start`..`dq_start + dq_len` of the flat arrays `dq_rows`, `dq_vals`.
-Its front (the max and its row) is mirrored in the bank's `rec[:, FV]`, `rec[:, FR]`, so a step
-never reads the pool. Everything here is numpy over all pairs at once, no Python per pair:
+Each (row, record) pair of the bank owns a monotone deque — the (last row, max) entries of
+complete blocks that the scorer's `_Record.top` would hold, values decreasing — stored as the
+segment `dq_start`..`dq_start + dq_len` of the flat arrays `dq_rows`, `dq_vals`. Its front (the
+max and its row) is mirrored in the bank's `rec[:, FV]`, `rec[:, FR]`, so a step never reads the
+pool. Everything here is numpy over all pairs at once, no Python per pair:
 
 - `_expire`: fronts that left the window advance their segment start (rare);
-- `_fold`: every `block` steps each block is pushed into its deque, all pairs together, and the
-  pool is rebuilt compact (dead entries dropped): a deque keeps its entries that beat the
-  block's max (a prefix: values decrease), then the block values that beat every later block
-  value — what pushing them one by one (pop all ≤ v, append v) leaves.
+- `_fold`: every `block` steps each pair's completed block (`rec[:, PV]`, `rec[:, PR]`, if any)
+  is pushed into its deque, all pairs together, and the pool is rebuilt compact (dead entries
+  dropped): a deque keeps its entries that beat the block's max (a prefix: values decrease),
+  then that max — what the scorer's push (pop all ≤ v, append v) leaves.
 
 >>> import numpy as np
 >>> from keywatch.models.univariate import UnivariateAnomalyScorer
 >>> from keywatch.models.univariate_bank import UnivariateBank
->>> bank, sc = UnivariateBank(memory=50, block=4), UnivariateAnomalyScorer(memory=50)
+>>> bank, sc = UnivariateBank(memory=50, block=4), UnivariateAnomalyScorer(memory=50, block=4)
 >>> r = bank.add()
->>> for i, v in enumerate([5.0, 3.0, 4.0, 1.0, 2.0, 9.0, 0.5, 0.25, 0.1]):
+>>> for i, v in enumerate([5.0, 3.0, 4.0, 1.0, 2.0, 9.0, 0.5, 0.25, 0.1, 0.05, 0.02]):
 ...     _ = bank.step(np.array([r]), i * 60_000, np.array([v])), sc.update(i * 60_000, v)
->>> int(bank.dq_len[r].sum()) > 0  # two folds so far: the older values are in the pool
+>>> int(bank.dq_len[r].sum()) > 0  # two folds so far: the older blocks are in the pool
 True
 >>> all(list(zip(*bank._merged(r, j))) == list(sc.cal[j].top) for j in range(10))
 True
@@ -60,41 +60,34 @@ class WindowPool:
             k, j = k[more], j[more]
 
     def _folded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pair's deque with its block pushed in: (rows, values, lengths (n, 10)), the
-        pool compact in pair order. Reads the state only."""
-        from keywatch.models.univariate_bank import N
+        """Every pair's deque with its completed block pushed in: (rows, values, lengths
+        (n, 10)), the pool compact in pair order. Reads the state only."""
+        from keywatch.models.univariate_bank import PR, PV
 
-        n, B = self.n, self.block
+        n = self.n
         P = n * 10
-        vals = self.blk[:n].reshape(P, B)  # slots a row did not step in are −inf: never kept
-        filled = vals[::10] > -np.inf  # per row (its 10 records step together)
-        # Row number of each filled slot: the block's values are the row's last ones.
-        seq = np.cumsum(filled, axis=1) - 1 + (self.f[:n, N].astype(np.int64) - filled.sum(axis=1))[:, None]
-        # Suffix max along each block (into a fresh contiguous buffer: faster than numpy's own).
-        later = np.maximum.accumulate(vals[:, ::-1], axis=1, out=np.empty((P, B)))[:, ::-1]
-        keep_b = vals > np.concatenate([later[:, 1:], np.full((P, 1), -np.inf)], axis=1)
-        nb = keep_b.sum(axis=1)
+        pv, pr = self.rec[:n, PV].ravel(), self.rec[:n, PR].ravel()
+        has = pv > -np.inf
         ln = self.dq_len[:n].ravel()
         pair = np.repeat(np.arange(P), ln)
         first = np.cumsum(ln) - ln
         offs = np.arange(len(pair)) - first[pair]  # position inside its deque
         src = self.dq_start[:n].ravel()[pair] + offs
         ov, orow = self.dq_vals[src], self.dq_rows[src]
-        keep_o = ov > later[pair, 0]  # beats the block's max (−inf for an empty block)
+        keep_o = ov > pv[pair]  # beats the block's max (−inf: no block, all kept)
         cut = np.bincount(pair[keep_o], minlength=P)
-        new_len = cut + nb
+        new_len = cut + has
         new_start = np.cumsum(new_len) - new_len
         out_rows, out_vals = np.empty(new_len.sum(), ROW_DTYPE), np.empty(new_len.sum())
         at = new_start[pair[keep_o]] + offs[keep_o]
         out_rows[at], out_vals[at] = orow[keep_o], ov[keep_o]
-        pb, kb = divmod(np.flatnonzero(keep_b), B)  # pair-major, block order (2-D np.nonzero is ~5× slower)
-        at = new_start[pb] + cut[pb] + np.arange(len(pb)) - (np.cumsum(nb) - nb)[pb]
-        out_rows[at], out_vals[at] = seq[pb // 10, kb], vals[pb, kb]
+        at = new_start[has] + cut[has]
+        out_rows[at], out_vals[at] = pr[has], pv[has]
         return out_rows, out_vals, new_len.reshape(n, 10)
 
     def _set_pool(self, rows: np.ndarray, vals: np.ndarray, lens: np.ndarray) -> None:
-        """Install a compact pool (pair order) for rows 0..n-1; blocks empty, fronts mirrored."""
-        from keywatch.models.univariate_bank import BMAX, FR, FV
+        """Install a compact pool (pair order) for rows 0..n-1; no block pending, fronts mirrored."""
+        from keywatch.models.univariate_bank import FR, FV, PR, PV
 
         n = self.n
         self.dq_rows, self.dq_vals = rows.astype(ROW_DTYPE, copy=False), vals
@@ -105,24 +98,24 @@ class WindowPool:
         fr, fv = np.full((n, 10), np.inf), np.full((n, 10), -np.inf)
         fr[has], fv[has] = rows[start[has]], vals[start[has]]
         self.rec[:n, FR], self.rec[:n, FV] = fr, fv
-        self.rec[:n, BMAX] = -np.inf
-        self.blk[:n] = -np.inf
+        self.rec[:n, PV], self.rec[:n, PR] = -np.inf, np.inf
 
     def _fold(self) -> None:
         """Push every block into its deque (the pool is rebuilt compact)."""
         self._set_pool(*self._folded())
 
     def _merged(self, r: int, j: int) -> tuple[list, list]:
-        """Row r, record j's deque with its block pushed in: (rows, values), what the scorer holds."""
-        from keywatch.models.univariate_bank import N
+        """Row r, record j's deque with its completed block pushed in: (rows, values), what the
+        scorer holds."""
+        from keywatch.models.univariate_bank import PR, PV
 
         s, m = int(self.dq_start[r, j]), int(self.dq_len[r, j])
         rows, vals = self.dq_rows[s:s + m].tolist(), self.dq_vals[s:s + m].tolist()
-        block = [v for v in self.blk[r, j].tolist() if v > -np.inf]
-        for row, v in enumerate(block, int(self.f[r, N]) - len(block)):
+        v = float(self.rec[r, PV, j])
+        if v > -np.inf:
             while vals and vals[-1] <= v:
                 rows.pop()
                 vals.pop()
-            rows.append(row)
+            rows.append(int(self.rec[r, PR, j]))
             vals.append(v)
         return rows, vals

@@ -29,19 +29,20 @@ def _value(rnd: random.Random, kind: int) -> float:
 
 def _state(sc: UnivariateAnomalyScorer) -> dict:
     d = {k: v for k, v in vars(sc).items() if k != "cal"}
-    return d | {"cal": [(c.short, c.mu, c.var, c.n, list(c.top)) for c in sc.cal]}
+    return d | {"cal": [(c.short, c.mu, c.var, c.n, list(c.top), c.bmax, c.block) for c in sc.cal]}
 
 
 @pytest.mark.parametrize("params, steps", [
     ({"memory": 60, "block": 8, "warmup": 5, "refractory": 10}, 2500),  # many expiries and folds
-    ({"memory": 7, "block": 16, "warmup": 2, "refractory": 3}, 1500),  # block capped at memory
+    ({"memory": 7, "block": 16, "warmup": 2, "refractory": 3}, 1500),  # block capped at half of memory
     ({"memory": 300}, 1200),  # defaults otherwise: past `memory`, past warmup
-    ({"memory": 300, "block": 128}, 1200),  # session 23's block: pickles load with today's (`BLOCK`)
+    ({"memory": 300, "block": 7}, 1300),  # blocks across the window's edge
+    ({"memory": 40, "block": 1, "warmup": 5}, 1500),  # a block a row: the exact window of session 27
 ])
 def test_bank_equals_independent_scorers(params, steps):
     rnd = random.Random(steps)
     bank = UnivariateBank(**params)
-    kw = {k: v for k, v in params.items() if k != "block"}
+    kw = params
     solo = {bank.add(): UnivariateAnomalyScorer(**kw) for _ in range(6)}
     kind = {r: r % 4 for r in solo}
     for t in range(steps):
@@ -141,16 +142,43 @@ def test_detector_continues_identically_after_pickle():
     assert _run(c, events[cut:]) == want and scorers(c) == scorers(ref)
 
 
-def test_a_snapshot_of_128_value_blocks_loads_with_smaller_ones():
-    """Blocks were 128 values per record until session 24 (10 KB a row): a snapshot holds none,
-    so one taken then loads with `BLOCK`-value blocks and goes on with the same scores."""
+def test_a_session_27_snapshot_loads_and_goes_on_as_its_scorer():
+    """Until session 28 a deque held an entry per row (the window exact: what one-row blocks
+    give) and a snapshot pushed the current block into it, its planes stopping at `BMAX`; one
+    taken then (block 128 until session 24) loads with `BLOCK`-row blocks, its rows read as
+    one-row blocks, and goes on exactly as a scorer converted from it."""
     rnd = random.Random(4)
-    bank, solo = UnivariateBank(block=128), UnivariateAnomalyScorer()
+    bank, solo = UnivariateBank(block=1), UnivariateAnomalyScorer(block=1)
     r = bank.add()
-    for t in range(1000):
-        if t == 300:
-            bank = pickle.loads(pickle.dumps(bank))
-            assert bank.block == BLOCK < 128 and bank.blk.shape[1:] == (10, BLOCK)
+    for t in range(700):
         x = _value(rnd, 0)
         assert bank.step(np.array([r]), DAY0 + t * MIN, np.array([x])).tolist() == [solo.update(DAY0 + t * MIN, x)]
-    assert _state(bank.to_scorer(r)) == _state(solo)
+    st = bank.__getstate__()
+    del st["_bmax_kept"]
+    st["block"] = 128
+    old = UnivariateBank.__new__(UnivariateBank)
+    old.__setstate__(pickle.loads(pickle.dumps(st)))
+    assert old.block == BLOCK and old.rec.shape[1] == 8
+    sc = old.to_scorer(r)
+    assert [list(c.top) for c in sc.cal] == [list(c.top) for c in solo.cal]  # the exact deques, as entries
+    for t in range(700, 1700):
+        x = _value(rnd, 0)
+        assert old.step(np.array([r]), DAY0 + t * MIN, np.array([x])).tolist() == [sc.update(DAY0 + t * MIN, x)]
+    assert _state(old.to_scorer(r)) == _state(sc)
+    assert max(len(c.top) for c in sc.cal) <= -(-sc.cal[0].memory // BLOCK) + 1  # bounded once blocks took over
+
+
+def test_window_entries_are_bounded_by_blocks():
+    """A series whose smoothed surprise keeps falling (two values in turn) kept an entry per row
+    for days, up to `memory` a record (12,912 entries at 5,000 rows); with blocks at most
+    ⌈memory / block⌉ + 1 a record (447 in all here)."""
+    bank = UnivariateBank()
+    r = bank.add()
+    exact = UnivariateAnomalyScorer(block=1, memory=bank.memory)  # the window of session 27
+    for t in range(5000):
+        x = 0.5 if t % 2 else 0.7
+        bank.step(np.array([r]), DAY0 + t * MIN, np.array([x]))
+        exact.update(DAY0 + t * MIN, x)
+    bound = -(-bank.memory // bank.block) + 1
+    assert 0 < bank.dq_len[r].max() <= bound and len(bank.dq_vals) == bank.dq_len[r].sum() < 500
+    assert sum(len(c.top) for c in exact.cal) > 12_000

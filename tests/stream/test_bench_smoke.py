@@ -69,9 +69,11 @@ def test_bench_quick_writes_every_figure(tmp_path: Path):
     assert idle["unpacked"]["keys"] == 2_001 and idle["unpacked"]["resident_bytes_per_key"] > 0, idle
     gateway = core["gateway"]  # keys seen both ways every hour for 3 days
     assert gateway["keys"] == 50 and gateway["hours"] == 75 and gateway["resident_bytes_per_key"] > 0, gateway
-    window = core["window"]  # a spend series' window maxima over days: the steadily falling one grows
-    alt = window["alternating"]
-    assert alt["1 day"]["entries"] > 5 * alt["2.5 hours"]["entries"] > 0 and window["constant"]["1 week"]["entries"] == 10, window
+    window = core["window"]  # a spend series' window maxima over days, in blocks and a row each (exact)
+    alt, exact = window["alternating"], window["alternating_exact"]
+    assert exact["1 day"]["entries"] > 5 * exact["2.5 hours"]["entries"] > 0, window  # a falling surprise: nearly every row
+    assert 0 < alt["3.5 days"]["entries"] <= 10 * (-(-5000 // window["block"]) + 1) < exact["3.5 days"]["entries"], window
+    assert window["constant"]["1 week"]["entries"] == window["constant_exact"]["1 week"]["entries"] == 10, window
     assert core["replay_events_per_s"] > 0
     if hasattr(os, "fork"):  # a forked snapshot's wait is the fork, well under pickling in process
         snap = core["snapshot"]
