@@ -6,6 +6,7 @@ continues identically after a pickle, also from a snapshot taken before the bank
 import copy
 import pickle
 import random
+import zlib
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from keywatch.models.core import DetectionCore
 from keywatch.models.costspike import CostSpikeDetector
 from keywatch.models.events import UsageEvent
 from keywatch.models.univariate import UnivariateAnomalyScorer
-from keywatch.models.univariate_bank import BLOCK, UnivariateBank
+from keywatch.models.univariate_bank import BLOCK, BMAX, UnivariateBank
 
 from .sim import DAY0, MIN, steady
 
@@ -156,16 +157,21 @@ def test_a_session_27_snapshot_loads_and_goes_on_as_its_scorer():
     st = bank.__getstate__()
     del st["_bmax_kept"]
     st["block"] = 128
+    dtype, shape, _ = st["_packed"]["rec"]  # its block's max, left in the planes (it is in the deques too)
+    rec = np.frombuffer(zlib.decompress(st["_packed"]["rec"][2]), dtype).reshape(shape).copy()
+    rec[:, BMAX] = 1e9
+    st["_packed"]["rec"] = (dtype, shape, zlib.compress(rec.tobytes()))
     old = UnivariateBank.__new__(UnivariateBank)
     old.__setstate__(pickle.loads(pickle.dumps(st)))
     assert old.block == BLOCK and old.rec.shape[1] == 8
-    sc = old.to_scorer(r)
-    assert [list(c.top) for c in sc.cal] == [list(c.top) for c in solo.cal]  # the exact deques, as entries
+    for c in solo.cal:  # the reference: the exact deques as entries, blocks from here on
+        c.block = BLOCK
+    assert [list(c.top) for c in old.to_scorer(r).cal] == [list(c.top) for c in solo.cal]
     for t in range(700, 1700):
         x = _value(rnd, 0)
-        assert old.step(np.array([r]), DAY0 + t * MIN, np.array([x])).tolist() == [sc.update(DAY0 + t * MIN, x)]
-    assert _state(old.to_scorer(r)) == _state(sc)
-    assert max(len(c.top) for c in sc.cal) <= -(-sc.cal[0].memory // BLOCK) + 1  # bounded once blocks took over
+        assert old.step(np.array([r]), DAY0 + t * MIN, np.array([x])).tolist() == [solo.update(DAY0 + t * MIN, x)]
+    assert _state(old.to_scorer(r)) == _state(solo)
+    assert max(len(c.top) for c in solo.cal) <= -(-solo.cal[0].memory // BLOCK) + 1  # bounded once blocks took over
 
 
 def test_window_entries_are_bounded_by_blocks():
