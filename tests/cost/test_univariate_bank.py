@@ -188,3 +188,17 @@ def test_window_entries_are_bounded_by_blocks():
     bound = -(-bank.memory // bank.block) + 1
     assert 0 < bank.dq_len[r].max() <= bound and len(bank.dq_vals) == bank.dq_len[r].sum() < 500
     assert sum(len(c.top) for c in exact.cal) > 12_000
+
+
+def test_a_second_completed_block_before_a_fold_pushes_the_first():
+    """A row completes at most one block between folds (every `block` calls); were the folds
+    to lag (here: the call count held back), the bank pushes the waiting block first and still
+    equals the scorer."""
+    rnd = random.Random(9)
+    bank, solo = UnivariateBank(memory=60, block=4, warmup=5), UnivariateAnomalyScorer(memory=60, block=4, warmup=5)
+    r = bank.add()
+    for t in range(300):
+        bank.clock = 1  # never a multiple of the block: no fold but the bank's own
+        x = _value(rnd, t % 3)
+        assert bank.step(np.array([r]), DAY0 + t * MIN, np.array([x])).tolist() == [solo.update(DAY0 + t * MIN, x)]
+    assert _state(bank.to_scorer(r)) == _state(solo)
