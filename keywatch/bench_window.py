@@ -21,7 +21,7 @@ row (`block=1`: the exact window of session 27) as the baseline:
 * with `--nab DIR`, every NAB series too (at their own length): the largest and the median of
   each series' peak.
 
-`python -m keywatch.bench_window [--nab ../shared/datasets/nab]` prints JSON (≈ 5 s with NAB).
+`python -m keywatch.bench_window [--nab ../shared/datasets/nab]` prints JSON (≈ 6 s with NAB).
 
 >>> grows = held(alternating(400), marks=(150, 400), block=1)
 >>> grows[150]["entries"] > 500, grows[400]["entries"] > 2 * grows[150]["entries"]
@@ -95,9 +95,10 @@ def nab_peaks(root: Path, block: int = BLOCK) -> dict:
 def window_report(nab: Path | None = None) -> dict:
     """The three synthetic series at each of `MARKS`, and NAB's peaks if `nab` is given, with
     blocks (`BLOCK`) and with a block a row (`exact`, the baseline)."""
-    last = max(MARKS.values())
-    out = {"entry_bytes": ENTRY_BYTES, "block": BLOCK, "worst_case_pool_kb": round(10 * (-(-5000 // BLOCK) + 1) * ENTRY_BYTES / 1000, 1),
-           "exact_worst_case_pool_kb": round(10 * 5000 * ENTRY_BYTES / 1000, 1)}
+    last, memory = max(MARKS.values()), UnivariateAnomalyScorer().cal[0].memory
+    out = {"entry_bytes": ENTRY_BYTES, "block": BLOCK,  # at most: 10 records × their entries
+           "worst_case_pool_kb": round(10 * (-(-memory // BLOCK) + 1) * ENTRY_BYTES / 1000, 1),
+           "exact_worst_case_pool_kb": round(10 * memory * ENTRY_BYTES / 1000, 1)}
     for name, make in (("constant", constant), ("alternating", alternating), ("noisy", noisy)):
         values = make(last)
         for key, block in ((name, BLOCK), (f"{name}_exact", 1)):

@@ -110,7 +110,7 @@ class BankState:
             if (c.n, c.memory, c.warmup, c.min_sigma, c.a_short) != (sc.n, self.memory, self.warmup, self.min_sigma,
                                                                      self.a_short[j]):
                 raise ValueError("the scorer's records are not the bank's (parameters or row count)")
-            self.rec[r, [SHORT, MU, VAR, BMAX], j] = (c.short, c.mu, c.var, getattr(c, "bmax", -np.inf))
+            self.rec[r, [SHORT, MU, VAR, BMAX], j] = (c.short, c.mu, c.var, c.bmax)
             lens.append(len(c.top))
             if c.top:
                 self.rec[r, [FR, FV], j] = c.top[0]
