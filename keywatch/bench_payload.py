@@ -1,0 +1,148 @@
+"""What a tracked key's state holds as numbers, against the bytes its objects take.
+
+Resident memory per key (keywatch/bench_memory.py) is what a worker's objects take. Part of it
+is what the models keep by design — every float and int, 8 bytes; an `array`'s items; a numpy
+array's bytes; a string's characters: the *payload*, what even a compiled layout of the same
+state would hold. The rest is the objects' overhead: headers, pointers, dict and set tables, 24
+bytes for each Python float. This walks a core's state component by component (a detector's
+attribute; an object two components share counts in the first) and gives both per key, for
+bench_memory's new keys, busy keys in 50 projects and busy keys each alone in its project.
+
+It tells what ≤ 2 KB per key in memory would take. Where the payload is under 2 KB (new keys),
+a tighter layout could get there; where it is over (busy keys), only a model that keeps less
+could — which changes detection results.
+
+Counted as state: the arrays of a row bank (models/rowbank.py) in proportion to its rows in use
+(spare rows are allocated, not state); the dedupe window (`core._window`, a fixed bound, not per
+key) apart, as `fixed`. Payload is a floor for the state as the models define it, not for any
+layout: an index from key id to row, say, is not counted.
+
+`python -m keywatch.bench_payload [--new-keys 100000] [--busy-keys 10000]` prints JSON (≈ 1.5 min).
+
+>>> from array import array
+>>> import numpy as np
+>>> payload_of(1.5), payload_of("key_01"), payload_of(array("I", [1, 2, 3])), payload_of(np.zeros(4))
+(8, 6, 12, 32)
+>>> from keywatch.models.rowbank import RowBank
+>>> class Bank(RowBank):                          # a row bank: 2 rows of 8 in use
+...     def __init__(self): self.n, self.cap, self.free, self.x = 3, 8, [1], np.zeros((8, 4))
+>>> walk_sizes([Bank()])[1]                       # 2 of 8 rows of 4 float64 (64); n, cap, a free row (24)
+88
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import types
+from array import array
+
+import numpy as np
+
+from keywatch.bench_core import _settings, synthetic_state
+from keywatch.bench_memory import busy_state
+from keywatch.models.rowbank import RowBank
+
+_SKIP = (type, types.FunctionType, types.ModuleType, types.BuiltinFunctionType, types.MethodType)
+
+
+def payload_of(o) -> int:
+    """Bytes of numbers or text `o` itself holds (containers: 0; their items count on their own)."""
+    if o is None or isinstance(o, bool):
+        return 0
+    if isinstance(o, (int, float)):
+        return 8
+    if isinstance(o, complex):
+        return 16
+    if isinstance(o, (str, bytes)):
+        return len(o)
+    if isinstance(o, array):
+        return o.itemsize * len(o)
+    if isinstance(o, np.ndarray):
+        return o.nbytes if o.base is None else 0  # a view's bytes are its base's
+    return 0
+
+
+def _rows_in_use(o) -> dict[int, float]:
+    """For a row bank, its arrays' ids → the share of their rows in use (rows on the first or, in
+    `SeasonalBank`'s layout, the last axis)."""
+    if not isinstance(o, RowBank):
+        return {}
+    cap = o.cap
+    share = (o.n - len(o.free)) / cap if cap else 0.0
+    return {id(a): share for a in vars(o).values() if isinstance(a, np.ndarray) and cap in (a.shape[:1] + a.shape[-1:])}
+
+
+def walk_sizes(root, seen: set | None = None) -> tuple[int, int]:
+    """(allocated bytes, payload bytes) of the objects reachable from `root` not in `seen`
+    (updated: each object counts once); classes, functions and modules are not followed."""
+    seen = set() if seen is None else seen
+    stack, allocated, payload, share = [root], 0, 0, {}
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, _SKIP):
+            continue
+        seen.add(id(o))
+        share.update(_rows_in_use(o))
+        part = share.get(id(o), 1.0)
+        allocated += round(sys.getsizeof(o) * part) if part < 1.0 else sys.getsizeof(o)
+        payload += round(payload_of(o) * part)
+        stack.extend(gc.get_referents(o))
+    return allocated, payload
+
+
+def components(core) -> dict[str, tuple[int, int]]:
+    """Each detector attribute's (allocated, payload) bytes, then `fixed`: the dedupe window."""
+    seen, out = {id(core)}, {}
+    for d in core.detectors:
+        seen.add(id(d))
+        names = vars(d) if hasattr(d, "__dict__") else {a: getattr(d, a) for a in d.__slots__ if hasattr(d, a)}
+        for name, value in names.items():
+            out[f"{type(d).__name__}.{name}"] = walk_sizes(value, seen)
+    out["fixed"] = walk_sizes(core._window, seen)
+    return out
+
+
+def per_key(core, keys: int, top: int = 8) -> dict:
+    """Bytes per key of `core`'s state: totals, and the `top` components by allocated bytes."""
+    parts = components(core)
+    fixed = parts.pop("fixed")
+    biggest = sorted(parts.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"keys": keys,
+            "allocated_bytes_per_key": round(sum(a for a, _ in parts.values()) / keys),
+            "payload_bytes_per_key": round(sum(p for _, p in parts.values()) / keys),
+            "fixed_dedupe_window_mb": round(fixed[0] / 2**20, 1),
+            "components": {name: {"allocated": round(a / keys), "payload": round(p / keys)} for name, (a, p) in biggest}}
+
+
+def payload_report(new_keys: int = 100_000, busy_keys: int = 10_000, minutes: int = 150) -> dict:
+    """`per_key` for new keys, busy keys in 50 projects and busy keys alone in their projects, at
+    `keywatch bench`'s sizes by default."""
+    settings = _settings(None)
+    out = {}
+    for name, build in (("new", lambda: synthetic_state(settings, new_keys)),
+                        ("busy", lambda: busy_state(settings, busy_keys, minutes)),
+                        ("busy_alone_in_project", lambda: busy_state(settings, busy_keys, minutes, projects=busy_keys))):
+        core = build()
+        kt = core.detector("key_theft")
+        out[name] = per_key(core, kt.tracked_keys() if kt is not None else new_keys if name == "new" else busy_keys)
+        del core, kt
+        gc.collect()
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--new-keys", type=int, default=100_000, help="new keys (default 100000)")
+    ap.add_argument("--busy-keys", type=int, default=10_000, help="busy keys, each way (default 10000)")
+    ap.add_argument("--minutes", type=int, default=150, help="busy keys' minutes of calls (default 150)")
+    args = ap.parse_args(argv)
+    out = payload_report(args.new_keys, args.busy_keys, args.minutes)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
