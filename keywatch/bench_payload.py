@@ -14,8 +14,10 @@ could — which changes detection results.
 
 Counted as state: the arrays of a row bank (models/rowbank.py) in proportion to its rows in use
 (spare rows are allocated, not state); the dedupe window (`core._window`, a fixed bound, not per
-key) apart, as `fixed`. Payload is a floor for the state as the models define it, not for any
-layout: an index from key id to row, say, is not counted.
+key) apart, as `fixed`. The payload is counted on the core as a snapshot restores it (pickled
+and loaded again), so the caches a snapshot leaves out (this hour's callers, row caches) do not
+count. It is a floor for the state as the models define it, not for any layout: an index from
+key id to row, say, is not counted.
 
 `python -m keywatch.bench_payload [--new-keys 100000] [--busy-keys 10000]` prints JSON (≈ 1.5 min).
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import pickle
 import sys
 import types
 from array import array
@@ -106,15 +109,23 @@ def components(core) -> dict[str, tuple[int, int]]:
 
 
 def per_key(core, keys: int, top: int = 8) -> dict:
-    """Bytes per key of `core`'s state: totals, and the `top` components by allocated bytes."""
-    parts = components(core)
-    fixed = parts.pop("fixed")
-    biggest = sorted(parts.items(), key=lambda kv: -kv[1][0])[:top]
+    """Bytes per key of `core`'s state: its objects' (caches included), the numbers of its state
+    (`payload`: of the core as a snapshot restores it, so without the caches it does not store),
+    pickled (as a snapshot stores it); the dedupe window apart. Then the `top` components by
+    their objects' bytes."""
+    blob, window = pickle.dumps(core, protocol=5), pickle.dumps(core._window, protocol=5)
+    live, state = components(core), components(pickle.loads(blob))  # noqa: S301 - our own, just made
+    fixed = live.pop("fixed")
+    state.pop("fixed")
+    biggest = sorted(live, key=lambda name: -live[name][0])[:top]
     return {"keys": keys,
-            "allocated_bytes_per_key": round(sum(a for a, _ in parts.values()) / keys),
-            "payload_bytes_per_key": round(sum(p for _, p in parts.values()) / keys),
+            "allocated_bytes_per_key": round(sum(a for a, _ in live.values()) / keys),
+            "payload_bytes_per_key": round(sum(p for _, p in state.values()) / keys),
+            "live_payload_bytes_per_key": round(sum(p for _, p in live.values()) / keys),  # caches' numbers too
+            "pickled_bytes_per_key": round((len(blob) - len(window)) / keys),
             "fixed_dedupe_window_mb": round(fixed[0] / 2**20, 1),
-            "components": {name: {"allocated": round(a / keys), "payload": round(p / keys)} for name, (a, p) in biggest}}
+            "components": {name: {"allocated": round(live[name][0] / keys),
+                                  "payload": round(state.get(name, (0, 0))[1] / keys)} for name in biggest}}
 
 
 def payload_report(new_keys: int = 100_000, busy_keys: int = 10_000, minutes: int = 150) -> dict:

@@ -10,6 +10,7 @@ def test_payload_is_the_models_numbers_and_less_than_the_objects():
     out = payload_report(new_keys=300, busy_keys=300, minutes=20)
     for name, state in out.items():
         assert 0 < state["payload_bytes_per_key"] < state["allocated_bytes_per_key"], (name, state)
+        assert 0 < state["pickled_bytes_per_key"] < state["allocated_bytes_per_key"], (name, state)
         for comp, c in state["components"].items():
             assert c["payload"] <= c["allocated"], (name, comp, c)
     new, busy, alone = out["new"], out["busy"], out["busy_alone_in_project"]
