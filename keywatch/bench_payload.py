@@ -17,7 +17,8 @@ Counted as state: the arrays of a row bank (models/rowbank.py) in proportion to 
 key) apart, as `fixed`. The payload is counted on the core as a snapshot restores it (pickled
 and loaded again), so the caches a snapshot leaves out (this hour's callers, row caches) do not
 count. It is a floor for the state as the models define it, not for any layout: an index from
-key id to row, say, is not counted.
+key id to row, say, is not counted, and each object counts once (a small int, which Python
+shares, once in all).
 
 `python -m keywatch.bench_payload [--new-keys 100000] [--busy-keys 10000]` prints JSON (≈ 1.5 min).
 
@@ -133,13 +134,13 @@ def payload_report(new_keys: int = 100_000, busy_keys: int = 10_000, minutes: in
     `keywatch bench`'s sizes by default."""
     settings = _settings(None)
     out = {}
-    for name, build in (("new", lambda: synthetic_state(settings, new_keys)),
-                        ("busy", lambda: busy_state(settings, busy_keys, minutes)),
-                        ("busy_alone_in_project", lambda: busy_state(settings, busy_keys, minutes, projects=busy_keys))):
+    for name, keys, build in (("new", new_keys, lambda: synthetic_state(settings, new_keys)),
+                              ("busy", busy_keys, lambda: busy_state(settings, busy_keys, minutes)),
+                              ("busy_alone_in_project", busy_keys,
+                               lambda: busy_state(settings, busy_keys, minutes, projects=busy_keys))):
         core = build()
-        kt = core.detector("key_theft")
-        out[name] = per_key(core, kt.tracked_keys() if kt is not None else new_keys if name == "new" else busy_keys)
-        del core, kt
+        out[name] = per_key(core, core.detector("key_theft").tracked_keys() if core.detector("key_theft") else keys)
+        del core
         gc.collect()
     return out
 
