@@ -27,12 +27,17 @@ from __future__ import annotations
 
 import gc
 import sys
+import types
+from array import array
+
+import numpy as np
 
 from keywatch.bench_core import MODELS, UAS, _settings, feed, new_key_call, synthetic_state
 from keywatch.memtrim import resident_bytes, trim
 from keywatch.models.core import DetectionCore
 from keywatch.models.events import UsageEvent
 from keywatch.models.registry import build_core
+from keywatch.models.rowbank import RowBank
 from keywatch.models.spill import spill_totals
 
 T0 = 1_793_577_600_000
@@ -117,22 +122,63 @@ def dedupe_window_bytes(core: DetectionCore) -> int:
 
 
 def deep_size(*roots) -> int:
-    """Bytes of the objects reachable from `roots`, each counted once (classes not followed):
-    allocated, not resident, and a numpy view counts its header only.
+    """Bytes of the objects reachable from `roots`, each counted once (classes, functions and
+    modules not followed): allocated, not resident, and a numpy view counts its header only.
 
     >>> shared = "x" * 100
     >>> deep_size([shared, shared]) == deep_size([shared]) + 8
     True
     """
-    seen, stack, total = set(), list(roots), 0
+    return walk_sizes(*roots)[0]
+
+
+_SKIP = (type, types.FunctionType, types.ModuleType, types.BuiltinFunctionType, types.MethodType)
+
+
+def payload_of(o) -> int:
+    """Bytes of numbers or text `o` itself holds (containers: 0; their items count on their own)."""
+    if o is None or isinstance(o, bool):
+        return 0
+    if isinstance(o, (int, float)):
+        return 8
+    if isinstance(o, complex):
+        return 16
+    if isinstance(o, (str, bytes)):
+        return len(o)
+    if isinstance(o, array):
+        return o.itemsize * len(o)
+    if isinstance(o, np.ndarray):
+        return o.nbytes if o.base is None else 0  # a view's bytes are its base's
+    return 0
+
+
+def _rows_in_use(o) -> dict[int, float]:
+    """For a row bank, its arrays' ids → the share of their rows in use (rows on the first or, in
+    `SeasonalBank`'s layout, the last axis)."""
+    if not isinstance(o, RowBank):
+        return {}
+    cap = o.cap
+    share = (o.n - len(o.free)) / cap if cap else 0.0
+    return {id(a): share for a in vars(o).values() if isinstance(a, np.ndarray) and cap in (a.shape[:1] + a.shape[-1:])}
+
+
+def walk_sizes(*roots, seen: set | None = None) -> tuple[int, int]:
+    """(allocated bytes, payload bytes) of the objects reachable from `roots` not in `seen`
+    (updated: each object counts once); classes, functions and modules are not followed. The
+    payload (keywatch/bench_payload.py) is the numbers and text the objects hold (`payload_of`),
+    a row bank's arrays in proportion to its rows in use (`_rows_in_use`)."""
+    seen = set() if seen is None else seen
+    stack, allocated, payload, share = list(roots), 0, 0, {}
     while stack:
         o = stack.pop()
-        if id(o) in seen or isinstance(o, type):
+        if id(o) in seen or isinstance(o, _SKIP):
             continue
         seen.add(id(o))
-        total += sys.getsizeof(o)
+        share.update(_rows_in_use(o))
+        allocated += sys.getsizeof(o)
+        payload += round(payload_of(o) * share.get(id(o), 1.0))
         stack.extend(gc.get_referents(o))
-    return total
+    return allocated, payload
 
 
 def resident_growth(keys: int, settings=None) -> dict:

@@ -12,24 +12,25 @@ It tells what ≤ 2 KB per key in memory would take. Where the payload is under 
 a tighter layout could get there; where it is over (busy keys), only a model that keeps less
 could — which changes detection results.
 
-Counted as state: the arrays of a row bank (models/rowbank.py) in proportion to its rows in use
-(spare rows are allocated, not state); the dedupe window (`core._window`, a fixed bound, not per
-key) apart, as `fixed`. The payload is counted on the core as a snapshot restores it (pickled
-and loaded again), so the caches a snapshot leaves out (this hour's callers, row caches) do not
-count. It is a floor for the state as the models define it, not for any layout: an index from
-key id to row, say, is not counted, and each object counts once (a small int, which Python
-shares, once in all).
+A row bank's (models/rowbank.py) arrays count among the numbers in proportion to its rows in
+use (spare rows are allocated, so they count in the objects' bytes, but are not state). The
+dedupe window (`core._window`, a fixed bound, not per key) is apart, as `fixed`. The numbers are
+counted on the core as a snapshot restores it (pickled and loaded again), so the caches a
+snapshot leaves out (this hour's callers, row caches) do not count. They are a floor for the
+state as the models define it, not for any layout: an index from key id to row, say, is not
+counted, and each object counts once (a small int, which Python shares, once in all).
 
 `python -m keywatch.bench_payload [--new-keys 100000] [--busy-keys 10000]` prints JSON (≈ 1.5 min).
 
 >>> from array import array
 >>> import numpy as np
+>>> from keywatch.bench_memory import payload_of
 >>> payload_of(1.5), payload_of("key_01"), payload_of(array("I", [1, 2, 3])), payload_of(np.zeros(4))
 (8, 6, 12, 32)
 >>> from keywatch.models.rowbank import RowBank
 >>> class Bank(RowBank):                          # a row bank: 2 rows of 8 in use
 ...     def __init__(self): self.n, self.cap, self.free, self.x = 3, 8, [1], np.zeros((8, 4))
->>> walk_sizes([Bank()])[1]                       # 2 of 8 rows of 4 float64 (64); n, cap, a free row (24)
+>>> walk_sizes(Bank())[1]                         # 2 of 8 rows of 4 float64 (64); n, cap, a free row (24)
 88
 """
 
@@ -39,63 +40,9 @@ import argparse
 import gc
 import json
 import pickle
-import sys
-import types
-from array import array
-
-import numpy as np
 
 from keywatch.bench_core import _settings, synthetic_state
-from keywatch.bench_memory import busy_state
-from keywatch.models.rowbank import RowBank
-
-_SKIP = (type, types.FunctionType, types.ModuleType, types.BuiltinFunctionType, types.MethodType)
-
-
-def payload_of(o) -> int:
-    """Bytes of numbers or text `o` itself holds (containers: 0; their items count on their own)."""
-    if o is None or isinstance(o, bool):
-        return 0
-    if isinstance(o, (int, float)):
-        return 8
-    if isinstance(o, complex):
-        return 16
-    if isinstance(o, (str, bytes)):
-        return len(o)
-    if isinstance(o, array):
-        return o.itemsize * len(o)
-    if isinstance(o, np.ndarray):
-        return o.nbytes if o.base is None else 0  # a view's bytes are its base's
-    return 0
-
-
-def _rows_in_use(o) -> dict[int, float]:
-    """For a row bank, its arrays' ids → the share of their rows in use (rows on the first or, in
-    `SeasonalBank`'s layout, the last axis)."""
-    if not isinstance(o, RowBank):
-        return {}
-    cap = o.cap
-    share = (o.n - len(o.free)) / cap if cap else 0.0
-    return {id(a): share for a in vars(o).values() if isinstance(a, np.ndarray) and cap in (a.shape[:1] + a.shape[-1:])}
-
-
-def walk_sizes(root, seen: set | None = None) -> tuple[int, int]:
-    """(allocated bytes, payload bytes) of the objects reachable from `root` not in `seen`
-    (updated: each object counts once); classes, functions and modules are not followed."""
-    seen = set() if seen is None else seen
-    stack, allocated, payload, share = [root], 0, 0, {}
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or isinstance(o, _SKIP):
-            continue
-        seen.add(id(o))
-        share.update(_rows_in_use(o))
-        part = share.get(id(o), 1.0)
-        allocated += round(sys.getsizeof(o) * part) if part < 1.0 else sys.getsizeof(o)
-        payload += round(payload_of(o) * part)
-        stack.extend(gc.get_referents(o))
-    return allocated, payload
-
+from keywatch.bench_memory import busy_state, walk_sizes
 
 def components(core) -> dict[str, tuple[int, int]]:
     """Each detector attribute's (allocated, payload) bytes, then `fixed`: the dedupe window."""
@@ -104,8 +51,8 @@ def components(core) -> dict[str, tuple[int, int]]:
         seen.add(id(d))
         names = vars(d) if hasattr(d, "__dict__") else {a: getattr(d, a) for a in d.__slots__ if hasattr(d, a)}
         for name, value in names.items():
-            out[f"{type(d).__name__}.{name}"] = walk_sizes(value, seen)
-    out["fixed"] = walk_sizes(core._window, seen)
+            out[f"{type(d).__name__}.{name}"] = walk_sizes(value, seen=seen)
+    out["fixed"] = walk_sizes(core._window, seen=seen)
     return out
 
 

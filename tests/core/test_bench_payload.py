@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from keywatch.bench_payload import payload_report, walk_sizes
+from keywatch.bench_memory import walk_sizes
+from keywatch.bench_payload import payload_report
 from keywatch.models.forecast import SeasonalBank
 
 
