@@ -20,7 +20,7 @@ snapshot leaves out (this hour's callers, row caches) do not count. They are a f
 state as the models define it, not for any layout: an index from key id to row, say, is not
 counted, and each object counts once (a small int, which Python shares, once in all).
 
-`python -m keywatch.bench_payload [--new-keys 100000] [--busy-keys 10000]` prints JSON (≈ 1.5 min).
+`python -m keywatch.bench_payload [--new-keys 100000] [--busy-keys 10000]` prints JSON (≈ 1.75 min).
 
 >>> from array import array
 >>> import numpy as np
