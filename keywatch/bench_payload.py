@@ -44,6 +44,7 @@ import pickle
 from keywatch.bench_core import _settings, synthetic_state
 from keywatch.bench_memory import busy_state, walk_sizes
 
+
 def components(core) -> dict[str, tuple[int, int]]:
     """Each detector attribute's (allocated, payload) bytes, then `fixed`: the dedupe window."""
     seen, out = {id(core)}, {}
@@ -86,8 +87,9 @@ def payload_report(new_keys: int = 100_000, busy_keys: int = 10_000, minutes: in
                               ("busy_alone_in_project", busy_keys,
                                lambda: busy_state(settings, busy_keys, minutes, projects=busy_keys))):
         core = build()
-        out[name] = per_key(core, core.detector("key_theft").tracked_keys() if core.detector("key_theft") else keys)
-        del core
+        kt = core.detector("key_theft")
+        out[name] = per_key(core, kt.tracked_keys() if kt is not None else keys)
+        del core, kt
         gc.collect()
     return out
 
